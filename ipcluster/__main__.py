@@ -1,0 +1,7 @@
+"""``python -m ipcluster``: the ``ipcluster`` command."""
+
+import sys
+
+from ipcluster.cli import main
+
+sys.exit(main())

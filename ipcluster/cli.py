@@ -1,0 +1,239 @@
+"""Surfaces layer: the ``ipcluster`` command.
+
+    ipcluster start -n 4 [--daemonize]     a controller and engines; Ctrl-C stops them all
+    ipcluster stop [--cluster-id ID]       stop a running cluster, leaving no process behind
+    ipcluster list [-o json]               the clusters in $IPCLUSTER_DIR
+    ipcluster controller / engine          the processes themselves, as launchers run them
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from ipcluster import connection
+from ipcluster.cluster import STATE_FILE, Cluster, _tail
+from ipcluster.config import DEFAULT_CLUSTER_ID, cluster_dir, ipcluster_dir, resolve
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ipcluster", description="Interactive parallel computing.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    start = sub.add_parser("start", help="start a controller and engines")
+    start.add_argument("-n", type=int, default=None, help="number of engines (default: CPU count)")
+    start.add_argument("--cluster-id", default=DEFAULT_CLUSTER_ID)
+    start.add_argument("--engines", default="local", help="launcher for the engines (default: local)")
+    start.add_argument("--ip", default=None, help="address the controller binds (default: 127.0.0.1)")
+    start.add_argument("--daemonize", action="store_true",
+                       help="run in the background; return once the engines are up")
+    start.add_argument("--timeout", type=float, default=60.0,
+                       help="seconds to wait for the engines (default: 60)")
+
+    stop = sub.add_parser("stop", help="stop a running cluster")
+    stop.add_argument("--cluster-id", default=DEFAULT_CLUSTER_ID)
+
+    ls = sub.add_parser("list", help="list clusters")
+    ls.add_argument("-o", "--output", choices=["table", "json"], default="table")
+
+    ctl = sub.add_parser("controller", help="run a controller (launchers call this)")
+    ctl.add_argument("--cluster-id", default=DEFAULT_CLUSTER_ID)
+    ctl.add_argument("--ip", default=None)
+
+    eng = sub.add_parser("engine", help="run an engine (launchers call this)")
+    eng.add_argument("--connection-file", required=True)
+    eng.add_argument("--id", type=int, default=None, help="engine id to ask for")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    return COMMANDS[args.command](args)
+
+
+# -- start / stop -----------------------------------------------------------------------------
+
+def cmd_start(args) -> int:
+    if args.daemonize:
+        return _start_daemon(args)
+    cluster = Cluster(args.n, engines=args.engines, cluster_id=args.cluster_id,
+                      controller_ip=args.ip, start_timeout=args.timeout, owner="cli")
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        client = cluster.start_and_connect_sync()
+    except Exception as exc:
+        print(f"ipcluster: could not start cluster {args.cluster_id!r}: {exc}", file=sys.stderr)
+        return 1
+    print(f"cluster {cluster.cluster_id!r}: {len(client.ids)} engines ready "
+          f"(connection file {cluster.connection_file}); Ctrl-C or `ipcluster stop` stops it",
+          flush=True)
+    client.close()
+    cluster.client = None
+    code = 0
+    while not stop.wait(0.5):
+        if cluster.controller.poll() is not None:
+            print(f"ipcluster: the controller exited with code {cluster.controller.returncode}; "
+                  f"stopping the engines", file=sys.stderr)
+            code = 1
+            break
+    cluster.stop_cluster_sync()
+    print(f"cluster {cluster.cluster_id!r} stopped", flush=True)
+    return code
+
+
+def _start_daemon(args) -> int:
+    cdir = cluster_dir(args.cluster_id)
+    if (cdir / connection.FILENAME).exists():
+        print(f"ipcluster: cluster {args.cluster_id!r} is already running; "
+              f"`ipcluster stop --cluster-id {args.cluster_id}` stops it", file=sys.stderr)
+        return 1
+    connection.make_private_dir(cdir)
+    log = cdir / "ipcluster.log"
+    argv = [sys.executable, "-m", "ipcluster", "start", "--cluster-id", args.cluster_id,
+            "--engines", args.engines, "--timeout", str(args.timeout)]
+    argv += ["-n", str(args.n)] if args.n is not None else []
+    argv += ["--ip", args.ip] if args.ip else []
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    deadline = time.monotonic() + args.timeout + 10
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            print(f"ipcluster: the cluster failed to start; {log} ends with:\n{_tail(log)}",
+                  file=sys.stderr)
+            return 1
+        state = _read_state(args.cluster_id)
+        if state and state.get("ready") and state.get("supervisor_pid") == proc.pid:
+            print(f"cluster {args.cluster_id!r} running in the background with "
+                  f"{len(state['engine_pids'])} engines (pid {proc.pid}, log {log})")
+            return 0
+        time.sleep(0.05)
+    proc.terminate()
+    print(f"ipcluster: the cluster was not ready after {args.timeout} s; see {log}", file=sys.stderr)
+    return 1
+
+
+def _read_state(cluster_id: str) -> dict | None:
+    try:
+        return json.loads((cluster_dir(cluster_id) / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int | None) -> bool:
+    import psutil
+
+    if not pid:
+        return False
+    try:
+        proc = psutil.Process(pid)
+        return proc.status() != psutil.STATUS_ZOMBIE and "ipcluster" in " ".join(proc.cmdline())
+    except psutil.Error:
+        return False
+
+
+def _wait_gone(pids: list[int], timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pids = [p for p in pids if _alive(p)]
+        if not pids:
+            break
+        time.sleep(0.05)
+    return [p for p in pids if _alive(p)]
+
+
+def _kill(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        if _alive(pid):
+            try:
+                os.killpg(pid, sig) if os.getpgid(pid) == pid else os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def cmd_stop(args) -> int:
+    state = _read_state(args.cluster_id)
+    if state is None:
+        known = ", ".join(_cluster_ids()) or "none"
+        print(f"ipcluster: no cluster {args.cluster_id!r} in {ipcluster_dir()}; running: {known}",
+              file=sys.stderr)
+        return 1
+    children = [state.get("controller_pid")] + list(state.get("engine_pids", []))
+    if state.get("owner") == "cli" and _alive(state.get("supervisor_pid")):
+        _kill([state["supervisor_pid"]], signal.SIGTERM)  # it stops its engines and controller
+        _wait_gone([state["supervisor_pid"]], 20)
+    _kill(children, signal.SIGTERM)
+    left = _wait_gone(children, 5)
+    _kill(left, signal.SIGKILL)
+    left = _wait_gone(left, 5)
+    if not _alive(state.get("supervisor_pid")) or state.get("owner") != "cli":
+        import shutil
+
+        shutil.rmtree(cluster_dir(args.cluster_id), ignore_errors=True)
+    if left:
+        print(f"ipcluster: processes {left} did not stop", file=sys.stderr)
+        return 1
+    print(f"cluster {args.cluster_id!r} stopped")
+    return 0
+
+
+# -- list ---------------------------------------------------------------------------------------
+
+def _cluster_ids() -> list[str]:
+    root = ipcluster_dir()
+    return sorted(p.parent.name for p in root.glob(f"*/{STATE_FILE}")) if root.is_dir() else []
+
+
+def cmd_list(args) -> int:
+    rows = []
+    for cid in _cluster_ids():
+        state = _read_state(cid) or {}
+        engines = sum(1 for p in state.get("engine_pids", []) if _alive(p))
+        rows.append({
+            "cluster_id": cid,
+            "state": "running" if _alive(state.get("controller_pid")) else "stopped",
+            "engines": engines,
+            "owner": state.get("owner"),
+            "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(state.get("created", 0))),
+            "connection_file": str(cluster_dir(cid) / connection.FILENAME),
+        })
+    if args.output == "json":
+        print(json.dumps(rows, indent=1))
+        return 0
+    if not rows:
+        print(f"no clusters in {ipcluster_dir()}")
+        return 0
+    cols = ["cluster_id", "state", "engines", "owner", "created"]
+    widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in cols]
+    print("  ".join(c.upper().ljust(w) for c, w in zip(cols, widths)))
+    for r in rows:
+        print("  ".join(str(r[c]).ljust(w) for c, w in zip(cols, widths)))
+    return 0
+
+
+# -- the processes ------------------------------------------------------------------------------
+
+def cmd_controller(args) -> int:
+    from ipcluster.controller.server import ControllerOptions, run
+
+    options = resolve(ControllerOptions, "controller", {"ip": args.ip})
+    run(args.cluster_id, options, cluster_dir(args.cluster_id) / connection.FILENAME)
+    return 0
+
+
+def cmd_engine(args) -> int:
+    from ipcluster.engine.main import EngineOptions, run
+
+    return run(connection.read(args.connection_file), EngineOptions(), args.id)
+
+
+COMMANDS = {"start": cmd_start, "stop": cmd_stop, "list": cmd_list,
+            "controller": cmd_controller, "engine": cmd_engine}

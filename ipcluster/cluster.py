@@ -1,0 +1,263 @@
+"""Client API layer: `Cluster`, which starts and stops a controller and its engines.
+
+``with Cluster(n=4) as rc:`` starts a controller process and four engines through a launcher,
+yields a connected `Client`, and stops everything on exit, also on error. Each step has an
+async form (``await cluster.start_cluster()``) and a sync one-liner over it
+(``cluster.start_cluster_sync()``) that works inside a running event loop too (a notebook).
+
+State lives in one directory per cluster (`cluster_dir`): the connection file, ``cluster.json``
+(who started what, for ``ipcluster list`` and ``ipcluster stop``) and the logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import launchers
+from ipcluster import connection
+from ipcluster.client import Client
+from ipcluster.config import cluster_dir
+from ipcluster.errors import IpclusterError, NoEnginesRegistered
+
+__all__ = ["Cluster"]
+
+STATE_FILE = "cluster.json"
+
+
+def run_sync(coro):
+    """Run `coro` to completion from sync code, even where an event loop is already running."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    box: dict = {}
+
+    def target():
+        try:
+            box["value"] = asyncio.run(coro)
+        except BaseException as exc:  # re-raised in the caller's thread below
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="ipcluster-sync")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return "(no log)"
+    return "\n".join("    " + line for line in text)
+
+
+class Cluster:
+    """A controller and `n` engines started by the `engines` launcher (default ``"local"``)."""
+
+    def __init__(self, n: int | None = None, *, engines: str = "local", cluster_id: str | None = None,
+                 controller_ip: str | None = None, start_timeout: float = 60.0,
+                 owner: str = "python") -> None:
+        self.n = n if n is not None else (os.cpu_count() or 1)
+        self.engines = engines
+        self.cluster_id = cluster_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+        self.controller_ip = controller_ip
+        self.start_timeout = start_timeout
+        self.owner = owner  # "cli" when `ipcluster start` supervises it
+        self.cluster_dir = cluster_dir(self.cluster_id)
+        self.connection_file = self.cluster_dir / connection.FILENAME
+        self.controller: subprocess.Popen | None = None
+        self.launcher = None
+        self.client: Client | None = None
+        self.ready = False  # all n engines registered once
+
+    def __repr__(self) -> str:
+        return f"<Cluster cluster_id={self.cluster_id!r} n={self.n} engines={self.engines!r}>"
+
+    # -- controller -------------------------------------------------------------------------
+
+    async def start_controller(self) -> None:
+        if self.controller is not None and self.controller.poll() is None:
+            raise IpclusterError(f"the controller of cluster {self.cluster_id!r} is already running")
+        if self.connection_file.exists():
+            raise IpclusterError(
+                f"cluster {self.cluster_id!r} already has a connection file at "
+                f"{self.connection_file}; stop it first (`ipcluster stop --cluster-id "
+                f"{self.cluster_id}`) or choose another cluster_id")
+        connection.make_private_dir(self.cluster_dir)
+        argv = [sys.executable, "-m", "ipcluster", "controller", "--cluster-id", self.cluster_id]
+        if self.controller_ip:
+            argv += ["--ip", self.controller_ip]
+        log = self.cluster_dir / "controller.log"
+        with open(log, "ab") as out:
+            self.controller = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+                                               stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            try:
+                if connection.read(self.connection_file).controller_pid == self.controller.pid:
+                    break
+            except IpclusterError:
+                pass
+            if self.controller.poll() is not None:
+                raise IpclusterError(
+                    f"the controller exited with code {self.controller.returncode} before it "
+                    f"was ready; its log {log} ends with:\n{_tail(log)}")
+            if time.monotonic() > deadline:
+                raise IpclusterError(f"the controller was not ready after {self.start_timeout} s; "
+                                     f"see its log at {log}")
+            await asyncio.sleep(0.01)
+        self._write_state()
+
+    async def stop_controller(self) -> None:
+        if self.controller is None:
+            return
+        self.controller.terminate()
+        try:
+            await asyncio.to_thread(self.controller.wait, 5)
+        except subprocess.TimeoutExpired:
+            self.controller.kill()
+            await asyncio.to_thread(self.controller.wait)
+
+    # -- engines ----------------------------------------------------------------------------
+
+    def engine_command(self) -> list[str]:
+        return [sys.executable, "-m", "ipcluster", "engine", "--connection-file",
+                str(self.connection_file)]
+
+    async def start_engines(self, n: int | None = None) -> None:
+        n = self.n if n is None else n
+        if self.launcher is None:
+            self.launcher = launchers.get(self.engines)(log_dir=str(self.cluster_dir))
+        await asyncio.to_thread(self.launcher.start, self.engine_command(), n)
+        self._write_state()
+
+    async def stop_engines(self) -> None:
+        if self.launcher is not None:
+            await asyncio.to_thread(self.launcher.stop)
+
+    # -- the whole cluster ------------------------------------------------------------------
+
+    async def start_cluster(self, n: int | None = None) -> None:
+        """Start the controller, then `n` engines (default: the cluster's `n`)."""
+        try:
+            await self.start_controller()
+            await self.start_engines(n)
+        except BaseException:
+            await self.stop_cluster()
+            raise
+
+    async def connect_client(self) -> Client:
+        self.client = await asyncio.to_thread(Client, self.connection_file)
+        return self.client
+
+    async def wait_for_engines(self, n: int | None = None, timeout: float | None = None) -> None:
+        """Wait until `n` engines registered; fail at once, with its log, if an engine exits."""
+        n = self.n if n is None else n
+        timeout = self.start_timeout if timeout is None else timeout
+        client = self.client or await self.connect_client()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return await asyncio.to_thread(client.wait_for_engines, n, timeout=0.1)
+            except NoEnginesRegistered:
+                pass
+            if self.launcher is not None and self.launcher.state() is launchers.State.FAILED:
+                failed = [i for i, p in enumerate(self.launcher.processes) if p.poll()]
+                log = self.launcher.log_path(failed[0]) if failed else None
+                raise NoEnginesRegistered(
+                    f"engine {failed[0] if failed else '?'} exited before registering; "
+                    f"its log {log} ends with:\n{_tail(log) if log else '(no log)'}")
+            if time.monotonic() > deadline:
+                raise NoEnginesRegistered(
+                    f"{len(client.ids)} of {n} engines registered after {timeout} s; "
+                    f"see the engine logs in {self.cluster_dir}")
+
+    async def start_and_connect(self, n: int | None = None) -> Client:
+        """Start the cluster, connect a client, wait for the engines; returns the client."""
+        await self.start_cluster(n)
+        try:
+            await self.connect_client()
+            await self.wait_for_engines(n)
+        except BaseException:
+            await self.stop_cluster()
+            raise
+        self.ready = True
+        self._write_state()
+        return self.client
+
+    async def stop_cluster(self) -> None:
+        """Stop engines, then the controller; close the client; remove the cluster's directory."""
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        await self.stop_engines()
+        await self.stop_controller()
+        shutil.rmtree(self.cluster_dir, ignore_errors=True)
+
+    def _write_state(self) -> None:
+        state = {
+            "cluster_id": self.cluster_id, "n": self.n, "engines": self.engines,
+            "owner": self.owner, "supervisor_pid": os.getpid(),
+            "controller_pid": self.controller.pid if self.controller else None,
+            "engine_pids": list(self.launcher.pids) if self.launcher else [],
+            "created": time.time(), "ready": self.ready,
+        }
+        path = self.cluster_dir / STATE_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=1))
+        os.replace(tmp, path)
+
+    # -- sync forms -------------------------------------------------------------------------
+
+    def start_controller_sync(self) -> None:
+        return run_sync(self.start_controller())
+
+    def start_engines_sync(self, n: int | None = None) -> None:
+        return run_sync(self.start_engines(n))
+
+    def start_cluster_sync(self, n: int | None = None) -> None:
+        return run_sync(self.start_cluster(n))
+
+    def connect_client_sync(self) -> Client:
+        return run_sync(self.connect_client())
+
+    def wait_for_engines_sync(self, n: int | None = None, timeout: float | None = None) -> None:
+        return run_sync(self.wait_for_engines(n, timeout))
+
+    def start_and_connect_sync(self, n: int | None = None) -> Client:
+        return run_sync(self.start_and_connect(n))
+
+    def stop_engines_sync(self) -> None:
+        return run_sync(self.stop_engines())
+
+    def stop_controller_sync(self) -> None:
+        return run_sync(self.stop_controller())
+
+    def stop_cluster_sync(self) -> None:
+        return run_sync(self.stop_cluster())
+
+    # -- context managers -------------------------------------------------------------------
+
+    def __enter__(self) -> Client:
+        return self.start_and_connect_sync()
+
+    def __exit__(self, *exc) -> None:
+        self.stop_cluster_sync()
+
+    async def __aenter__(self) -> Client:
+        return await self.start_and_connect()
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop_cluster()

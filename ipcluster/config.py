@@ -1,0 +1,66 @@
+"""Leaf layer: where cluster state lives on disk, and how option dataclasses are resolved.
+
+An options dataclass is the schema (one comment per field). Values resolve from the call's
+arguments, then `dask.config` under ``ipcluster.<section>`` (YAML in ``~/.config/dask/`` or
+``DASK_IPCLUSTER__<SECTION>__<KEY>``), then the dataclass defaults. dask is imported only
+when options are resolved, so engines never pay for it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+DEFAULT_CLUSTER_ID = "default"
+
+
+def ipcluster_dir() -> Path:
+    """The directory holding one sub-directory per cluster (``$IPCLUSTER_DIR``, else ``~/.ipcluster``)."""
+    return Path(os.environ.get("IPCLUSTER_DIR") or Path.home() / ".ipcluster")
+
+
+def cluster_dir(cluster_id: str) -> Path:
+    return ipcluster_dir() / cluster_id
+
+
+def describe(options_cls: type) -> str:
+    """``name=default`` for each field of an options dataclass, for error messages."""
+    parts = []
+    for f in dataclasses.fields(options_cls):
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else "<required>"
+        )
+        parts.append(f"{f.name}={default!r}")
+    return ", ".join(parts)
+
+
+def check_keys(options_cls: type, keys, where: str) -> None:
+    valid = {f.name for f in dataclasses.fields(options_cls)}
+    unknown = sorted(set(keys) - valid)
+    if unknown:
+        raise TypeError(
+            f"unknown {where} option(s) {', '.join(map(repr, unknown))}; "
+            f"valid options and their defaults: {describe(options_cls)}"
+        )
+
+
+def resolve(options_cls: type[T], section: str, overrides: dict[str, Any] | None = None) -> T:
+    """Build `options_cls` from dask.config ``ipcluster.<section>`` and explicit `overrides`.
+
+    Explicit overrides win over configuration, which wins over the dataclass defaults. An
+    unknown key, in either place, is an error that lists the valid keys with their defaults.
+    """
+    import dask.config
+
+    configured = dask.config.get(f"ipcluster.{section}", default={}) or {}
+    if not isinstance(configured, dict):
+        raise TypeError(f"dask config 'ipcluster.{section}' must be a mapping, got {configured!r}")
+    configured = {k.replace("-", "_"): v for k, v in configured.items()}
+    check_keys(options_cls, configured, f"configured ipcluster.{section}")
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    check_keys(options_cls, overrides, section)
+    return options_cls(**{**configured, **overrides})

@@ -1,0 +1,114 @@
+"""Messages layer: the connection file, which tells clients and engines where a cluster is.
+
+A JSON file, mode 0600 inside a 0700 cluster directory, holding full URLs (``tcp://host:port``)
+and the cluster key (hex, field ``key``). Anyone who can read it can run code on the cluster.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from ipcluster.config import DEFAULT_CLUSTER_ID, cluster_dir, ipcluster_dir
+from ipcluster.errors import ConnectionFileError
+
+FILENAME = "connection.json"
+
+
+@dataclass
+class ConnectionInfo:
+    cluster_id: str
+    client_url: str  # ROUTER that clients connect to
+    engine_url: str  # ROUTER that engines connect to
+    pub_url: str  # PUB for events
+    key: str  # hex HMAC key; whoever holds it can run code
+    controller_pid: int = 0
+
+    @property
+    def key_bytes(self) -> bytes:
+        return bytes.fromhex(self.key)
+
+
+def new_key() -> str:
+    return secrets.token_hex(32)
+
+
+def make_private_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+    return path
+
+
+def write(path: Path, info: ConnectionInfo) -> None:
+    """Write atomically with mode 0600, so a reader never sees a partial file."""
+    make_private_dir(path.parent)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(dataclasses.asdict(info), f, indent=1)
+    os.replace(tmp, path)
+
+
+def read(path: str | os.PathLike) -> ConnectionInfo:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConnectionFileError(
+            f"no connection file at {path}; is the cluster running? "
+            "Start one with `ipcluster start -n 4` or `ipcluster.Cluster(n=4)`"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise ConnectionFileError(
+            f"connection file {path} is unreadable or not JSON ({exc}); "
+            "restart the cluster to write a new one"
+        ) from None
+    fields = {f.name for f in dataclasses.fields(ConnectionInfo)}
+    required = {f.name for f in dataclasses.fields(ConnectionInfo) if f.default is dataclasses.MISSING}
+    if not isinstance(data, dict) or not required <= set(data):
+        seen = sorted(data) if isinstance(data, dict) else type(data).__name__
+        raise ConnectionFileError(
+            f"connection file {path} is corrupt: expected the fields {sorted(required)}, "
+            f"found {seen}; restart the cluster to write a new one"
+        )
+    info = ConnectionInfo(**{k: v for k, v in data.items() if k in fields})
+    try:
+        info.key_bytes
+    except ValueError:
+        raise ConnectionFileError(f"connection file {path} is corrupt: 'key' is not hex") from None
+    return info
+
+
+def running_cluster_ids() -> list[str]:
+    root = ipcluster_dir()
+    if not root.is_dir():
+        return []
+    return sorted(p.parent.name for p in root.glob(f"*/{FILENAME}"))
+
+
+def find(url_file_or_cluster_id: str | os.PathLike | None) -> Path:
+    """The connection file for a path, a cluster id, or (None) the one running cluster."""
+    if url_file_or_cluster_id is not None:
+        candidate = Path(url_file_or_cluster_id)
+        if candidate.suffix == ".json" or candidate.is_file() or os.sep in str(candidate):
+            return candidate
+        return cluster_dir(str(url_file_or_cluster_id)) / FILENAME
+    default = cluster_dir(DEFAULT_CLUSTER_ID) / FILENAME
+    if default.exists():
+        return default
+    ids = running_cluster_ids()
+    if len(ids) == 1:
+        return cluster_dir(ids[0]) / FILENAME
+    if not ids:
+        raise ConnectionFileError(
+            f"no running cluster found in {ipcluster_dir()}; start one with "
+            "`ipcluster start -n 4`, or pass a connection file or cluster id to Client()"
+        )
+    raise ConnectionFileError(
+        f"{len(ids)} clusters are running ({', '.join(ids)}); "
+        "pass the one you want: Client(cluster_id) or Client('path/to/connection.json')"
+    )

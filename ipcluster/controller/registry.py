@@ -1,0 +1,56 @@
+"""Processes layer: the engines the controller knows, by id and by socket identity. No policy."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Engine:
+    id: int
+    identity: bytes  # the engine's socket identity on the engine ROUTER
+    pid: int
+    host: str
+    registered: float = field(default_factory=time.time)
+    last_seen: float = field(default_factory=time.monotonic)
+    tasks: set = field(default_factory=set)  # ids of tasks sent and not yet answered
+
+    def info(self) -> dict:
+        return {"id": self.id, "pid": self.pid, "host": self.host, "tasks": len(self.tasks)}
+
+
+class Registry:
+    def __init__(self) -> None:
+        self.by_id: dict[int, Engine] = {}
+        self.by_identity: dict[bytes, Engine] = {}
+        self.version = 0  # bumped on every change, so clients can tell their list is stale
+        self._next_id = 0
+
+    def __len__(self) -> int:
+        return len(self.by_id)
+
+    def ids(self) -> list[int]:
+        return sorted(self.by_id)
+
+    def add(self, identity: bytes, pid: int, host: str, requested_id: int | None = None) -> Engine:
+        if requested_id is not None and requested_id not in self.by_id:
+            eid = requested_id
+        else:
+            while self._next_id in self.by_id:
+                self._next_id += 1
+            eid = self._next_id
+        engine = Engine(eid, identity, pid, host)
+        self.by_id[eid] = engine
+        self.by_identity[identity] = engine
+        self.version += 1
+        return engine
+
+    def remove(self, engine: Engine) -> None:
+        self.by_id.pop(engine.id, None)
+        self.by_identity.pop(engine.identity, None)
+        self.version += 1
+
+    def silent_since(self, deadline: float) -> list[Engine]:
+        """Engines not heard from since `deadline` (a `time.monotonic()` value)."""
+        return [e for e in self.by_id.values() if e.last_seen < deadline]

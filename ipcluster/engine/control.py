@@ -1,0 +1,119 @@
+"""Processes layer: the engine's control thread, which owns its socket.
+
+The main thread runs tasks; this thread answers the controller meanwhile. It registers the
+engine, hands incoming work to the main thread through a queue, forwards results the main thread
+sends it over an in-process socket, streams captured output while tasks run, and beats so the
+controller knows the engine is alive. If the controller is silent for `controller_timeout`, it
+stops the engine (SIGTERM to itself), so an engine never outlives its cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+
+from ipcluster import transport
+from ipcluster.protocol import BadMessage, Ids, decode, encode, pack, unpack
+
+log = logging.getLogger("ipcluster.engine")
+
+RESULTS = "results"  # name of the in-process channel from the main thread
+STOP = object()  # put on the task queue to end the main loop
+
+
+class Control(threading.Thread):
+    def __init__(self, context, info, signer, capture, tasks, options, requested_id=None):
+        super().__init__(name="ipcluster-control", daemon=True)
+        self.context, self.info, self.signer = context, info, signer
+        self.capture, self.tasks, self.options = capture, tasks, options
+        self.requested_id = requested_id
+        self.ids = Ids()
+        self.engine_id: int | None = None
+        self.registered = threading.Event()
+        self.error: str | None = None
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:  # surfaced to the main thread, which owns this thread
+            self.error = f"control thread failed: {type(exc).__name__}: {exc}"
+            log.exception("control thread failed")
+        finally:
+            self.registered.set()
+            self.tasks.put(STOP)
+
+    def _send(self, sock, header: dict, content=b"") -> None:
+        header["id"] = self.ids()
+        transport.send(sock, encode(self.signer, header, content))
+
+    def _register(self, sock) -> bool:
+        self._send(sock, {"kind": "register"}, pack({
+            "pid": os.getpid(), "host": socket.gethostname(), "id": self.requested_id}))
+        deadline = time.monotonic() + self.options.register_timeout
+        poller = transport.Poller(sock)
+        while time.monotonic() < deadline and not self._stopping.is_set():
+            if sock not in poller.poll(0.1):
+                continue
+            msg = decode(self.signer, transport.recv(sock))
+            if msg.kind == "register_reply":
+                self.engine_id = unpack(msg.content)["id"]
+                return True
+        self.error = (f"no reply from the controller at {self.info.engine_url} within "
+                      f"{self.options.register_timeout} s; is the cluster running?")
+        return False
+
+    def _run(self) -> None:
+        sock = self.context.dealer(self.info.engine_url, identity=uuid.uuid4().bytes)
+        inbox = self.context.inbox(RESULTS)
+        if not self._register(sock):
+            return
+        self.registered.set()
+        poller = transport.Poller(sock, inbox)
+        last_heard = next_beat = time.monotonic()
+        while not self._stopping.is_set():
+            ready = poller.poll(0.1)
+            if sock in ready:
+                last_heard = time.monotonic()
+                for frames in transport.drain(sock):
+                    self._on_message(frames)
+            for frames in transport.drain(inbox) if inbox in ready else ():
+                self._send_output(sock)
+                transport.send(sock, frames)
+            self._send_output(sock)
+            now = time.monotonic()
+            if now >= next_beat:
+                next_beat = now + self.options.beat_interval
+                self._send(sock, {"kind": "beat"})
+            if now - last_heard > self.options.controller_timeout:
+                self.error = (f"lost the controller: nothing heard from {self.info.engine_url} "
+                              f"for {self.options.controller_timeout} s")
+                log.error("%s; stopping", self.error)
+                os.kill(os.getpid(), signal.SIGTERM)
+                break
+        self._send_output(sock)
+        self._send(sock, {"kind": "unregister"})
+
+    def _on_message(self, frames) -> None:
+        try:
+            msg = decode(self.signer, frames)
+        except BadMessage as exc:
+            log.warning("dropped a message: %s", exc)
+            return
+        if msg.kind == "apply":
+            self.tasks.put(msg)
+        elif msg.kind != "beat":
+            log.warning("dropped a %r message: not for engines", msg.kind)
+
+    def _send_output(self, sock) -> None:
+        for task, name, text in self.capture.take():
+            self._send(sock, {"kind": "output", "parent": task, "engine": self.engine_id},
+                       pack({"name": name, "text": text}))

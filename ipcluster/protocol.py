@@ -1,0 +1,161 @@
+"""Messages layer: the frames of one message, how they are signed, and every kind of message.
+
+One message is a list of frames::
+
+    [routing id, ..., DELIM, signature, header, content, buffer 0, buffer 1, ...]
+     '- added by ROUTER -'     |           |       |        '- out-of-band pickle buffers,
+                               |           |       |           each its own frame, never copied
+                               |           |       '- pickle (apply/result) or msgpack (the rest)
+                               |           '- msgpack map: id, kind, session, targets, parent,
+                               |              timestamps, buffer lengths, ...
+                               '- HMAC-SHA256(key, len(header) | header | content)
+
+The signature covers the header (which holds the buffer lengths) and the content, and is checked
+in constant time before the header is parsed or anything is unpickled. The controller routes by
+header alone: it forwards the very frames it received, so a request to N engines is serialized
+once in the client.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import itertools
+import os
+import time
+from dataclasses import dataclass
+
+import msgpack
+
+DELIM = b"IPC1"
+
+
+class BadMessage(ValueError):
+    """A message that is unsigned, forged, truncated or malformed; it is dropped unparsed."""
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    sender: str  # who sends it: client, controller, engine
+    content: str  # "pickle", "msgpack" or "none"
+    doc: str
+
+
+# Every kind of message, once. Receivers look their handler up by name (`on_<kind>`).
+KINDS = {k.name: k for k in [
+    Kind("hello", "client", "none", "client introduces itself; answered by hello_reply"),
+    Kind("hello_reply", "controller", "msgpack", "engine ids and controller facts"),
+    Kind("query", "client", "msgpack", "ask the controller for state (engine ids, queue)"),
+    Kind("query_reply", "controller", "msgpack", "the answer to a query"),
+    Kind("apply", "client", "pickle", "run (f, args, kwargs) on targets, or load-balanced"),
+    Kind("result", "engine", "pickle", "the return value of one task (msgpack error if failed)"),
+    Kind("output", "engine", "msgpack", "stdout/stderr text produced by a running task"),
+    Kind("register", "engine", "msgpack", "an engine asks to join; answered by register_reply"),
+    Kind("register_reply", "controller", "msgpack", "the engine's id"),
+    Kind("unregister", "engine", "none", "an engine leaves cleanly"),
+    Kind("beat", "engine", "none", "an engine is alive; the controller answers with a beat"),
+    Kind("event", "controller", "msgpack", "published: engine_up, engine_down, beat"),
+]}
+
+
+class Signer:
+    """Signs and checks messages with the cluster key."""
+
+    def __init__(self, key: bytes):
+        if len(key) < 16:
+            raise ValueError("the cluster key must be at least 16 bytes")
+        self._keyed = hmac.new(key, digestmod=hashlib.sha256)
+
+    def sign(self, header, content) -> bytes:
+        h = self._keyed.copy()
+        h.update(len(header).to_bytes(8, "little"))
+        h.update(header)
+        h.update(content)
+        return h.digest()
+
+    def verify(self, signature, header, content) -> bool:
+        return hmac.compare_digest(self.sign(header, content), signature)
+
+
+class Message:
+    """A received message: its route, parsed header, content and buffers, and the raw frames."""
+
+    __slots__ = ("route", "header", "content", "buffers", "frames")
+
+    def __init__(self, route, header, content, buffers, frames):
+        self.route = route  # routing ids (bytes) before the delimiter
+        self.header = header
+        self.content = content  # a zmq Frame or bytes
+        self.buffers = buffers
+        self.frames = frames  # [signature, header, content, *buffers] as received
+
+    @property
+    def kind(self) -> str:
+        return self.header["kind"]
+
+
+def _bytes(frame) -> bytes:
+    return frame if isinstance(frame, bytes) else frame.bytes
+
+
+def _buffer(frame):
+    return frame if isinstance(frame, (bytes, bytearray, memoryview)) else frame.buffer
+
+
+def encode(signer: Signer, header: dict, content=b"", buffers=()) -> list:
+    """Frames for a new message (without routing ids); `header` gains the buffer lengths."""
+    if buffers:
+        header["buffers"] = [memoryview(b).nbytes for b in buffers]
+    h = msgpack.packb(header)
+    return [DELIM, signer.sign(h, content), h, content, *buffers]
+
+
+def decode(signer: Signer, frames: list) -> Message:
+    """Check and parse a received message; raises `BadMessage` before parsing anything unsigned."""
+    for i, frame in enumerate(frames):
+        if len(_buffer(frame)) == len(DELIM) and _bytes(frame) == DELIM:
+            break
+    else:
+        raise BadMessage("no protocol delimiter")
+    route = [_bytes(f) for f in frames[:i]]
+    body = frames[i + 1:]
+    if len(body) < 3:
+        raise BadMessage(f"truncated message: {len(body)} frames after the delimiter, need 3")
+    signature, header_frame, content = body[0], body[1], body[2]
+    header_bytes = _bytes(header_frame)
+    if not signer.verify(_bytes(signature), header_bytes, _buffer(content)):
+        raise BadMessage("bad signature")
+    try:
+        header = msgpack.unpackb(header_bytes)
+    except Exception as exc:
+        raise BadMessage(f"header is not msgpack: {exc}") from None
+    if not isinstance(header, dict) or header.get("kind") not in KINDS:
+        raise BadMessage(f"unknown message kind {header.get('kind') if isinstance(header, dict) else header!r}")
+    buffers = body[3:]
+    if [len(_buffer(b)) for b in buffers] != header.get("buffers", []):
+        raise BadMessage("buffer lengths differ from those signed in the header")
+    return Message(route, header, content, buffers, body)
+
+
+def pack(obj) -> bytes:
+    return msgpack.packb(obj)
+
+
+def unpack(content):
+    return msgpack.unpackb(_buffer(content), strict_map_key=False) if len(_buffer(content)) else None
+
+
+class Ids:
+    """Message ids unique across processes: a random session prefix and a counter."""
+
+    def __init__(self) -> None:
+        self.session = os.urandom(6).hex()
+        self._count = itertools.count()
+
+    def __call__(self) -> str:
+        return f"{self.session}-{next(self._count)}"
+
+
+def now() -> float:
+    return time.time()

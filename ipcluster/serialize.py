@@ -1,0 +1,63 @@
+"""Messages layer: objects to bytes and back, with large buffers kept out of band.
+
+cloudpickle (pickle protocol 5) handles lambdas, closures and functions defined in ``__main__``
+or a notebook. Contiguous buffers of 64 KiB or more (numpy arrays, bytearrays, memoryviews)
+leave the pickle stream and travel as their own frames, so they are never copied on the way
+out; on the way in each is copied once into writable memory, so arrays arrive writable.
+"""
+
+from __future__ import annotations
+
+import pickle
+
+import cloudpickle
+
+from ipcluster.errors import SerializationError
+
+OUT_OF_BAND_MIN = 64 * 1024
+
+
+def dumps(obj, what: str = "object") -> tuple[bytes, list]:
+    """Pickle `obj`; returns the pickle bytes and the out-of-band buffers."""
+    buffers: list = []
+
+    def keep_large(pb: pickle.PickleBuffer) -> bool:
+        view = pb.raw()
+        if view.nbytes < OUT_OF_BAND_MIN:
+            return True  # in band
+        buffers.append(view)
+        return False
+
+    try:
+        return cloudpickle.dumps(obj, protocol=5, buffer_callback=keep_large), buffers
+    except Exception as exc:
+        raise SerializationError(
+            f"cannot send {what}: {type(exc).__name__}: {exc}. Objects such as locks, open "
+            "files, sockets and generators cannot be pickled; create them on the engines "
+            "(e.g. with view.execute or inside the function) and send what is needed to build them"
+        ) from exc
+
+
+def dumps_call(f, args: tuple, kwargs: dict) -> tuple[bytes, list]:
+    """Pickle a call; when that fails, name the argument that cannot be pickled."""
+    try:
+        return dumps((f, args, kwargs))
+    except SerializationError:
+        parts = [("the function", f)] + [(f"argument {i}", a) for i, a in enumerate(args)]
+        parts += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]
+        for what, value in parts:
+            dumps(value, f"{what} ({type(value).__name__} object)")
+        raise
+
+
+def loads(content, buffers=()) -> object:
+    """Unpickle; call only on content whose signature has been checked."""
+    try:
+        return pickle.loads(content, buffers=[bytearray(getattr(b, "buffer", b)) for b in buffers])
+    except ModuleNotFoundError as exc:
+        raise SerializationError(
+            f"cannot unpickle the result: module {exc.name!r} is not installed here; "
+            "install it locally or return plain types (lists, dicts, numpy arrays)"
+        ) from exc
+    except Exception as exc:
+        raise SerializationError(f"cannot unpickle: {type(exc).__name__}: {exc}") from exc

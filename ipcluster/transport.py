@@ -1,0 +1,113 @@
+"""Transport layer: the only module that imports zmq.
+
+Sockets are made here with the options every role needs (no silent drops at the high-water
+mark, mandatory routing so a vanished peer is an error, transport heartbeats), and everything
+above speaks in lists of frames. Frames are sent with ``copy=False`` so large buffers are never
+copied on the way out.
+"""
+
+from __future__ import annotations
+
+import zmq
+
+Again = zmq.Again
+ZMQError = zmq.ZMQError
+Frame = zmq.Frame
+
+HEARTBEAT_MS = 1000
+HEARTBEAT_TIMEOUT_MS = 5000
+
+
+class Context:
+    """Owns a zmq context and every socket made from it; `close()` closes them all."""
+
+    def __init__(self) -> None:
+        self._ctx = zmq.Context()
+
+    def close(self, linger_ms: int = 0) -> None:
+        self._ctx.destroy(linger=linger_ms)
+
+    def _socket(self, kind: int) -> zmq.Socket:
+        sock = self._ctx.socket(kind)
+        sock.setsockopt(zmq.LINGER, 1000)
+        sock.setsockopt(zmq.SNDHWM, 0)
+        sock.setsockopt(zmq.RCVHWM, 0)
+        return sock
+
+    def _bind(self, sock: zmq.Socket, ip: str) -> str:
+        port = sock.bind_to_random_port(f"tcp://{ip}")
+        return f"tcp://{ip}:{port}"
+
+    def router(self, ip: str) -> tuple[zmq.Socket, str]:
+        """A ROUTER bound to a free port on `ip`; returns it and its URL."""
+        sock = self._socket(zmq.ROUTER)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_MS)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+        return sock, self._bind(sock, ip)
+
+    def publisher(self, ip: str) -> tuple[zmq.Socket, str]:
+        sock = self._socket(zmq.PUB)
+        return sock, self._bind(sock, ip)
+
+    def dealer(self, url: str, identity: bytes | None = None) -> zmq.Socket:
+        sock = self._socket(zmq.DEALER)
+        if identity is not None:
+            sock.setsockopt(zmq.IDENTITY, identity)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_MS)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+        sock.connect(url)
+        return sock
+
+    def subscriber(self, url: str, topic: bytes = b"") -> zmq.Socket:
+        sock = self._socket(zmq.SUB)
+        sock.setsockopt(zmq.SUBSCRIBE, topic)
+        sock.connect(url)
+        return sock
+
+    def inbox(self, name: str) -> zmq.Socket:
+        """The receiving end of an in-process channel (other threads `outbox` into it)."""
+        sock = self._socket(zmq.PULL)
+        sock.bind(f"inproc://{name}")
+        return sock
+
+    def outbox(self, name: str) -> zmq.Socket:
+        sock = self._socket(zmq.PUSH)
+        sock.connect(f"inproc://{name}")
+        return sock
+
+
+class Poller:
+    """Wait until any of several sockets can be read."""
+
+    def __init__(self, *sockets) -> None:
+        self._poller = zmq.Poller()
+        for sock in sockets:
+            self._poller.register(sock, zmq.POLLIN)
+
+    def poll(self, timeout_s: float | None) -> set:
+        ms = None if timeout_s is None else max(0, int(timeout_s * 1000))
+        return {sock for sock, _ in self._poller.poll(ms)}
+
+
+def send(sock, frames: list) -> None:
+    sock.send_multipart(frames, copy=False)
+
+
+def recv(sock) -> list:
+    """One multipart message, frames as `zmq.Frame` (large ones are not copied)."""
+    return sock.recv_multipart(copy=False)
+
+
+def drain(sock, limit: int = 1000):
+    """Yield messages already queued on `sock` without blocking (at most `limit`)."""
+    for _ in range(limit):
+        try:
+            yield sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """True when a ROUTER send failed because the peer is gone."""
+    return isinstance(exc, zmq.ZMQError) and exc.errno == zmq.EHOSTUNREACH

@@ -1,0 +1,12 @@
+"""Launchers: "run this command N times, there". They know nothing of zmq, messages or engines.
+
+A launcher says *where* processes run (`local`, and more to come) and has an options dataclass,
+``start(command, n)``, ``stop()``, ``signal(sig)``, ``state()`` and ``script(command, n)``, the
+exact text it will run. Launchers are found by name in the entry-point group
+``ipcluster.launchers``; the built-in ones are registered there too.
+"""
+
+from launchers.base import Launcher, State
+from launchers.registry import get, names
+
+__all__ = ["Launcher", "State", "get", "names"]

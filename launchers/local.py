@@ -1,0 +1,90 @@
+"""The local launcher: N processes on this machine, each in its own session and log file."""
+
+from __future__ import annotations
+
+import os
+import signal as signals
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from launchers.base import Launcher, State
+
+
+@dataclass
+class LocalOptions:
+    log_dir: str | None = None  # where process-<i>.log files go; None: inherit stdout and stderr
+    log_name: str = "engine-{i}.log"  # file name of the i-th process's log in log_dir
+    env: dict = field(default_factory=dict)  # extra environment variables for the processes
+    stop_grace: float = 5.0  # seconds from SIGTERM to SIGKILL when stopping
+
+
+class LocalLauncher(Launcher):
+    name = "local"
+
+    def __init__(self, options: LocalOptions | None = None, **overrides) -> None:
+        self.options = options or LocalOptions(**overrides)
+        self.processes: list[subprocess.Popen] = []
+        self._stopping = False
+
+    def script(self, command: list[str], n: int) -> str:
+        env = " ".join(f"{k}={v}" for k, v in self.options.env.items())
+        line = f"{env} {self.quote(command)}".strip()
+        return "\n".join(f"{line} &" for _ in range(n)) + "\nwait\n"
+
+    def log_path(self, i: int) -> Path | None:
+        if self.options.log_dir is None:
+            return None
+        return Path(self.options.log_dir) / self.options.log_name.format(i=i)
+
+    def start(self, command: list[str], n: int) -> None:
+        env = {**os.environ, **{k: str(v) for k, v in self.options.env.items()}}
+        for _ in range(n):
+            log = self.log_path(len(self.processes))
+            out = open(log, "ab") if log is not None else None
+            try:
+                proc = subprocess.Popen(
+                    command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT if out else None,
+                    env=env, start_new_session=True,  # Ctrl-C in a terminal reaches only our parent
+                )
+            finally:
+                if out is not None:
+                    out.close()
+            self.processes.append(proc)
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.processes]
+
+    def signal(self, sig: int = signals.SIGINT) -> None:
+        self._signal_groups(sig, [p for p in self.processes if p.poll() is None])
+
+    @staticmethod
+    def _signal_groups(sig: int, processes) -> None:
+        # each process leads its own process group: the signal reaches what it started too
+        for proc in processes:
+            try:
+                os.killpg(proc.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def stop(self) -> None:
+        self._stopping = True
+        self.signal(signals.SIGTERM)
+        deadline = time.monotonic() + self.options.stop_grace
+        while time.monotonic() < deadline and any(p.poll() is None for p in self.processes):
+            time.sleep(0.02)
+        self._signal_groups(signals.SIGKILL, self.processes)
+        for proc in self.processes:
+            proc.wait()
+
+    def state(self) -> State:
+        if not self.processes:
+            return State.NOT_STARTED
+        codes = [p.poll() for p in self.processes]
+        if any(c is None for c in codes):
+            return State.RUNNING
+        if not self._stopping and any(c != 0 for c in codes):
+            return State.FAILED
+        return State.STOPPED
