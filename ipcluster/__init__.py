@@ -21,6 +21,7 @@ from ipcluster.errors import (
     SerializationError,
     TimeoutError,
 )
+from ipcluster.remotefunction import interactive
 from ipcluster.views import DirectView, LoadBalancedView
 
 __version__ = "0.1.0"
@@ -42,4 +43,5 @@ __all__ = [
     "RemoteError",
     "SerializationError",
     "TimeoutError",
+    "interactive",
 ]

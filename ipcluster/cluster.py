@@ -203,8 +203,9 @@ class Cluster:
             self.client.close()
             self.client = None
         await self.stop_engines()
-        await self.stop_controller()
-        shutil.rmtree(self.cluster_dir, ignore_errors=True)
+        if self.controller is not None:  # only what this object made: never another's directory
+            await self.stop_controller()
+            shutil.rmtree(self.cluster_dir, ignore_errors=True)
 
     def _write_state(self) -> None:
         state = {

@@ -8,10 +8,11 @@ when options are resolved, so engines never pay for it.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 from typing import Any, TypeVar
+
+from launchers.options import check_keys
 
 T = TypeVar("T")
 
@@ -25,27 +26,6 @@ def ipcluster_dir() -> Path:
 
 def cluster_dir(cluster_id: str) -> Path:
     return ipcluster_dir() / cluster_id
-
-
-def describe(options_cls: type) -> str:
-    """``name=default`` for each field of an options dataclass, for error messages."""
-    parts = []
-    for f in dataclasses.fields(options_cls):
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else "<required>"
-        )
-        parts.append(f"{f.name}={default!r}")
-    return ", ".join(parts)
-
-
-def check_keys(options_cls: type, keys, where: str) -> None:
-    valid = {f.name for f in dataclasses.fields(options_cls)}
-    unknown = sorted(set(keys) - valid)
-    if unknown:
-        raise TypeError(
-            f"unknown {where} option(s) {', '.join(map(repr, unknown))}; "
-            f"valid options and their defaults: {describe(options_cls)}"
-        )
 
 
 def resolve(options_cls: type[T], section: str, overrides: dict[str, Any] | None = None) -> T:

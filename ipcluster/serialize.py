@@ -8,13 +8,27 @@ out; on the way in each is copied once into writable memory, so arrays arrive wr
 
 from __future__ import annotations
 
+import io
 import pickle
+import types
+from collections import ChainMap
 
 import cloudpickle
 
 from ipcluster.errors import SerializationError
 
 OUT_OF_BAND_MIN = 64 * 1024
+
+
+def _code_reduce(code: types.CodeType):
+    # cloudpickle replaces the file name of code it pickles by value with "<dynamic-code>";
+    # keep the real one, so remote tracebacks show source lines where the file is readable.
+    constructor, args = cloudpickle.cloudpickle._code_reduce(code)
+    return constructor, tuple(code.co_filename if a == "<dynamic-code>" else a for a in args)
+
+
+class _Pickler(cloudpickle.Pickler):
+    dispatch_table = ChainMap({types.CodeType: _code_reduce}, cloudpickle.Pickler.dispatch_table)
 
 
 def dumps(obj, what: str = "object") -> tuple[bytes, list]:
@@ -29,7 +43,9 @@ def dumps(obj, what: str = "object") -> tuple[bytes, list]:
         return False
 
     try:
-        return cloudpickle.dumps(obj, protocol=5, buffer_callback=keep_large), buffers
+        out = io.BytesIO()
+        _Pickler(out, protocol=5, buffer_callback=keep_large).dump(obj)
+        return out.getvalue(), buffers
     except Exception as exc:
         raise SerializationError(
             f"cannot send {what}: {type(exc).__name__}: {exc}. Objects such as locks, open "

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from launchers.base import Launcher, State
+from launchers.options import build
 
 
 @dataclass
@@ -24,7 +25,7 @@ class LocalLauncher(Launcher):
     name = "local"
 
     def __init__(self, options: LocalOptions | None = None, **overrides) -> None:
-        self.options = options or LocalOptions(**overrides)
+        self.options = options or build(LocalOptions, self.name, overrides)
         self.processes: list[subprocess.Popen] = []
         self._stopping = False
 

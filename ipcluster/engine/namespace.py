@@ -8,11 +8,13 @@ in ipyparallel; names it captured on the client fill in only what the engine doe
 
 from __future__ import annotations
 
+import builtins
 import sys
 import types
 
 main_module = types.ModuleType("__main__")
 user_ns: dict = main_module.__dict__
+user_ns["__builtins__"] = builtins
 
 
 def install() -> None:

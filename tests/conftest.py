@@ -1,0 +1,82 @@
+"""Shared fixtures: a private IPCLUSTER_DIR, one cluster per test module, and a check that no
+test leaves a process behind."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+
+import psutil
+import pytest
+
+import ipcluster
+
+# Every test (and every process a test starts) keeps its cluster state in a private directory.
+_STATE = tempfile.mkdtemp(prefix="ipcluster-tests-")
+os.environ["IPCLUSTER_DIR"] = _STATE
+
+# Processes that belong to long-lived fixtures, not to the test that is running.
+_fixture_pids: set[int] = set()
+
+
+def _children() -> dict[int, psutil.Process]:
+    return {p.pid: p for p in psutil.Process().children(recursive=True)}
+
+
+def _descendants_by_session() -> dict[int, psutil.Process]:
+    """Children, and every process started with our IPCLUSTER_DIR (daemons are re-parented)."""
+    procs = _children()
+    for p in psutil.process_iter(["pid"]):
+        if p.pid == os.getpid() or p.pid in procs:
+            continue
+        try:
+            if p.environ().get("IPCLUSTER_DIR") == _STATE:
+                procs[p.pid] = p
+        except psutil.Error:
+            pass
+    return procs
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_processes():
+    before = set(_descendants_by_session())
+    yield
+    deadline = time.monotonic() + 10
+    while True:
+        leaked = {pid: p for pid, p in _descendants_by_session().items()
+                  if pid not in before and pid not in _fixture_pids}
+        leaked = {pid: p for pid, p in leaked.items() if p.is_running()
+                  and p.status() != psutil.STATUS_ZOMBIE}
+        if not leaked or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    if leaked:
+        names = [f"{pid}: {' '.join(p.cmdline())[:120]}" for pid, p in leaked.items()]
+        for p in leaked.values():
+            p.kill()
+        pytest.fail(f"the test left processes behind: {names}")
+
+
+def start_cluster(n: int, **kwargs) -> ipcluster.Cluster:
+    cluster = ipcluster.Cluster(n=n, **kwargs)
+    cluster.start_and_connect_sync()
+    _fixture_pids.update([cluster.controller.pid, *cluster.launcher.pids])
+    return cluster
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A running 4-engine cluster shared by the tests of one module."""
+    cluster = start_cluster(4)
+    yield cluster
+    cluster.stop_cluster_sync()
+
+
+@pytest.fixture
+def rc(cluster):
+    """A fresh client of the module's cluster, closed after the test."""
+    client = ipcluster.Client(cluster.connection_file)
+    client.wait_for_engines(cluster.n, timeout=30)
+    yield client
+    client.close()

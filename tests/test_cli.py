@@ -1,0 +1,97 @@
+"""The ipcluster command: start (foreground and --daemonize), list, stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import psutil
+import pytest
+
+from ipcluster.config import ipcluster_dir
+
+
+def ipcluster(*args, timeout=90, **kwargs):
+    return subprocess.run([sys.executable, "-m", "ipcluster", *args], capture_output=True,
+                          text=True, timeout=timeout, **kwargs)
+
+
+def alive(pid) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def test_daemonize_then_client_then_list_then_stop():
+    started = ipcluster("start", "-n", "4", "--daemonize")
+    assert started.returncode == 0, started.stderr
+    assert "running in the background with 4 engines" in started.stdout
+    state = json.loads((ipcluster_dir() / "default" / "cluster.json").read_text())
+    pids = [state["supervisor_pid"], state["controller_pid"], *state["engine_pids"]]
+    try:
+        count = subprocess.run(
+            [sys.executable, "-c", "import ipcluster; print(len(ipcluster.Client().ids))"],
+            capture_output=True, text=True, timeout=60)
+        assert count.stdout.strip() == "4", count.stderr
+        table = ipcluster("list")
+        assert "default" in table.stdout and "running" in table.stdout
+        rows = json.loads(ipcluster("list", "-o", "json").stdout)
+        assert [(r["cluster_id"], r["state"], r["engines"]) for r in rows] == [("default", "running", 4)]
+        again = ipcluster("start", "-n", "1", "--daemonize")
+        assert again.returncode == 1 and "already running" in again.stderr
+    finally:
+        stopped = ipcluster("stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert not any(alive(p) for p in pids)
+    assert json.loads(ipcluster("list", "-o", "json").stdout) == []
+
+
+def test_foreground_start_stops_cleanly_on_ctrl_c():
+    proc = subprocess.Popen([sys.executable, "-m", "ipcluster", "start", "-n", "2", "--cluster-id", "fg"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert "2 engines ready" in line, line + proc.stdout.read()
+        state = json.loads((ipcluster_dir() / "fg" / "cluster.json").read_text())
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+        assert "stopped" in proc.stdout.read()
+        assert not any(alive(p) for p in [state["controller_pid"], *state["engine_pids"]])
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_stop_of_an_unknown_cluster_says_so():
+    out = ipcluster("stop", "--cluster-id", "nope")
+    assert out.returncode == 1 and "no cluster 'nope'" in out.stderr
+
+
+def test_bad_arguments_get_usage_errors():
+    out = ipcluster("start", "-n", "four")
+    assert out.returncode == 2 and "invalid int value" in out.stderr
+    out = ipcluster("frobnicate")
+    assert out.returncode == 2 and "invalid choice" in out.stderr
+
+
+def test_an_unknown_launcher_lists_the_known_ones():
+    out = ipcluster("start", "-n", "1", "--engines", "nosuch", "--cluster-id", "bad-launcher")
+    assert out.returncode == 1 and "known launchers: local" in out.stderr
+    assert not (ipcluster_dir() / "bad-launcher" / "connection.json").exists()
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["start", "--help"]])
+def test_help(argv):
+    out = ipcluster(*argv)
+    assert out.returncode == 0 and "usage: ipcluster" in out.stdout
+
+
+def test_console_script_is_installed():
+    exe = os.path.join(os.path.dirname(sys.executable), "ipcluster")
+    out = subprocess.run([exe, "list"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr

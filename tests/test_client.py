@@ -1,0 +1,155 @@
+"""Client: finding and connecting to a cluster, engine ids, and every kind of bad input."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+import ipcluster
+from ipcluster import connection
+from tests.conftest import start_cluster
+
+
+def test_client_finds_a_cluster_by_id_and_by_path(cluster):
+    for where in (cluster.cluster_id, cluster.connection_file, str(cluster.connection_file)):
+        with ipcluster.Client(where) as rc:
+            assert rc.ids == [0, 1, 2, 3]
+            assert len(rc) == 4
+
+
+def test_wait_for_engines_times_out_with_a_clear_error(rc):
+    t0 = time.monotonic()
+    with pytest.raises(ipcluster.NoEnginesRegistered, match="4 of 5 engines registered"):
+        rc.wait_for_engines(5, timeout=0.5)
+    assert time.monotonic() - t0 < 5
+
+
+def test_unknown_engine_id(rc):
+    with pytest.raises(ipcluster.NoSuchEngine, match="no engine with id 99"):
+        rc[99]
+    ar = rc.direct_view([0, 99]).apply_async(os.getpid)
+    with pytest.raises(ipcluster.NoSuchEngine, match="no engine with id 99"):
+        ar.get(timeout=10)
+    with pytest.raises(ipcluster.NoSuchEngine):
+        rc.load_balanced_view(targets=[99]).apply_sync(os.getpid)
+    assert len(rc[:].apply_sync(os.getpid)) == 4  # the cluster is unharmed
+
+
+def test_unpicklable_argument_names_the_argument(rc):
+    with pytest.raises(ipcluster.SerializationError, match=r"argument 1 \(lock object\)"):
+        rc[0].apply_async(lambda a, b: a, 1, threading.Lock())
+    assert rc[0].apply_sync(lambda: "still fine") == "still fine"
+
+
+def test_unpicklable_result_comes_back_as_a_remote_error(rc):
+    with pytest.raises(ipcluster.RemoteError, match="cannot send the result"):
+        rc[0].apply_sync(threading.Lock)
+
+
+def test_a_closed_client_refuses_calls(cluster):
+    rc = ipcluster.Client(cluster.connection_file)
+    view = rc[:]
+    rc.close()
+    with pytest.raises(ipcluster.ClientClosed, match="closed"):
+        view.apply_sync(os.getpid)
+    rc.close()  # closing twice is harmless
+
+
+def test_missing_and_corrupt_connection_files(tmp_path):
+    with pytest.raises(ipcluster.ConnectionFileError, match="no connection file"):
+        ipcluster.Client(tmp_path / "nope.json")
+    with pytest.raises(ipcluster.ConnectionFileError, match="no connection file"):
+        ipcluster.Client("no-such-cluster-id")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ipcluster.ConnectionFileError, match="not JSON"):
+        ipcluster.Client(bad)
+    bad.write_text('{"cluster_id": "x"}')
+    with pytest.raises(ipcluster.ConnectionFileError, match="corrupt"):
+        ipcluster.Client(bad)
+
+
+def test_a_controller_that_does_not_answer_fails_within_the_timeout(tmp_path):
+    # a connection file that points at a port nobody serves
+    info = connection.ConnectionInfo("ghost", "tcp://127.0.0.1:9", "tcp://127.0.0.1:9",
+                                     "tcp://127.0.0.1:9", connection.new_key())
+    path = tmp_path / "ghost.json"
+    connection.write(path, info)
+    t0 = time.monotonic()
+    with pytest.raises(ipcluster.ControllerLost, match="no answer from the controller"):
+        ipcluster.Client(path, timeout=1)
+    assert time.monotonic() - t0 < 3
+
+
+def test_work_in_flight_fails_when_the_controller_dies():
+    cluster = start_cluster(1)
+    try:
+        rc = ipcluster.Client(cluster.connection_file, timeout=2)
+        ar = rc[0].apply_async(time.sleep, 30)
+        os.kill(cluster.controller.pid, signal.SIGKILL)
+        t0 = time.monotonic()
+        with pytest.raises(ipcluster.ControllerLost, match="silent"):
+            ar.get(timeout=15)
+        assert time.monotonic() - t0 < 5
+        with pytest.raises(ipcluster.ControllerLost):
+            rc[0].apply_async(os.getpid)
+        rc.close()
+    finally:
+        cluster.stop_cluster_sync()
+
+
+def test_load_balanced_work_without_engines_says_what_to_do():
+    cluster = ipcluster.Cluster(n=0)
+    cluster.start_cluster_sync()
+    try:
+        with ipcluster.Client(cluster.connection_file) as rc:
+            with pytest.raises(ipcluster.NoEnginesRegistered, match="wait_for_engines"):
+                rc.load_balanced_view().apply_async(os.getpid)
+    finally:
+        cluster.stop_cluster_sync()
+
+
+SCRIPT = """
+import ipcluster, sys
+rc = ipcluster.Client(sys.argv[1])
+factor = 10
+def scale(x):
+    return x * factor
+def make_adder(k):
+    return lambda x: x + k
+print(rc[:].apply_sync(scale, 4))
+print(rc.load_balanced_view().map_sync(make_adder(5), [1, 2, 3]))
+rc[:].push({"factor": 100}, block=True)
+print(rc[0].apply_sync(scale, 4))   # names on the engine win, as in ipyparallel
+rc.close()
+"""
+
+
+def test_functions_and_closures_from_a_main_script_run_on_engines(cluster, tmp_path):
+    script = tmp_path / "script.py"
+    script.write_text(SCRIPT)
+    out = subprocess.run([sys.executable, str(script), str(cluster.connection_file)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:3] == ["[40, 40, 40, 40]", "[6, 7, 8]", "400"]
+
+
+def test_functions_from_an_ipython_cell_run_on_engines(cluster):
+    code = textwrap.dedent(f"""
+        import ipcluster
+        rc = ipcluster.Client({str(cluster.connection_file)!r})
+        def cube(x):
+            return x ** 3
+        print("RESULT", rc.load_balanced_view().map_sync(cube, range(4)))
+        rc.close()
+    """)
+    out = subprocess.run([sys.executable, "-m", "IPython", "--no-banner", "--quick", "-c", code],
+                         capture_output=True, text=True, timeout=60)
+    assert "RESULT [0, 1, 8, 27]" in out.stdout, out.stdout + out.stderr

@@ -1,0 +1,84 @@
+"""The wire: signing, and refusing what is unsigned, forged, truncated or malformed."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+
+from ipcluster import protocol
+from ipcluster.protocol import DELIM, BadMessage, Signer, decode, encode
+
+KEY = bytes(range(32))
+
+
+def frames(header=None, content=b"payload", buffers=()):
+    return encode(Signer(KEY), header or {"kind": "apply", "id": "m-1"}, content, list(buffers))
+
+
+def test_round_trip_with_routing_ids_and_buffers():
+    sent = frames(content=b"c", buffers=[b"x" * 10, bytearray(b"y" * 3)])
+    msg = decode(Signer(KEY), [b"route-a", *sent])
+    assert msg.route == [b"route-a"]
+    assert msg.kind == "apply" and msg.header["buffers"] == [10, 3]
+    assert bytes(msg.content) == b"c" and [bytes(b) for b in msg.buffers] == [b"x" * 10, b"y" * 3]
+
+
+def test_wrong_key_is_refused():
+    with pytest.raises(BadMessage, match="bad signature"):
+        decode(Signer(b"k" * 32), frames())
+
+
+@pytest.mark.parametrize("index", [2, 3])  # the header, the content
+def test_a_changed_byte_in_a_signed_frame_is_refused(index):
+    sent = frames()
+    tampered = bytearray(sent[index])
+    tampered[-1] ^= 1
+    sent[index] = bytes(tampered)
+    with pytest.raises(BadMessage, match="bad signature"):
+        decode(Signer(KEY), sent)
+
+
+def test_added_or_dropped_buffers_are_refused():
+    sent = frames(buffers=[b"a" * 5])
+    with pytest.raises(BadMessage, match="buffer lengths"):
+        decode(Signer(KEY), sent + [b"extra"])
+    with pytest.raises(BadMessage, match="buffer lengths"):
+        decode(Signer(KEY), sent[:-1])
+
+
+def test_truncated_and_undelimited_messages_are_refused():
+    with pytest.raises(BadMessage, match="truncated"):
+        decode(Signer(KEY), frames()[:3])
+    with pytest.raises(BadMessage, match="delimiter"):
+        decode(Signer(KEY), [b"a", b"b", b"c"])
+
+
+def test_a_signed_header_of_an_unknown_kind_is_refused():
+    with pytest.raises(BadMessage, match="unknown message kind"):
+        decode(Signer(KEY), frames({"kind": "format_disk", "id": "x"}))
+    signer = Signer(KEY)
+    h = msgpack.packb([1, 2, 3])
+    with pytest.raises(BadMessage, match="unknown message kind"):
+        decode(signer, [DELIM, signer.sign(h, b""), h, b""])
+
+
+def test_signature_covers_the_split_between_header_and_content():
+    signer = Signer(KEY)
+    assert signer.sign(b"ab", b"c") != signer.sign(b"a", b"bc")
+
+
+def test_short_keys_are_refused():
+    with pytest.raises(ValueError, match="at least 16 bytes"):
+        Signer(b"short")
+
+
+def test_every_kind_names_a_known_sender_and_content():
+    for kind in protocol.KINDS.values():
+        assert kind.sender in {"client", "controller", "engine"}
+        assert kind.content in {"pickle", "msgpack", "none"}
+
+
+def test_ids_are_unique_across_instances():
+    a, b = protocol.Ids(), protocol.Ids()
+    ids = {a() for _ in range(100)} | {b() for _ in range(100)}
+    assert len(ids) == 200

@@ -1,0 +1,66 @@
+"""Serialization: closures, out-of-band buffers, writable arrays, and clear failures."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from ipcluster import serialize
+from ipcluster.errors import SerializationError
+
+
+def test_large_arrays_travel_out_of_band_and_small_ones_in_band():
+    big, small = np.arange(100_000), np.arange(10)
+    content, buffers = serialize.dumps({"big": big, "small": small})
+    assert len(buffers) == 1 and memoryview(buffers[0]).nbytes == big.nbytes
+    assert len(content) < 2000  # the big array is not in the pickle stream
+    out = serialize.loads(content, buffers)
+    assert np.array_equal(out["big"], big) and np.array_equal(out["small"], small)
+
+
+def test_out_of_band_buffers_are_not_copied_when_sent():
+    a = np.arange(100_000)
+    _, buffers = serialize.dumps(a)
+    assert np.shares_memory(np.frombuffer(buffers[0], dtype=a.dtype), a)
+
+
+def test_received_arrays_are_writable():
+    content, buffers = serialize.dumps(np.zeros(100_000))
+    out = serialize.loads(content, [bytes(b) for b in buffers])  # read-only, as frames are
+    out[0] = 1.0
+    assert out[0] == 1.0
+
+
+def test_closures_and_lambdas_round_trip():
+    k = 7
+    content, buffers = serialize.dumps(lambda x: x + k)
+    assert serialize.loads(content, buffers)(1) == 8
+
+
+def test_code_keeps_its_file_name_for_remote_tracebacks():
+    def f():
+        return 1
+
+    g = serialize.loads(*serialize.dumps(f))
+    assert g.__code__.co_filename == __file__
+
+
+def test_an_unpicklable_argument_is_named():
+    with pytest.raises(SerializationError, match=r"keyword argument 'lock' \(lock object\)"):
+        serialize.dumps_call(print, (1,), {"lock": threading.Lock()})
+
+
+def test_a_missing_module_on_load_is_named(tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    (tmp_path / "only_on_the_sender.py").write_text("def f():\n    return 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("only_on_the_sender")
+    content, buffers = serialize.dumps(module.f)  # importable here: pickled by reference
+    del sys.modules["only_on_the_sender"]
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(tmp_path)])
+    with pytest.raises(SerializationError, match="module 'only_on_the_sender' is not installed"):
+        serialize.loads(content, buffers)
