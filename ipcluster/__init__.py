@@ -8,26 +8,33 @@
 from ipcluster.asyncresult import AsyncResult
 from ipcluster.client import Client
 from ipcluster.cluster import Cluster
+from ipcluster.engine.namespace import Reference
 from ipcluster.errors import (
     ClientClosed,
     CompositeError,
     ConnectionFileError,
     ControllerLost,
     EngineError,
+    ImpossibleDependency,
     IpclusterError,
     NoEnginesRegistered,
     NoSuchEngine,
     RemoteError,
     SerializationError,
+    TaskAborted,
+    TaskTimeout,
     TimeoutError,
+    UnmetDependency,
 )
-from ipcluster.remotefunction import interactive
-from ipcluster.views import DirectView, LoadBalancedView
+from ipcluster.executor import ViewExecutor
+from ipcluster.remotefunction import depend, interactive, require
+from ipcluster.views import BroadcastView, DirectView, LoadBalancedView
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AsyncResult",
+    "BroadcastView",
     "Client",
     "ClientClosed",
     "Cluster",
@@ -36,12 +43,20 @@ __all__ = [
     "ControllerLost",
     "DirectView",
     "EngineError",
+    "ImpossibleDependency",
     "IpclusterError",
     "LoadBalancedView",
     "NoEnginesRegistered",
     "NoSuchEngine",
+    "Reference",
     "RemoteError",
     "SerializationError",
+    "TaskAborted",
+    "TaskTimeout",
     "TimeoutError",
+    "UnmetDependency",
+    "ViewExecutor",
+    "depend",
     "interactive",
+    "require",
 ]

@@ -1,19 +1,20 @@
 """Client API layer: `AsyncResult`, a `concurrent.futures.Future` over one or more tasks.
 
 Each task sent to an engine has its own `TaskFuture`, completed by the client's IO thread when
-the result arrives (with the task's captured stdout/stderr already in its metadata). An
-`AsyncResult` combines the tasks of one call: a single value, a list with one value per engine,
-or the flattened chunks of a map. It is awaitable in a running asyncio loop.
+its result arrives (its stdout and stderr, which travel ahead of it, are complete by then). An
+`AsyncResult` combines the tasks of one call: one value (``single``), one value per task
+(``list``) or the joined chunks of a map (``map``). It is awaitable in a running asyncio loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import sys
 import threading
 import time
 
-from ipcluster.errors import CompositeError, RemoteError
+from ipcluster.errors import CompositeError, RemoteError, TimeoutError
 
 __all__ = ["AsyncResult", "TaskFuture"]
 
@@ -21,40 +22,50 @@ __all__ = ["AsyncResult", "TaskFuture"]
 class TaskFuture(concurrent.futures.Future):
     """One task on one engine, with its metadata (timestamps, engine id, output)."""
 
-    def __init__(self, task_id: str, engine_id: int | None = None) -> None:
+    def __init__(self, task_id: str, engine_id: int | None = None, label: str | None = None,
+                 size: int = 1) -> None:
         super().__init__()
         self.task_id = task_id
+        self.size = size  # items of a map this task computes, for progress
+        self.output_callbacks: list = []
         self.metadata = {
-            "msg_id": task_id, "engine_id": engine_id, "status": "pending",
+            "msg_id": task_id, "engine_id": engine_id, "status": "pending", "label": label,
             "submitted": time.time(), "started": None, "completed": None, "received": None,
-            "stdout": "", "stderr": "",
+            "stdout": "", "stderr": "", "outputs": [],
         }
 
-
-def _flatten(chunks: list) -> list:
-    return [item for chunk in chunks for item in chunk]
+    def add_output(self, name: str, text: str, engine_id) -> None:
+        """Called by the IO thread as output arrives, while the task runs."""
+        self.metadata[name] += text
+        if engine_id is not None:
+            self.metadata["engine_id"] = engine_id
+        for callback in list(self.output_callbacks):
+            callback(self, name, text)
 
 
 class AsyncResult(concurrent.futures.Future):
-    """The pending result of a call: ``get()`` it, ``wait()`` for it, or ``await`` it.
+    """The pending result of a call: ``get()`` it, ``wait()`` for it, ``await`` it, iterate it."""
 
-    `shape` is ``"single"`` (one task, its value), ``"list"`` (one value per task) or
-    ``"map"`` (each task returned a chunk of a map; the value is the chunks joined).
-    """
-
-    def __init__(self, tasks: list[TaskFuture], shape: str = "list") -> None:
+    def __init__(self, tasks: list[TaskFuture], shape: str = "list", *, client=None,
+                 ordered: bool = True, reduce=None, tracker=None) -> None:
         super().__init__()
         self._tasks = tasks
         self._shape = shape
+        self._client = client
+        self._ordered = ordered
+        self._reduce = reduce  # joins the values of the tasks, for gather and parallel calls
+        self._tracker = tracker
         self._lock = threading.Lock()
         self._remaining = len(tasks)
+        self._order: list[TaskFuture] = []  # tasks in the order they finished
         for task in tasks:
             task.add_done_callback(self._task_done)
         if not tasks:
             self.set_result([])
 
-    def _task_done(self, _task) -> None:
+    def _task_done(self, task) -> None:
         with self._lock:
+            self._order.append(task)
             self._remaining -= 1
             if self._remaining:
                 return
@@ -65,25 +76,58 @@ class AsyncResult(concurrent.futures.Future):
                 self.set_exception(CompositeError(remote))
             else:
                 self.set_exception(errors[0])
-            return
-        values = [t.result() for t in self._tasks]
-        if self._shape == "single":
-            self.set_result(values[0])
-        elif self._shape == "map":
-            self.set_result(_flatten(values))
         else:
-            self.set_result(values)
+            self.set_result(self._combine([t.result() for t in self._finished()]))
 
-    # -- the familiar ipyparallel surface ---------------------------------------------------
+    def _finished(self) -> list[TaskFuture]:
+        return self._tasks if self._ordered else list(self._order)
 
-    def get(self, timeout: float | None = None):
-        """The result, waiting at most `timeout` seconds (`TimeoutError` after that)."""
-        return self.result(timeout)
+    def _combine(self, values: list):
+        if self._reduce is not None:
+            return self._reduce(values)
+        if self._shape == "single":
+            return values[0]
+        if self._shape == "map":
+            return [item for chunk in values for item in chunk]
+        return values
 
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait until done or `timeout`; True if done."""
-        concurrent.futures.wait([self], timeout)
-        return self.done()
+    # -- results ----------------------------------------------------------------------------
+
+    def get(self, timeout: float | None = None, return_exceptions: bool = False):
+        """The result, waiting at most `timeout` seconds (`TimeoutError` after that).
+
+        With `return_exceptions`, a failed task gives its exception in place of its value.
+        """
+        if not return_exceptions:
+            return self.result(timeout)
+        if not self.wait(timeout):
+            raise TimeoutError(f"result not ready after {timeout} s")
+        values = [t.exception() or t.result() for t in self._finished()]
+        if self._shape == "map":
+            return [item for chunk in values for item in (
+                [chunk] if isinstance(chunk, BaseException) else chunk)]
+        return values[0] if self._shape == "single" else values
+
+    def get_dict(self, timeout: float | None = None) -> dict:
+        """``{engine_id: result}`` for a call on several engines."""
+        values = self.get(timeout)
+        if self._shape != "list" or self._reduce is not None:
+            raise TypeError("get_dict() is for calls on several engines (a DirectView's apply)")
+        engines = self.engine_id
+        if len(set(engines)) != len(engines):
+            raise ValueError(f"several tasks ran on one engine ({engines}); use get() instead")
+        return dict(zip(engines, values))
+
+    def wait(self, timeout: float | None = None,
+             return_when: str = concurrent.futures.ALL_COMPLETED) -> bool:
+        """Wait until done (or, with ``return_when=FIRST_COMPLETED``, one task is); True if so."""
+        if timeout is not None and timeout < 0:
+            timeout = None  # ipyparallel's -1 means forever
+        if return_when == concurrent.futures.ALL_COMPLETED:
+            concurrent.futures.wait([self], timeout)
+            return self.done()
+        done, _ = concurrent.futures.wait(self._tasks, timeout, return_when)
+        return bool(done)
 
     def ready(self) -> bool:
         return self.done()
@@ -93,6 +137,32 @@ class AsyncResult(concurrent.futures.Future):
         if not self.done():
             raise AssertionError("the result is not ready yet; check ready() first")
         return self.exception() is None
+
+    def __iter__(self):
+        """Values as they become available: in order, or as they finish for ``ordered=False``.
+
+        Items of a map one by one; a failed task raises when reached.
+        """
+        if self._ordered:
+            pending = iter(self._tasks)
+        else:
+            pending = (f for f in concurrent.futures.as_completed(self._tasks))
+        for task in pending:
+            value = task.result()
+            if self._shape == "map":
+                yield from value
+            else:
+                yield value
+
+    def __await__(self):
+        return asyncio.wrap_future(self).__await__()
+
+    def abort(self) -> None:
+        """Stop the tasks of this result that have not finished (queued or running)."""
+        if self._client is not None:
+            self._client.abort(self)
+
+    # -- metadata ---------------------------------------------------------------------------
 
     def _per_task(self, values: list):
         return values[0] if self._shape == "single" else values
@@ -117,12 +187,130 @@ class AsyncResult(concurrent.futures.Future):
     def engine_id(self):
         return self._per_task([t.metadata["engine_id"] for t in self._tasks])
 
+    @property
+    def progress(self) -> int:
+        """Tasks finished so far."""
+        return sum(1 for t in self._tasks if t.done())
+
+    @property
+    def sent(self) -> bool:
+        """True once zmq no longer needs the buffers sent (always, unless `track` was set)."""
+        return self._tracker is None or self._tracker.done
+
+    def wait_for_send(self, timeout: float | None = None) -> None:
+        """Wait until arrays sent with ``track=True`` may be changed again."""
+        if self._tracker is not None:
+            self._tracker.wait(-1 if timeout is None else timeout)
+
+    def _times(self, key: str) -> list[float]:
+        return [t.metadata[key] for t in self._tasks if t.metadata[key] is not None]
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the first task was submitted (until the last result, once done)."""
+        end = max(self._times("received")) if self.done() and self._tasks else time.time()
+        return end - min(self._times("submitted"), default=end)
+
+    @property
+    def wall_time(self) -> float:
+        """Seconds from the first submission to the last result received."""
+        self._require_done()
+        return max(self._times("received")) - min(self._times("submitted"))
+
+    @property
+    def serial_time(self) -> float:
+        """Seconds of computation summed over the tasks (engine-side start to completion)."""
+        self._require_done()
+        return sum(t.metadata["completed"] - t.metadata["started"] for t in self._tasks
+                   if t.metadata["started"] is not None and t.metadata["completed"] is not None)
+
+    def _require_done(self) -> None:
+        if not self.done():
+            raise AssertionError("timing is known once the result is ready; wait() first")
+
     def __len__(self) -> int:
         return len(self._tasks)
 
-    def __await__(self):
-        return asyncio.wrap_future(self).__await__()
-
     def __repr__(self) -> str:
-        state = "done" if self.done() else f"{len(self._tasks) - self._remaining}/{len(self._tasks)} done"
+        state = "done" if self.done() else f"{self.progress}/{len(self._tasks)} done"
         return f"<AsyncResult({self._shape}) {state}>"
+
+    # -- showing progress and output ------------------------------------------------------
+
+    def wait_interactive(self, interval: float = 0.1, timeout: float | None = None) -> None:
+        """Wait with a progress bar (done/total, rate and ETA; a widget inside Jupyter)."""
+        from tqdm.auto import tqdm
+
+        total = sum(t.size for t in self._tasks)
+        label = self._tasks[0].metadata["label"] if self._tasks else None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with tqdm(total=total, unit="items" if self._shape == "map" else "tasks",
+                  desc=label or "tasks") as bar:
+            while True:
+                bar.update(sum(t.size for t in self._tasks if t.done()) - bar.n)
+                if self.done() or (deadline is not None and time.monotonic() > deadline):
+                    break
+                self.wait(interval)
+
+    def display_outputs(self, file=None) -> None:
+        """Print each task's stdout and stderr, labelled ``[stdout:<engine>]``."""
+        file = file or sys.stdout
+        for task in self._tasks:
+            eid = task.metadata["engine_id"]
+            for name in ("stdout", "stderr"):
+                text = task.metadata[name]
+                if text:
+                    file.write(f"[{name}:{eid}] {text}" if "\n" not in text.rstrip("\n")
+                               else f"[{name}:{eid}]\n{text}")
+                    if not text.endswith("\n"):
+                        file.write("\n")
+
+    def stream_output(self, file=None) -> "Streaming":
+        """Print output as it arrives, each line labelled with its engine, until done.
+
+        Use as ``with ar.stream_output(): ar.get()``, or call and forget: it stops by itself.
+        """
+        return Streaming(self, file or sys.stdout)
+
+
+class Streaming:
+    """Prints the output of an `AsyncResult`'s tasks line by line as it arrives."""
+
+    def __init__(self, ar: AsyncResult, file) -> None:
+        self._ar, self._file = ar, file
+        self._partial: dict[tuple, str] = {}
+        self._lock = threading.Lock()
+        for task in ar._tasks:
+            task.output_callbacks.append(self._on_output)
+            task.add_done_callback(self._flush_task)
+
+    def _on_output(self, task, name: str, text: str) -> None:
+        key = (task.task_id, name)
+        with self._lock:
+            text = self._partial.pop(key, "") + text
+            *lines, rest = text.split("\n")
+            if rest:
+                self._partial[key] = rest
+            eid = task.metadata["engine_id"]
+            for line in lines:
+                self._file.write(f"[{name}:{eid}] {line}\n")
+            self._file.flush()
+
+    def _flush_task(self, task) -> None:
+        with self._lock:
+            for name in ("stdout", "stderr"):
+                rest = self._partial.pop((task.task_id, name), "")
+                if rest:
+                    self._file.write(f"[{name}:{task.metadata['engine_id']}] {rest}\n")
+        self.stop_task(task)
+
+    def stop_task(self, task) -> None:
+        if self._on_output in task.output_callbacks:
+            task.output_callbacks.remove(self._on_output)
+
+    def __enter__(self) -> "Streaming":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for task in self._ar._tasks:
+            self.stop_task(task)

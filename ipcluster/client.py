@@ -1,30 +1,52 @@
 """Client API layer: `Client`, the user's connection to a running cluster.
 
-One IO thread per client owns its sockets: a DEALER to the controller (requests out; results,
-output and replies back, in the order the controller forwarded them) and a SUB for events
-(engines coming and going, the controller's beat). User threads never touch those sockets:
-each sends through its own in-process socket to the IO thread, so every call is thread-safe.
-If the controller is silent for `timeout` seconds, work in flight fails with `ControllerLost`.
+    rc = Client()                   # the running cluster (a path or a cluster id also work)
+    rc[:]  rc[0]  rc[::2]           # DirectViews on engines
+    rc.load_balanced_view()         # the controller picks the engine of each task
+    rc.wait(), rc.abort(), rc.get_result(msg_id), rc.queue_status(), rc.shutdown()
+
+The sockets and the IO thread live in the client's `Session`; the client keeps the history of
+its tasks (`history`, `results`, `metadata`) and speaks to the controller for the rest.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import logging
-import threading
+import signal as signals
 import time
+from collections.abc import Mapping
 
-from ipcluster import connection, serialize, transport
-from ipcluster.asyncresult import TaskFuture
-from ipcluster.errors import (
-    ClientClosed, ControllerLost, NoEnginesRegistered, NoSuchEngine, SerializationError, from_wire,
-)
-from ipcluster.protocol import BadMessage, Ids, Signer, decode, encode, now, pack, unpack
-from ipcluster.views import DirectView, LoadBalancedView
-
-log = logging.getLogger("ipcluster.client")
+from ipcluster import connection, serialize
+from ipcluster.asyncresult import AsyncResult, TaskFuture
+from ipcluster.engine import namespace
+from ipcluster.errors import NoEnginesRegistered, NoSuchEngine, RemoteError, TimeoutError
+from ipcluster.protocol import now
+from ipcluster.session import Session
+from ipcluster.views import BroadcastView, DirectView, LoadBalancedView
 
 __all__ = ["Client"]
+
+
+class _Results(Mapping):
+    """``msg_id -> value`` (or exception) for every finished task this client knows."""
+
+    def __init__(self, futures: dict) -> None:
+        self._futures = futures
+
+    def _done(self):
+        return {k: f for k, f in self._futures.items() if f.done()}
+
+    def __getitem__(self, msg_id):
+        f = self._futures[msg_id]
+        if not f.done():
+            raise KeyError(f"task {msg_id} has not finished")
+        return f.exception() or f.result()
+
+    def __iter__(self):
+        return iter(self._done())
+
+    def __len__(self) -> int:
+        return len(self._done())
 
 
 class Client:
@@ -37,44 +59,29 @@ class Client:
 
     def __init__(self, url_file_or_cluster_id=None, *, timeout: float = 10) -> None:
         self.connection_file = connection.find(url_file_or_cluster_id)
-        self._info = connection.read(self.connection_file)
-        self.cluster_id = self._info.cluster_id
+        info = connection.read(self.connection_file)
+        self.cluster_id = info.cluster_id
         self.timeout = timeout
-        self._signer = Signer(self._info.key_bytes)
-        self._ids = Ids()
-        self._context = transport.Context()
-        self._inbox_name = f"client-{self._ids.session}"
-        self._local = threading.local()
-        self._outboxes: list = []
-        self._tasks: dict[str, TaskFuture] = {}
-        self._replies: dict[str, concurrent.futures.Future] = {}
-        self._engine_ids: list[int] = []
-        self._engines_changed = threading.Condition()
-        self._closed = False
-        self._lost: str | None = None
-        self._last_heard = time.monotonic()
-        self._io = threading.Thread(target=self._io_loop, name="ipcluster-client-io", daemon=True)
-        self._io_ready = threading.Event()
-        self._stopping = threading.Event()
-        self._io.start()
-        self._io_ready.wait()
+        self.history: list[str] = []  # ids of the tasks this client submitted, in order
+        self._futures: dict[str, TaskFuture] = {}
+        self.results = _Results(self._futures)
+        self._session = Session(info, self.connection_file, timeout)
         try:
-            reply = self._request("hello", timeout=timeout)
+            reply = self._session.request("hello")
         except BaseException:
-            self.close()
+            self._session.close()
             raise
-        self._set_engine_ids(reply["ids"])
-        self._beat_interval = reply["beat_interval"]
+        self._session.set_engine_ids(reply["ids"])
 
-    # -- public API -------------------------------------------------------------------------
+    # -- engines and views ------------------------------------------------------------------
 
     @property
     def ids(self) -> list[int]:
         """Ids of the registered engines, kept current by the controller's events."""
-        return list(self._engine_ids)
+        return list(self._session.engine_ids)
 
     def __len__(self) -> int:
-        return len(self._engine_ids)
+        return len(self._session.engine_ids)
 
     def __iter__(self):
         return (self[i] for i in self.ids)
@@ -85,7 +92,7 @@ class Client:
         if isinstance(key, slice):
             return DirectView(self, ids[key])
         if isinstance(key, int):
-            if key not in ids and ids and -len(ids) <= key < 0:
+            if key < 0 and -len(ids) <= key:
                 key = ids[key]
             if key not in ids:
                 ids = self._refresh_ids()
@@ -97,39 +104,209 @@ class Client:
             return DirectView(self, list(key))
         raise TypeError(f"index engines with an int, a slice or a list of ids, not {key!r}")
 
-    def direct_view(self, targets="all") -> DirectView:
+    def direct_view(self, targets="all", **flags) -> DirectView:
         """A view on `targets`; ``"all"`` means every engine registered at each call."""
-        return DirectView(self, targets)
+        return DirectView(self, targets, **flags)
 
-    def load_balanced_view(self, targets=None) -> LoadBalancedView:
-        return LoadBalancedView(self, targets)
+    def load_balanced_view(self, targets=None, **flags) -> LoadBalancedView:
+        return LoadBalancedView(self, targets, **flags)
 
-    def wait_for_engines(self, n: int | None = None, *, timeout: float | None = None) -> None:
-        """Wait until at least `n` engines (default 1) are registered."""
+    def broadcast_view(self, targets="all", **flags) -> BroadcastView:
+        """A DirectView; every call on several engines is already sent once and fanned out."""
+        return BroadcastView(self, targets, **flags)
+
+    def executor(self, targets=None, **flags):
+        """A `concurrent.futures.Executor` running on a load-balanced view."""
+        return self.load_balanced_view(targets, **flags).executor
+
+    def wait_for_engines(self, n: int | None = None, *, timeout: float | None = None,
+                         interactive: bool = False) -> None:
+        """Wait until at least `n` engines (default 1) are registered; a progress bar if
+        `interactive`."""
         n = 1 if n is None else n
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            ids = self._refresh_ids()
-            if len(ids) >= n:
-                return
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                raise NoEnginesRegistered(
-                    f"{len(ids)} of {n} engines registered after {timeout} s; check the engine "
-                    f"logs in {self.connection_file.parent}, or wait longer")
-            with self._engines_changed:
-                self._engines_changed.wait(min(0.5, left) if left is not None else 0.5)
+        deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
+        bar = None
+        if interactive:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=n, unit="engines", desc="waiting for engines")
+        try:
+            while True:
+                ids = self._refresh_ids()
+                if bar is not None:
+                    bar.update(min(len(ids), n) - bar.n)
+                if len(ids) >= n:
+                    return
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise NoEnginesRegistered(
+                        f"{len(ids)} of {n} engines registered after {timeout} s; check the "
+                        f"engine logs in {self.connection_file.parent}, or wait longer")
+                with self._session.engines_changed:
+                    self._session.engines_changed.wait(0.5 if left is None else min(0.5, left))
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _refresh_ids(self) -> list[int]:
+        self._session.set_engine_ids(self._session.request("query", {"what": "ids"})["ids"])
+        return self.ids
+
+    # -- waiting for and steering work ------------------------------------------------------
+
+    def _task_ids(self, jobs) -> list[str]:
+        """Task ids from None (all unfinished), AsyncResults, ids, history indices, or lists."""
+        if jobs is None:
+            return list(self._session.tasks)
+        if isinstance(jobs, (str, int, AsyncResult)):
+            jobs = [jobs]
+        ids = []
+        for job in jobs:
+            if isinstance(job, AsyncResult):
+                ids += job.msg_ids
+            elif isinstance(job, int):
+                ids.append(self.history[job])
+            elif isinstance(job, str):
+                ids.append(job)
+            else:
+                raise TypeError(f"expected an AsyncResult, a msg_id or a history index, not {job!r}")
+        return ids
+
+    @property
+    def outstanding(self) -> set[str]:
+        """Ids of this client's tasks that have not finished."""
+        return set(self._session.tasks)
+
+    @property
+    def metadata(self) -> dict:
+        return {k: f.metadata for k, f in self._futures.items()}
+
+    def wait(self, jobs=None, timeout: float = -1) -> bool:
+        """Wait for `jobs` (default: everything outstanding); True if all finished in time."""
+        futures = [self._futures[i] for i in self._task_ids(jobs) if i in self._futures]
+        done, not_done = concurrent.futures.wait(futures, None if timeout < 0 else timeout)
+        return not not_done
+
+    def wait_interactive(self, jobs=None, interval: float = 0.1, timeout: float | None = None) -> None:
+        """Wait for `jobs` (default: everything outstanding) with a progress bar."""
+        tasks = [self._futures[i] for i in self._task_ids(jobs) if i in self._futures]
+        AsyncResult(tasks, "list").wait_interactive(interval, timeout)
+
+    def abort(self, jobs=None, targets=None, block: bool = True) -> None:
+        """Stop tasks that have not finished: queued ones never run, running ones are
+        interrupted; each fails with `TaskAborted`. Default: all of this client's."""
+        ids = self._task_ids(jobs)
+        if targets is not None:
+            wanted = {targets} if isinstance(targets, int) else set(targets)
+            ids = [i for i in ids if self._futures.get(i) is not None
+                   and self._futures[i].metadata["engine_id"] in wanted]
+        self._session.request("control", {"action": "abort", "tasks": ids})
+        if block:
+            self.wait(ids, timeout=self.timeout)
+
+    def clear(self, targets=None, block: bool = True):
+        """Empty the namespaces of the engines."""
+        ar = self.direct_view("all" if targets is None else targets).apply_async(namespace.clear)
+        return ar.get() if block else ar
+
+    def send_signal(self, sig=signals.SIGINT, targets=None, block: bool = True) -> None:
+        """Send a signal to the engine processes (SIGINT interrupts the running task only)."""
+        self._session.request("control", {"action": "signal", "signal": int(sig),
+                                          "targets": self._targets(targets)})
+
+    def shutdown(self, targets="all", hub: bool = False, block: bool = True) -> None:
+        """Stop engines (and the controller too, with `hub`); they exit cleanly."""
+        self._session.request("control", {"action": "shutdown", "hub": hub,
+                                          "targets": self._targets(targets)})
+        if block and not hub:
+            deadline = time.monotonic() + self.timeout
+            gone = set(self._targets(targets) or self.ids)
+            while gone & set(self._refresh_ids()) and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+    def _targets(self, targets):
+        if targets is None or targets == "all":
+            return None
+        return [targets] if isinstance(targets, int) else list(targets)
+
+    def queue_status(self, targets=None, verbose: bool = False) -> dict:
+        """``{engine_id: {"queue", "tasks", "completed"}, "unassigned": n}``, as ipyparallel."""
+        reply = self._session.request("query", {"targets": self._targets(targets), "verbose": verbose})
+        status = {int(k): v for k, v in reply["status"].items()}
+        status["unassigned"] = reply["unassigned"]
+        return status
+
+    def get_result(self, indices_or_msg_ids=None, block: bool | None = None, timeout=None):
+        """An AsyncResult for earlier tasks, including ones submitted by another client."""
+        ids = self._task_ids(indices_or_msg_ids if indices_or_msg_ids is not None else -1)
+        tasks, fetch = [], []
+        for task_id in ids:
+            if task_id not in self._futures:
+                self._futures[task_id] = TaskFuture(task_id)
+                self._session.tasks[task_id] = self._futures[task_id]
+                fetch.append(task_id)
+            tasks.append(self._futures[task_id])
+        if fetch:
+            missing = self._session.request("control", {"action": "fetch", "tasks": fetch})["missing"]
+            for task_id in missing:
+                self._session.tasks.pop(task_id, None)
+                self._futures.pop(task_id).set_exception(RemoteError(
+                    "KeyError", f"the controller has no task {task_id!r}: unknown, or its result "
+                    "was culled (see ControllerOptions.max_results) or purged"))
+        ar = AsyncResult(tasks, "single" if len(tasks) == 1 else "list", client=self)
+        return ar.get(timeout) if block else ar
+
+    def purge_results(self, jobs=(), targets=()) -> None:
+        """Forget finished results here and in the controller (``jobs="all"`` for all)."""
+        ids = "all" if jobs == "all" else self._task_ids(list(jobs)) if jobs else []
+        if targets:
+            wanted = {targets} if isinstance(targets, int) else set(targets)
+            ids = [k for k, f in self._futures.items() if f.done() and f.metadata["engine_id"] in wanted]
+        for task_id in (list(self._futures) if ids == "all" else ids):
+            if task_id in self._futures and self._futures[task_id].done():
+                del self._futures[task_id]
+        self._session.request("control", {"action": "purge", "tasks": ids})
+
+    def db_history(self) -> list[dict]:
+        """Every task the controller still records: id, state, status, engine, label, times."""
+        return self._session.request("control", {"action": "history"})["tasks"]
+
+    # -- submitting -------------------------------------------------------------------------
+
+    def _submit(self, f, args: tuple, kwargs: dict, targets, *, balanced: bool,
+                flags: dict | None = None, sizes: int = 1):
+        """Send one call, to each of `targets` (direct) or to one engine chosen by the controller.
+
+        Returns the tasks and a tracker (if ``track`` is set)."""
+        session = self._session
+        session.check_usable()
+        flags = flags or {}
+        if balanced and not session.engine_ids and not self._refresh_ids():
+            raise NoEnginesRegistered(
+                "no engines are registered, so the task would wait forever; start some "
+                "(`ipcluster start`, Cluster.start_engines) or call rc.wait_for_engines(n) first")
+        content, buffers = serialize.dumps_call(f, args, kwargs)
+        label = flags.get("label")
+        if balanced:
+            tasks = [TaskFuture(session.ids(), label=label, size=sizes)]
+        else:
+            tasks = [TaskFuture(session.ids(), t, label=label, size=sizes) for t in targets]
+        for task in tasks:
+            session.tasks[task.task_id] = self._futures[task.task_id] = task
+            self.history.append(task.task_id)
+        header = {"kind": "apply", "tasks": [t.task_id for t in tasks], "targets": targets,
+                  "balanced": balanced, "submitted": now()}
+        for key in ("label", "timeout", "retries", "priority"):
+            if flags.get(key) is not None:
+                header[key] = flags[key]
+        tracker = session.send(header, content, buffers, track=bool(flags.get("track")))
+        return tasks, tracker
+
+    # -- closing ----------------------------------------------------------------------------
 
     def close(self) -> None:
         """Stop the IO thread and close the sockets; pending results fail with `ClientClosed`."""
-        if self._closed:
-            return
-        self._closed = True
-        self._stopping.set()
-        if self._io.is_alive() and self._io is not threading.current_thread():
-            self._io.join(timeout=5)
-        self._fail_all(ClientClosed("the client was closed before this result arrived"))
-        self._context.close()
+        self._session.close()
 
     def __enter__(self):
         return self
@@ -139,160 +316,3 @@ class Client:
 
     def __repr__(self) -> str:
         return f"<Client cluster_id={self.cluster_id!r} engines={len(self)}>"
-
-    # -- sending ----------------------------------------------------------------------------
-
-    def _check_usable(self) -> None:
-        if self._closed:
-            raise ClientClosed("this client is closed; create a new Client() to reconnect")
-        if self._lost:
-            raise ControllerLost(self._lost)
-
-    def _send(self, header: dict, content=b"", buffers=()) -> None:
-        sock = getattr(self._local, "outbox", None)
-        if sock is None:
-            sock = self._local.outbox = self._context.outbox(self._inbox_name)
-            self._outboxes.append(sock)
-        transport.send(sock, encode(self._signer, header, content, buffers))
-
-    def _request(self, kind: str, content: dict | None = None, timeout: float | None = None):
-        """Ask the controller something and wait for its reply."""
-        self._check_usable()
-        msg_id = self._ids()
-        reply = self._replies[msg_id] = concurrent.futures.Future()
-        self._send({"kind": kind, "id": msg_id}, pack(content) if content is not None else b"")
-        try:
-            return reply.result(self.timeout if timeout is None else timeout)
-        except concurrent.futures.TimeoutError:
-            raise ControllerLost(
-                f"no answer from the controller at {self._info.client_url} within "
-                f"{self.timeout if timeout is None else timeout} s (connection file "
-                f"{self.connection_file}); is the cluster running? `ipcluster list` shows the "
-                "running clusters") from None
-        finally:
-            self._replies.pop(msg_id, None)
-
-    def _refresh_ids(self) -> list[int]:
-        self._set_engine_ids(self._request("query", {"what": "ids"})["ids"])
-        return self.ids
-
-    def _submit(self, f, args: tuple, kwargs: dict, targets, *, balanced: bool) -> list[TaskFuture]:
-        """Send one call, to each of `targets` (direct) or to one engine chosen by the controller."""
-        self._check_usable()
-        if not self._engine_ids and balanced:
-            self._refresh_ids()
-            if not self._engine_ids:
-                raise NoEnginesRegistered(
-                    "no engines are registered, so the task would wait forever; start some "
-                    "(`ipcluster engines -n 4`, or Cluster.start_engines) or call "
-                    "rc.wait_for_engines(n) first")
-        content, buffers = serialize.dumps_call(f, args, kwargs)
-        if balanced:
-            tasks = [TaskFuture(self._ids())]
-        else:
-            tasks = [TaskFuture(self._ids(), t) for t in targets]
-        for task in tasks:
-            self._tasks[task.task_id] = task
-        header = {"kind": "apply", "tasks": [t.task_id for t in tasks], "targets": targets,
-                  "balanced": balanced, "submitted": now()}
-        self._send(header, content, buffers)
-        return tasks
-
-    # -- the IO thread ----------------------------------------------------------------------
-
-    def _io_loop(self) -> None:
-        dealer = self._context.dealer(self._info.client_url)
-        sub = self._context.subscriber(self._info.pub_url)
-        inbox = self._context.inbox(self._inbox_name)
-        self._io_ready.set()
-        poller = transport.Poller(dealer, sub, inbox)
-        try:
-            while not self._stopping.is_set():
-                ready = poller.poll(0.1)
-                if inbox in ready:
-                    for frames in transport.drain(inbox):
-                        transport.send(dealer, frames)
-                if dealer in ready:
-                    self._last_heard = time.monotonic()
-                    for frames in transport.drain(dealer):
-                        self._on_reply(frames)
-                if sub in ready:
-                    self._last_heard = time.monotonic()
-                    for frames in transport.drain(sub):
-                        self._on_event(frames)
-                self._check_controller()
-        except Exception as exc:  # surfaced to every caller waiting on this client
-            log.exception("client IO thread failed")
-            self._lost = f"the client's IO thread failed: {type(exc).__name__}: {exc}"
-            self._fail_all(ControllerLost(self._lost))
-
-    def _check_controller(self) -> None:
-        silent = time.monotonic() - self._last_heard
-        if silent > self.timeout and not self._lost:
-            self._lost = (
-                f"the controller at {self._info.client_url} has been silent for {silent:.1f} s "
-                f"(timeout {self.timeout} s); it has probably stopped. Work in flight cannot "
-                "complete; restart the cluster and create a new Client()")
-            self._fail_all(ControllerLost(self._lost))
-        elif silent <= self.timeout and self._lost and self._lost.startswith("the controller"):
-            self._lost = None
-
-    def _fail_all(self, error: Exception) -> None:
-        for table in (self._tasks, self._replies):
-            for key in list(table):
-                future = table.pop(key, None)
-                if future is not None and not future.done():
-                    future.set_exception(error)
-
-    def _on_reply(self, frames) -> None:
-        try:
-            msg = decode(self._signer, frames)
-            self._dispatch_reply(msg)
-        except Exception as exc:  # one bad message must not stop the IO thread
-            log.warning("dropped a message from the controller: %s: %s", type(exc).__name__, exc)
-
-    def _dispatch_reply(self, msg) -> None:
-        header = msg.header
-        if msg.kind == "result":
-            task = self._tasks.pop(header.get("parent"), None)
-            if task is not None:
-                self._complete(task, msg)
-        elif msg.kind == "output":
-            task = self._tasks.get(header.get("parent"))
-            if task is not None:
-                out = unpack(msg.content)
-                task.metadata[out["name"]] += out["text"]
-        else:
-            reply = self._replies.get(header.get("parent"))
-            if reply is not None and not reply.done():
-                reply.set_result(unpack(msg.content))
-
-    def _complete(self, task: TaskFuture, msg) -> None:
-        header = msg.header
-        meta = task.metadata
-        meta.update(engine_id=header.get("engine"), started=header.get("started"),
-                    completed=header.get("completed"), received=now(), status=header.get("status"))
-        if header.get("status") == "ok":
-            try:
-                task.set_result(serialize.loads(msg.content, msg.buffers))
-            except SerializationError as exc:
-                task.set_exception(exc)
-        else:
-            task.set_exception(from_wire(unpack(msg.content)))
-
-    def _on_event(self, frames) -> None:
-        try:
-            msg = decode(self._signer, frames)
-        except BadMessage as exc:
-            log.warning("dropped an event: %s", exc)
-            return
-        event = unpack(msg.content)
-        if "ids" in event:
-            self._set_engine_ids(event["ids"])
-
-    def _set_engine_ids(self, ids: list[int]) -> None:
-        ids = sorted(ids)
-        if ids != self._engine_ids:
-            self._engine_ids = ids
-            with self._engines_changed:
-                self._engines_changed.notify_all()

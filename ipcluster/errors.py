@@ -16,6 +16,10 @@ __all__ = [
     "EngineError",
     "NoEnginesRegistered",
     "NoSuchEngine",
+    "TaskAborted",
+    "TaskTimeout",
+    "UnmetDependency",
+    "ImpossibleDependency",
     "ConnectionFileError",
     "ControllerLost",
     "ClientClosed",
@@ -102,6 +106,22 @@ class NoSuchEngine(RemoteError, IndexError):
     """A request named an engine id that is not registered."""
 
 
+class TaskAborted(RemoteError):
+    """The task was aborted (`abort()`) before it finished."""
+
+
+class TaskTimeout(RemoteError):
+    """The task ran longer than its `timeout` and was stopped."""
+
+
+class UnmetDependency(RemoteError):
+    """The task's dependency is not met on this engine (raised on the engine to move it)."""
+
+
+class ImpossibleDependency(UnmetDependency):
+    """No engine can meet the task's dependencies, so it will never run."""
+
+
 class NoEnginesRegistered(IpclusterError):
     """Work was sent, or engines awaited, but the cluster has no (or too few) engines."""
 
@@ -122,7 +142,8 @@ class SerializationError(IpclusterError, TypeError):
     """An argument or result could not be pickled or unpickled."""
 
 
-_WIRE = {cls.__name__: cls for cls in (RemoteError, EngineError, NoSuchEngine)}
+_WIRE = {cls.__name__: cls for cls in (RemoteError, EngineError, NoSuchEngine, TaskAborted,
+                                       TaskTimeout, UnmetDependency, ImpossibleDependency)}
 
 
 def from_wire(data: dict) -> RemoteError:

@@ -56,6 +56,9 @@ KINDS = {k.name: k for k in [
     Kind("unregister", "engine", "none", "an engine leaves cleanly"),
     Kind("beat", "engine", "none", "an engine is alive; the controller answers with a beat"),
     Kind("event", "controller", "msgpack", "published: engine_up, engine_down, beat"),
+    Kind("control", "client", "msgpack",
+         "abort, signal, shutdown, fetch, purge; the controller passes abort/signal/shutdown on"),
+    Kind("control_reply", "controller", "msgpack", "the outcome of a control request"),
 ]}
 
 

@@ -1,8 +1,22 @@
-"""Client API layer: decorators that change how a function runs on engines."""
+"""Client API layer: decorators that change where and how a function runs on engines.
+
+    @view.remote()       calling f runs it on the view
+    @view.parallel()     each engine's call gets its part of the arguments; results joined
+    @interactive         f runs in the engine namespace, as if defined in a notebook cell
+    @require("numpy")    modules imported (or objects defined) on the engine before f runs
+    @depend(cond, ...)   f runs only on engines where cond(...) is true
+"""
 
 from __future__ import annotations
 
-__all__ = ["interactive"]
+import functools
+import types
+
+from ipcluster import partition
+from ipcluster.asyncresult import AsyncResult
+from ipcluster.engine import namespace
+
+__all__ = ["interactive", "require", "depend", "RemoteFunction", "ParallelFunction"]
 
 
 def interactive(f):
@@ -13,3 +27,89 @@ def interactive(f):
     """
     f.__module__ = "__main__"
     return f
+
+
+def require(*requirements, **named):
+    """Decorator: before `f` runs on an engine, import the named modules there and define the
+    given objects (functions by their name, others as keywords: ``@require(np="numpy")`` is
+    not supported, ``@require("numpy", helper, scale=2.0)`` is). An engine lacking a module
+    fails the task with `UnmetDependency`."""
+    modules, objects = [], dict(named)
+    for item in requirements:
+        if isinstance(item, str):
+            modules.append(item)
+        elif isinstance(item, types.ModuleType):
+            modules.append(item.__name__)
+        elif callable(item) and hasattr(item, "__name__"):
+            objects[item.__name__] = item
+        else:
+            raise TypeError(f"require takes module names, modules or named callables, not {item!r}")
+
+    def decorate(f):
+        return functools.wraps(f)(namespace.Required(f, modules, objects))
+
+    return decorate
+
+
+def depend(condition, *args, **kwargs):
+    """Decorator: `f` runs only where ``condition(*args, **kwargs)`` is true on the engine; a
+    load-balanced task moves to another engine, and fails with `ImpossibleDependency` if none
+    meets it."""
+    def decorate(f):
+        return functools.wraps(f)(namespace.Depends(f, condition, args, kwargs))
+
+    return decorate
+
+
+class RemoteFunction:
+    """`f` bound to a view: calling it applies it there."""
+
+    def __init__(self, view, f, block: bool | None = None, **flags) -> None:
+        self.view, self.func, self.block, self.flags = view, f, block, flags
+        functools.update_wrapper(self, f)
+
+    def __call__(self, *args, **kwargs):
+        with self.view.temp_flags(**self.flags):
+            ar = self.view.apply_async(self.func, *args, **kwargs)
+        return ar.get() if (self.view.block if self.block is None else self.block) else ar
+
+    def map(self, *sequences):
+        """Element-wise: ``view.map(f, *sequences)``."""
+        with self.view.temp_flags(**self.flags):
+            return self.view.map(self.func, *sequences, block=self.block)
+
+
+class ParallelFunction(RemoteFunction):
+    """`f` called once per engine on that engine's part of each sequence argument; the
+    results (lists or arrays) are joined in order. ``f.map(seq)`` is element-wise instead."""
+
+    def __init__(self, view, f, block: bool | None = None, dist: str = "b",
+                 chunksize: int | None = None, **flags) -> None:
+        super().__init__(view, f, block, **flags)
+        partition.check_dist(dist)
+        self.dist, self.chunksize = dist, chunksize
+
+    def __call__(self, *sequences):
+        from ipcluster.views import DirectView
+
+        n = partition.equal_lengths(sequences)
+        if isinstance(self.view, DirectView):
+            targets = self.view._target_list()
+            cut = [partition.parts(s, len(targets), self.dist) for s in sequences]
+            calls = [([eid], parts) for eid, parts in zip(targets, zip(*cut)) if len(parts[0])]
+            balanced = False
+        else:
+            size = self.chunksize or self.view._default_chunksize(n)
+            calls = [(self.view._targets(), [s[i:i + size] for s in sequences])
+                     for i in range(0, n, size)]
+            balanced = True
+        tasks = []
+        flags = self.view._flags(**self.flags)
+        for targets, parts in calls:
+            new, _ = self.view.client._submit(namespace.call_on_partition, (self.func, *parts), {},
+                                              targets, balanced=balanced, flags=flags)
+            tasks += new
+        dist = self.dist if not balanced else "b"
+        ar = AsyncResult(tasks, "list", client=self.view.client,
+                         reduce=lambda values: partition.join(values, dist))
+        return ar.get() if (self.view.block if self.block is None else self.block) else ar

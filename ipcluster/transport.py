@@ -90,8 +90,9 @@ class Poller:
         return {sock for sock, _ in self._poller.poll(ms)}
 
 
-def send(sock, frames: list) -> None:
-    sock.send_multipart(frames, copy=False)
+def send(sock, frames: list, track: bool = False):
+    """Send without copying; with `track`, returns a tracker done once zmq let go of the frames."""
+    return sock.send_multipart(frames, copy=False, track=track)
 
 
 def recv(sock) -> list:

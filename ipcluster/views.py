@@ -5,51 +5,69 @@ engines registered when it was made) or ``rc.direct_view("all")`` (every engine 
 A call on several engines is serialized once and fanned out by the controller. A
 `LoadBalancedView` lets the controller choose the engine of each task.
 
-`block` is a view attribute, and a keyword of each call that has one (keyword arguments of
-`apply` belong to the function, so use `apply_sync` / `apply_async` there).
+Flags (`block`, `track`, `targets`, `label`, and for load balancing `timeout`, `retries`,
+`priority`) are view attributes, set with `set_flags` or for a block with `temp_flags`; the
+calls that have their own keywords (`map`, `push`, `pull`, ...) take them there too. Keyword
+arguments of `apply` belong to the function, as in ipyparallel.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import math
+from collections import deque
+from itertools import islice
 
+from ipcluster import partition
 from ipcluster.asyncresult import AsyncResult
 from ipcluster.engine import namespace
 
-__all__ = ["View", "DirectView", "LoadBalancedView"]
-
-
-def _lengths(sequences) -> int:
-    try:
-        lengths = [len(s) for s in sequences]
-    except TypeError:
-        raise TypeError("map needs sequences with a length (lists, tuples, ranges, arrays); "
-                        "wrap an iterator in list() first") from None
-    if not lengths:
-        raise TypeError("map needs at least one sequence")
-    if len(set(lengths)) > 1:
-        raise ValueError(f"map: the sequences have different lengths {lengths}; "
-                         "pass sequences of equal length")
-    return lengths[0]
-
-
-def _chunks(sequences, n: int, size: int):
-    """`sequences` cut into consecutive chunks of at most `size` items (lists of slices)."""
-    for start in range(0, n, size):
-        yield [list(s[start:start + size]) for s in sequences]
+__all__ = ["View", "DirectView", "BroadcastView", "LoadBalancedView"]
 
 
 class View:
-    def __init__(self, client, targets, *, block: bool = False) -> None:
+    flag_names = ("block", "track", "targets", "label")
+
+    def __init__(self, client, targets, *, block: bool = False, track: bool = False,
+                 label: str | None = None, **flags) -> None:
         self.client = client
         self.targets = targets
         self.block = block
+        self.track = track
+        self.label = label
+        self.set_flags(**flags)
 
-    def _block(self, block: bool | None) -> bool:
-        return self.block if block is None else block
+    # -- flags ------------------------------------------------------------------------------
+
+    def set_flags(self, **flags) -> None:
+        """Set view flags; an unknown flag lists the valid ones."""
+        unknown = sorted(set(flags) - set(self.flag_names))
+        if unknown:
+            raise TypeError(f"unknown flag(s) {unknown} for {type(self).__name__}; "
+                            f"valid flags: {', '.join(self.flag_names)}")
+        for name, value in flags.items():
+            setattr(self, name, value)
+
+    @contextlib.contextmanager
+    def temp_flags(self, **flags):
+        """``with view.temp_flags(block=True, label="x"): ...``: flags for a block only."""
+        saved = {name: getattr(self, name) for name in flags if name in self.flag_names}
+        self.set_flags(**flags)
+        try:
+            yield self
+        finally:
+            self.set_flags(**saved)
+
+    def _flags(self, **overrides) -> dict:
+        flags = {name: getattr(self, name) for name in self.flag_names}
+        flags.update({k: v for k, v in overrides.items() if v is not None})
+        return flags
 
     def _finish(self, ar, block: bool | None):
-        return ar.get() if self._block(block) else ar
+        return ar.get() if (self.block if block is None else block) else ar
+
+    # -- calls ------------------------------------------------------------------------------
 
     def apply(self, f, /, *args, **kwargs):
         """Call ``f(*args, **kwargs)``; a result if the view blocks, else an `AsyncResult`."""
@@ -64,48 +82,88 @@ class View:
     def map_async(self, f, /, *sequences, **options):
         return self.map(f, *sequences, block=False, **options)
 
-    def __len__(self) -> int:
-        return len(self._target_list())
+    def remote(self, block: bool | None = None, **flags):
+        """Decorator: calling the function runs it on this view (``@view.remote()``)."""
+        from ipcluster.remotefunction import RemoteFunction
 
-    def _target_list(self) -> list:
-        return self.client.ids
+        return lambda f: RemoteFunction(self, f, block=block, **flags)
+
+    def parallel(self, block: bool | None = None, **flags):
+        """Decorator: each engine's call gets its part of the arguments (``@view.parallel()``)."""
+        from ipcluster.remotefunction import ParallelFunction
+
+        return lambda f: ParallelFunction(self, f, block=block, **flags)
+
+    @property
+    def executor(self):
+        """A `concurrent.futures.Executor` on this view."""
+        from ipcluster.executor import ViewExecutor
+
+        return ViewExecutor(self)
+
+    def abort(self, jobs=None, targets=None, block: bool | None = None) -> None:
+        self.client.abort(jobs, targets, block=self.block if block is None else block)
+
+    def queue_status(self, targets=None, verbose: bool = False) -> dict:
+        return self.client.queue_status(targets if targets is not None else self._status_targets(),
+                                        verbose)
+
+    def _status_targets(self):
+        return None
 
 
 class DirectView(View):
     """Work on named engines."""
 
-    def _target_list(self) -> list[int]:
-        t = self.targets
+    def _target_list(self, targets=None) -> list[int]:
+        t = self.targets if targets is None else targets
         if t == "all" or t is None:
             return self.client.ids
         return [t] if isinstance(t, int) else list(t)
 
-    def _call(self, f, args, kwargs, targets=None):
-        single = isinstance(self.targets, int) if targets is None else isinstance(targets, int)
-        target_list = self._target_list() if targets is None else (
-            [targets] if isinstance(targets, int) else list(targets))
-        tasks = self.client._submit(f, args, kwargs, target_list, balanced=False)
-        return AsyncResult(tasks, "single" if single else "list")
+    def _single(self, targets=None) -> bool:
+        return isinstance(self.targets if targets is None else targets, int)
 
-    def apply_async(self, f, /, *args, **kwargs):
+    def __len__(self) -> int:
+        return len(self._target_list())
+
+    def _status_targets(self):
+        return self._target_list()
+
+    def _call(self, f, args, kwargs, targets=None, reduce=None, **flags) -> AsyncResult:
+        flags = self._flags(**flags)
+        target_list = self._target_list(targets)
+        tasks, tracker = self.client._submit(f, args, kwargs, target_list, balanced=False, flags=flags)
+        shape = "single" if self._single(targets) else "list"
+        return AsyncResult(tasks, shape, client=self.client, reduce=reduce, tracker=tracker)
+
+    def apply_async(self, f, /, *args, **kwargs) -> AsyncResult:
         return self._call(f, args, kwargs)
 
-    def map(self, f, /, *sequences, block: bool | None = None):
+    def map(self, f, /, *sequences, block: bool | None = None, track: bool | None = None,
+            return_exceptions: bool = False):
         """``map(f, *sequences)`` with one consecutive chunk per engine, results in order."""
-        n = _lengths(sequences)
+        n = partition.equal_lengths(sequences)
         targets = self._target_list()
         size = max(1, math.ceil(n / max(1, len(targets))))
-        tasks = []
-        for eid, chunk in zip(targets, _chunks(sequences, n, size)):
-            tasks += self.client._submit(namespace.map_chunk, (f, *chunk), {}, [eid],
-                                         balanced=False)
-        return self._finish(AsyncResult(tasks, "map"), block)
+        tasks, tracker = [], None
+        flags = self._flags(track=track)
+        for eid, chunk in zip(targets, partition.chunks(sequences, size)):
+            new, tracker = self.client._submit(
+                namespace.map_chunk, (f, *chunk), {"return_exceptions": return_exceptions},
+                [eid], balanced=False, flags=flags, sizes=len(chunk[0]))
+            tasks += new
+        return self._finish(AsyncResult(tasks, "map", client=self.client, tracker=tracker), block)
 
-    def push(self, ns: dict, targets=None, block: bool | None = None):
+    # -- namespaces -------------------------------------------------------------------------
+
+    def push(self, ns: dict, targets=None, block: bool | None = None, track: bool | None = None):
         """Set names on the engines: ``push({"a": 1, "b": array})``."""
         if not isinstance(ns, dict):
             raise TypeError(f"push takes a dict of names to values, not {type(ns).__name__}")
-        return self._finish(self._call(namespace.push, (ns,), {}, targets), block)
+        return self._finish(self._call(namespace.push, (ns,), {}, targets, track=track), block)
+
+    update = push
 
     def pull(self, names, targets=None, block: bool | None = None):
         """Values of `names` (a name or a list of names) on the engines."""
@@ -113,39 +171,147 @@ class DirectView(View):
             raise TypeError(f"pull takes a name or a list of names, not {type(names).__name__}")
         return self._finish(self._call(namespace.pull, (names,), {}, targets), block)
 
-    def execute(self, code: str, targets=None, block: bool | None = None):
+    def get(self, key: str):
+        return self.pull(key, block=True)
+
+    def __getitem__(self, key: str):
+        return self.get(key)
+
+    def __setitem__(self, key: str, value) -> None:
+        self.push({key: value}, block=True)
+
+    def scatter(self, key: str, seq, dist: str = "b", flatten: bool = False, targets=None,
+                block: bool | None = None, track: bool | None = None):
+        """Give each engine its part of `seq` as `key`: consecutive blocks (``dist="b"``) or
+        round robin (``"r"``); with `flatten`, a part of one item is the item itself."""
+        target_list = self._target_list(targets)
+        pieces = partition.parts(seq, len(target_list), dist)
+        tasks, tracker = [], None
+        for eid, piece in zip(target_list, pieces):
+            value = piece[0] if flatten and len(piece) == 1 else piece
+            new, tracker = self.client._submit(namespace.push, ({key: value},), {}, [eid],
+                                               balanced=False, flags=self._flags(track=track))
+            tasks += new
+        return self._finish(AsyncResult(tasks, "list", client=self.client, tracker=tracker), block)
+
+    def gather(self, key: str, dist: str = "b", targets=None, block: bool | None = None):
+        """The parts of `key` on the engines joined back, as scattered with `dist`."""
+        partition.check_dist(dist)
+        targets = self._target_list(targets)
+        return self._finish(self._call(namespace.pull, (key,), {}, targets,
+                                       reduce=lambda parts: partition.join(parts, dist)), block)
+
+    def execute(self, code: str, silent: bool = True, targets=None, block: bool | None = None):
         """Run the source `code` in the engines' namespace."""
         if not isinstance(code, str):
             raise TypeError(f"execute takes source code as a str, not {type(code).__name__}")
         return self._finish(self._call(namespace.execute, (code,), {}, targets), block)
 
+    def run(self, filename: str, targets=None, block: bool | None = None):
+        """Run a local Python file in the engines' namespace."""
+        with open(filename) as f:
+            code = f.read()
+        return self._finish(self._call(namespace.run_file, (code, str(filename)), {}, targets), block)
+
+    def sync_imports(self, local: bool = True, quiet: bool = False):
+        """``with view.sync_imports(): import numpy as np``: the imports run on the engines too."""
+        from ipcluster.imports import sync_imports
+
+        return sync_imports(self, local=local, quiet=quiet)
+
+    def clear(self, targets=None, block: bool | None = None):
+        """Empty the engines' namespaces."""
+        return self._finish(self._call(namespace.clear, (), {}, targets), block)
+
     def __repr__(self) -> str:
         return f"<DirectView targets={self.targets!r}>"
+
+
+class BroadcastView(DirectView):
+    """A DirectView under ipyparallel's name: requests are already serialized once and fanned
+    out by the controller, which is what a broadcast view is for."""
 
 
 class LoadBalancedView(View):
     """Work on whichever engine is free; `targets` restricts the choice."""
 
-    def apply_async(self, f, /, *args, **kwargs):
-        tasks = self.client._submit(f, args, kwargs, self.targets, balanced=True)
-        return AsyncResult(tasks, "single")
+    flag_names = View.flag_names + ("timeout", "retries", "priority")
 
-    def map(self, f, /, *sequences, block: bool | None = None, chunksize: int | None = None):
-        """``map(f, *sequences)`` in chunks spread over free engines, results in order.
+    def __init__(self, client, targets=None, **flags) -> None:
+        self.timeout = self.retries = self.priority = None
+        super().__init__(client, targets, **flags)
 
-        By default the sequence is cut into about 8 chunks per engine, so that slow items
-        balance out while tiny ones do not each pay a round trip.
-        """
-        n = _lengths(sequences)
+    def __len__(self) -> int:
+        return len(self.client.ids if self.targets is None else self.targets)
+
+    def _status_targets(self):
+        return self.targets
+
+    def _targets(self, targets=None):
+        t = self.targets if targets is None else targets
+        return [t] if isinstance(t, int) else (None if t is None else list(t))
+
+    def apply_async(self, f, /, *args, **kwargs) -> AsyncResult:
+        flags = self._flags()
+        tasks, tracker = self.client._submit(f, args, kwargs, self._targets(), balanced=True,
+                                             flags=flags)
+        return AsyncResult(tasks, "single", client=self.client, tracker=tracker)
+
+    def _default_chunksize(self, n: int) -> int:
+        # about 8 chunks per engine: slow items balance out, tiny ones share a round trip
+        return max(1, math.ceil(n / (8 * max(1, len(self)))))
+
+    def map(self, f, /, *sequences, block: bool | None = None, chunksize: int | None = None,
+            ordered: bool = True, return_exceptions: bool = False):
+        """``map(f, *sequences)`` in chunks spread over free engines; results in order, or in
+        the order they finish with ``ordered=False``."""
+        n = partition.equal_lengths(sequences)
+        chunksize = self._check_chunksize(chunksize, n)
+        flags = self._flags()
+        tasks, tracker = [], None
+        for chunk in partition.chunks(sequences, chunksize):
+            new, tracker = self.client._submit(
+                namespace.map_chunk, (f, *chunk), {"return_exceptions": return_exceptions},
+                self._targets(), balanced=True, flags=flags, sizes=len(chunk[0]))
+            tasks += new
+        ar = AsyncResult(tasks, "map", client=self.client, ordered=ordered, tracker=tracker)
+        return self._finish(ar, block)
+
+    def _check_chunksize(self, chunksize, n: int) -> int:
         if chunksize is None:
-            chunksize = max(1, math.ceil(n / (8 * max(1, len(self.client.ids)))))
-        elif not isinstance(chunksize, int) or chunksize < 1:
+            return self._default_chunksize(n)
+        if not isinstance(chunksize, int) or chunksize < 1:
             raise ValueError(f"chunksize must be a positive int, not {chunksize!r}")
-        tasks = []
-        for chunk in _chunks(sequences, n, chunksize):
-            tasks += self.client._submit(namespace.map_chunk, (f, *chunk), {}, self.targets,
-                                         balanced=True)
-        return self._finish(AsyncResult(tasks, "map"), block)
+        return chunksize
+
+    def imap(self, f, /, *iterables, ordered: bool = True, max_outstanding="auto",
+             return_exceptions: bool = False):
+        """Like `map`, over iterables read lazily (even endless ones), with at most
+        `max_outstanding` tasks in flight (``"auto"``: twice the engines)."""
+        if max_outstanding == "auto":
+            max_outstanding = 2 * max(1, len(self))
+        if not isinstance(max_outstanding, int) or max_outstanding < 1:
+            raise ValueError(f"max_outstanding must be a positive int or 'auto', not {max_outstanding!r}")
+        items = zip(*iterables)
+        in_flight: deque = deque()
+        while True:
+            for args in islice(items, max_outstanding - len(in_flight)):
+                in_flight.append(self.apply_async(f, *args))
+            if not in_flight:
+                return
+            if ordered:
+                ar = in_flight.popleft()
+            else:
+                done, _ = concurrent.futures.wait(in_flight, return_when=concurrent.futures.FIRST_COMPLETED)
+                ar = next(a for a in in_flight if a in done)
+                in_flight.remove(ar)
+            try:
+                yield ar.get()
+            except Exception as exc:
+                if not return_exceptions:
+                    self.client.abort(list(in_flight), block=False)
+                    raise
+                yield exc
 
     def __repr__(self) -> str:
         return f"<LoadBalancedView targets={self.targets!r}>"

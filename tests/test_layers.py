@@ -14,7 +14,8 @@ LAYERS = [  # lowest first
     {"ipcluster.protocol", "ipcluster.serialize", "ipcluster.connection"},
     {"ipcluster.controller", "ipcluster.engine"},
     {"ipcluster.asyncresult", "ipcluster.remotefunction", "ipcluster.views", "ipcluster.client",
-     "ipcluster.cluster", "ipcluster.executor"},
+     "ipcluster.cluster", "ipcluster.executor", "ipcluster.session", "ipcluster.partition",
+     "ipcluster.imports"},
     {"ipcluster.magics", "ipcluster.cli", "ipcluster.__main__", "ipcluster"},
 ]
 

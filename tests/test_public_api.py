@@ -3,10 +3,11 @@
 import ipcluster
 
 PUBLIC = [
-    "AsyncResult", "Client", "ClientClosed", "Cluster", "CompositeError", "ConnectionFileError",
-    "ControllerLost", "DirectView", "EngineError", "IpclusterError", "LoadBalancedView",
-    "NoEnginesRegistered", "NoSuchEngine", "RemoteError", "SerializationError", "TimeoutError",
-    "interactive",
+    "AsyncResult", "BroadcastView", "Client", "ClientClosed", "Cluster", "CompositeError",
+    "ConnectionFileError", "ControllerLost", "DirectView", "EngineError", "ImpossibleDependency",
+    "IpclusterError", "LoadBalancedView", "NoEnginesRegistered", "NoSuchEngine", "Reference",
+    "RemoteError", "SerializationError", "TaskAborted", "TaskTimeout", "TimeoutError",
+    "UnmetDependency", "ViewExecutor", "depend", "interactive", "require",
 ]
 
 
@@ -19,7 +20,7 @@ def test_all_is_pinned():
 def test_errors_are_catchable_as_ipcluster_errors():
     for name in PUBLIC:
         obj = getattr(ipcluster, name)
-        if isinstance(obj, type) and issubclass(obj, Exception) and name != "TimeoutError":
+        if isinstance(obj, type) and issubclass(obj, BaseException) and name != "TimeoutError":
             assert issubclass(obj, ipcluster.IpclusterError), name
 
 

@@ -14,10 +14,20 @@ class Engine:
     host: str
     registered: float = field(default_factory=time.time)
     last_seen: float = field(default_factory=time.monotonic)
-    tasks: set = field(default_factory=set)  # ids of tasks sent and not yet answered
+    tasks: dict = field(default_factory=dict)  # task id -> balanced?, sent and not yet answered
+    completed: int = 0
 
     def info(self) -> dict:
-        return {"id": self.id, "pid": self.pid, "host": self.host, "tasks": len(self.tasks)}
+        return {"id": self.id, "pid": self.pid, "host": self.host, "tasks": len(self.tasks),
+                "completed": self.completed}
+
+    def status(self, verbose: bool = False) -> dict:
+        """As ipyparallel's queue_status: direct (`queue`) and balanced (`tasks`) work."""
+        direct = [t for t, balanced in self.tasks.items() if not balanced]
+        balanced = [t for t, b in self.tasks.items() if b]
+        if verbose:
+            return {"queue": direct, "tasks": balanced, "completed": self.completed}
+        return {"queue": len(direct), "tasks": len(balanced), "completed": self.completed}
 
 
 class Registry:

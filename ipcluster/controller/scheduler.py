@@ -45,6 +45,14 @@ class LeastLoad:
         """Queue `task`; `ready()` says when and where it can go."""
         self.pending.append(task)
 
+    def remove(self, task_id: str) -> bool:
+        """Take a queued task out (it was aborted); False if it is not queued."""
+        for i, task in enumerate(self.pending):
+            if task.task_id == task_id:
+                del self.pending[i]
+                return True
+        return False
+
     def started(self, eid: int) -> None:
         """A task was sent to `eid` directly, outside the balancer: it counts toward its load."""
         if eid in self.load:

@@ -3,8 +3,10 @@
 The main thread runs tasks; this thread answers the controller meanwhile. It registers the
 engine, hands incoming work to the main thread through a queue, forwards results the main thread
 sends it over an in-process socket, streams captured output while tasks run, and beats so the
-controller knows the engine is alive. If the controller is silent for `controller_timeout`, it
-stops the engine (SIGTERM to itself), so an engine never outlives its cluster.
+controller knows the engine is alive. It also acts on control messages while a task runs:
+abort (skip a queued task, interrupt a running one), signal, shutdown, and a task's timeout.
+If the controller is silent for `controller_timeout`, it stops the engine (SIGTERM to itself),
+so an engine never outlives its cluster.
 """
 
 from __future__ import annotations
@@ -26,6 +28,37 @@ RESULTS = "results"  # name of the in-process channel from the main thread
 STOP = object()  # put on the task queue to end the main loop
 
 
+class Running:
+    """The task the main thread is running, shared with the control thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.task: str | None = None
+        self.deadline: float | None = None
+        self.reason: str | None = None  # why it was interrupted: "abort" or "timeout"
+
+    def start(self, task: str, timeout: float | None) -> None:
+        with self._lock:
+            self.task, self.reason = task, None
+            self.deadline = time.monotonic() + timeout if timeout else None
+
+    def finish(self) -> None:
+        with self._lock:
+            self.task = self.deadline = None
+
+    def interrupt(self, task: str | None, reason: str) -> bool:
+        """Interrupt the running task (if it is `task`, or any if None) with KeyboardInterrupt."""
+        with self._lock:
+            if self.task is None or (task is not None and task != self.task) or self.reason:
+                return False
+            self.reason = reason
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+        return True
+
+    def overdue(self) -> bool:
+        return self.deadline is not None and time.monotonic() > self.deadline
+
+
 class Control(threading.Thread):
     def __init__(self, context, info, signer, capture, tasks, options, requested_id=None):
         super().__init__(name="ipcluster-control", daemon=True)
@@ -35,6 +68,8 @@ class Control(threading.Thread):
         self.ids = Ids()
         self.engine_id: int | None = None
         self.registered = threading.Event()
+        self.running = Running()
+        self.aborted: set[str] = set()
         self.error: str | None = None
         self._stopping = threading.Event()
 
@@ -89,6 +124,8 @@ class Control(threading.Thread):
                 self._send_output(sock)
                 transport.send(sock, frames)
             self._send_output(sock)
+            if self.running.overdue():
+                self.running.interrupt(None, "timeout")
             now = time.monotonic()
             if now >= next_beat:
                 next_beat = now + self.options.beat_interval
@@ -110,8 +147,28 @@ class Control(threading.Thread):
             return
         if msg.kind == "apply":
             self.tasks.put(msg)
+        elif msg.kind == "control":
+            self._on_control(unpack(msg.content) or {})
         elif msg.kind != "beat":
             log.warning("dropped a %r message: not for engines", msg.kind)
+
+    def _on_control(self, request: dict) -> None:
+        action = request.get("action")
+        if action == "abort":
+            for task in request.get("tasks", []):
+                if not self.running.interrupt(task, "abort"):
+                    self.aborted.add(task)  # skipped when the main thread reaches it
+        elif action == "signal":
+            sig = int(request.get("signal", signal.SIGINT))
+            if sig == signal.SIGINT:
+                self.running.interrupt(None, "signal")  # only ever interrupts a task
+            else:
+                os.kill(os.getpid(), sig)
+        elif action == "shutdown":
+            log.info("shutdown requested by the controller")
+            os.kill(os.getpid(), signal.SIGTERM)
+        else:
+            log.warning("unknown control action %r ignored", action)
 
     def _send_output(self, sock) -> None:
         for task, name, text in self.capture.take():

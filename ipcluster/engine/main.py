@@ -1,8 +1,9 @@
 """Processes layer: the engine process: register, then run tasks in the main thread until told
-to stop (SIGTERM, a lost controller) or the control thread fails.
+to stop (SIGTERM, a shutdown request, a lost controller) or the control thread fails.
 
 A task is ``(f, args, kwargs)``. Its return value travels back pickled (large buffers out of
 band); an exception travels back as text (class name, message, traceback) with the engine id.
+SIGINT interrupts the running task (abort, timeout, Ctrl-C) and never the engine itself.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import logging
 import queue
 import signal
 import sys
-import time
 import traceback
 from dataclasses import dataclass
 
@@ -20,6 +20,7 @@ from ipcluster.connection import ConnectionInfo
 from ipcluster.engine import namespace
 from ipcluster.engine.capture import Capture
 from ipcluster.engine.control import RESULTS, STOP, Control
+from ipcluster.errors import RemoteError, TaskAborted, TaskTimeout, UnmetDependency
 from ipcluster.protocol import Signer, encode, now, pack
 
 log = logging.getLogger("ipcluster.engine")
@@ -41,26 +42,30 @@ class Engine:
         self.terminating = False
         self.control = Control(self.context, info, self.signer, self.capture, self.tasks,
                                options, requested_id)
+        self.running = self.control.running
+
+    def _on_sigterm(self, signum, frame):
+        self.terminating = True
+        raise SystemExit(128 + signum)
+
+    def _on_sigint(self, signum, frame):
+        if self.running.task is not None:
+            raise KeyboardInterrupt
 
     def run(self) -> int:
-        namespace.install()
         signal.signal(signal.SIGTERM, self._on_sigterm)
+        signal.signal(signal.SIGINT, self._on_sigint)
         self.control.start()
         try:
             self.control.registered.wait()
             if self.control.error:
                 log.error("%s", self.control.error)
                 return 1
+            namespace.install(self.control.engine_id)
             log.info("registered as engine %d", self.control.engine_id)
             self.capture.install()
             outbox = self.context.outbox(RESULTS)
-            while True:
-                try:
-                    msg = self.tasks.get()
-                except KeyboardInterrupt:  # SIGINT meant for a task that had already finished
-                    continue
-                if msg is STOP:
-                    break
+            while (msg := self.tasks.get()) is not STOP:
                 transport.send(outbox, self.run_task(msg))
         except SystemExit:
             log.info("engine %s stopping", self.control.engine_id)
@@ -73,35 +78,50 @@ class Engine:
             return 1
         return 0
 
-    def _on_sigterm(self, signum, frame):
-        self.terminating = True
-        raise SystemExit(128 + signum)
-
     def run_task(self, msg) -> list:
         header = msg.header
         eid = self.control.engine_id
         task_id = header["tasks"][0] if header.get("balanced") else \
             header["tasks"][header["targets"].index(eid)]
-        self.capture.task = task_id
+        reply = {"kind": "result", "id": f"{task_id}/r", "parent": task_id, "engine": eid}
         started = now()
+        if task_id in self.control.aborted:
+            self.control.aborted.discard(task_id)
+            error = TaskAborted("TaskAborted", "aborted before it started", engine_id=eid)
+            return self._reply(reply, pack(error.to_wire()), [], "error", started)
+        self.capture.task = task_id
+        self.running.start(task_id, header.get("timeout"))
         try:
             f, args, kwargs = serialize.loads(msg.content, msg.buffers)
+            args, kwargs = namespace.resolve_references(args, kwargs)
             result = namespace.bind(f)(*args, **kwargs)
+            self.running.finish()
             content, buffers = serialize.dumps(result, "the result")
             status = "ok"
         except BaseException as exc:  # the task's failure, reported to its client
+            self.running.finish()
             if self.terminating:
                 raise  # SIGTERM arrived during the task: stop the engine
-            content, buffers, status = pack(self._error(exc, eid)), [], "error"
+            error = self._error(exc, eid, header.get("timeout"))
+            reply["unmet"] = isinstance(exc, UnmetDependency)
+            content, buffers, status = pack(error), [], "error"
         finally:
             sys.stdout.flush()
             self.capture.task = None
-        reply = {"kind": "result", "id": f"{task_id}/r", "parent": task_id, "engine": eid,
-                 "status": status, "started": started, "completed": now()}
+        return self._reply(reply, content, buffers, status, started)
+
+    def _reply(self, reply, content, buffers, status, started) -> list:
+        reply.update(status=status, started=started, completed=now())
         return encode(self.signer, reply, content, buffers)
 
-    @staticmethod
-    def _error(exc: BaseException, eid) -> dict:
+    def _error(self, exc: BaseException, eid, timeout) -> dict:
+        if isinstance(exc, KeyboardInterrupt) and self.running.reason == "abort":
+            return TaskAborted("TaskAborted", "aborted while running", engine_id=eid).to_wire()
+        if isinstance(exc, KeyboardInterrupt) and self.running.reason == "timeout":
+            return TaskTimeout("TaskTimeout", f"ran longer than its timeout of {timeout} s",
+                               engine_id=eid).to_wire()
+        if isinstance(exc, RemoteError):  # raised as such on purpose (e.g. UnmetDependency)
+            return exc.to_wire()
         tb = exc.__traceback__.tb_next if exc.__traceback__ else None  # hide run_task's frame
         text = "".join(traceback.format_exception(type(exc), exc, tb))
         return {"error": "RemoteError", "ename": type(exc).__name__, "evalue": str(exc),

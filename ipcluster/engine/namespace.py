@@ -1,24 +1,31 @@
 """Processes layer: the engine's user namespace, and the small functions clients send to it.
 
-Clients pickle *references* to `push`, `pull` and `execute` (a few dozen bytes), and the engine
-runs them like any other function. A function defined in the client's ``__main__`` (a script or
-a notebook cell) is rebound to this namespace on the engine, so it sees names pushed earlier, as
-in ipyparallel; names it captured on the client fill in only what the engine does not have.
+Clients pickle *references* to the functions here (a few dozen bytes), and the engine runs them
+like any other task. A function defined in the client's ``__main__`` (a script or a notebook
+cell) is rebound to this namespace on the engine, so it sees names pushed earlier, as in
+ipyparallel; names it captured on the client fill in only what the engine does not have.
 """
 
 from __future__ import annotations
 
 import builtins
+import importlib
 import sys
+import traceback
 import types
+
+from ipcluster.errors import RemoteError, UnmetDependency
 
 main_module = types.ModuleType("__main__")
 user_ns: dict = main_module.__dict__
 user_ns["__builtins__"] = builtins
+engine_id: int | None = None  # set by the engine once registered
 
 
-def install() -> None:
+def install(eid: int | None) -> None:
     """Make the namespace the engine's ``__main__``, so objects defined there pickle by value."""
+    global engine_id
+    engine_id = eid
     sys.modules["__main__"] = main_module
 
 
@@ -36,6 +43,62 @@ def bind(f):
     return bound
 
 
+class Reference:
+    """A name in the engine's namespace, passed as an argument: ``apply(f, Reference("a"))``."""
+
+    def __init__(self, name: str) -> None:
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"Reference takes a variable name, not {name!r}")
+        self.name = name
+
+    def resolve(self):
+        return pull(self.name)
+
+    def __repr__(self) -> str:
+        return f"Reference({self.name!r})"
+
+
+def resolve_references(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    if any(isinstance(a, Reference) for a in args) or any(isinstance(v, Reference) for v in kwargs.values()):
+        args = tuple(a.resolve() if isinstance(a, Reference) else a for a in args)
+        kwargs = {k: v.resolve() if isinstance(v, Reference) else v for k, v in kwargs.items()}
+    return args, kwargs
+
+
+class Required:
+    """`f` that first imports `modules` and defines `objects` in the engine namespace."""
+
+    def __init__(self, f, modules: list[str], objects: dict) -> None:
+        self.f, self.modules, self.objects = f, modules, objects
+        self.__name__ = getattr(f, "__name__", "required")
+
+    def __call__(self, *args, **kwargs):
+        for name in self.modules:
+            try:
+                user_ns[name.split(".")[0]] = importlib.import_module(name.split(".")[0])
+                importlib.import_module(name)
+            except ImportError as exc:
+                raise UnmetDependency("UnmetDependency", f"module {name!r} cannot be imported on "
+                                      f"engine {engine_id}: {exc}", engine_id=engine_id) from None
+        user_ns.update(self.objects)
+        return bind(self.f)(*args, **kwargs)
+
+
+class Depends:
+    """`f` that runs only where ``condition(*args, **kwargs)`` is true, else moves elsewhere."""
+
+    def __init__(self, f, condition, args: tuple, kwargs: dict) -> None:
+        self.f, self.condition, self.args, self.kwargs = f, condition, args, kwargs
+        self.__name__ = getattr(f, "__name__", "dependent")
+
+    def __call__(self, *args, **kwargs):
+        if not bind(self.condition)(*self.args, **self.kwargs):
+            name = getattr(self.condition, "__name__", "the dependency")
+            raise UnmetDependency("UnmetDependency", f"{name} is false on engine {engine_id}",
+                                  engine_id=engine_id)
+        return bind(self.f)(*args, **kwargs)
+
+
 def push(mapping: dict) -> None:
     user_ns.update(mapping)
 
@@ -46,7 +109,7 @@ def pull(names):
         try:
             return user_ns[name]
         except KeyError:
-            raise NameError(f"name {name!r} is not defined on this engine") from None
+            raise NameError(f"name {name!r} is not defined on engine {engine_id}") from None
 
     return get(names) if isinstance(names, str) else [get(n) for n in names]
 
@@ -55,6 +118,44 @@ def execute(code: str) -> None:
     exec(compile(code, "<execute>", "exec"), user_ns)
 
 
-def map_chunk(f, *chunks) -> list:
-    """``list(map(f, *chunks))`` on the engine, with `f` bound to the namespace like a task."""
-    return list(map(bind(f), *chunks))
+def run_file(code: str, filename: str) -> None:
+    exec(compile(code, filename, "exec"), user_ns)
+
+
+def clear() -> None:
+    """Empty the namespace, keeping what every namespace has."""
+    keep = {k: user_ns[k] for k in ("__name__", "__builtins__") if k in user_ns}
+    user_ns.clear()
+    user_ns.update(keep)
+
+
+def import_names(imports: list[tuple[str, str, str | None]]) -> None:
+    """``(name, module, attribute)``: bind `name` to a module, or to an attribute of one."""
+    for name, module, attribute in imports:
+        mod = importlib.import_module(module)
+        user_ns[name] = getattr(mod, attribute) if attribute else mod
+
+
+def _remote_error(exc: BaseException) -> RemoteError:
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__.tb_next))
+    return RemoteError(type(exc).__name__, str(exc), tb, engine_id)
+
+
+def map_chunk(f, *chunks, return_exceptions: bool = False) -> list:
+    """``list(map(f, *chunks))`` on the engine; with `return_exceptions`, a failing item gives
+    its `RemoteError` in place of a value instead of failing the whole chunk."""
+    f = bind(f)
+    if not return_exceptions:
+        return list(map(f, *chunks))
+    out = []
+    for items in zip(*chunks):
+        try:
+            out.append(f(*items))
+        except Exception as exc:
+            out.append(_remote_error(exc))
+    return out
+
+
+def call_on_partition(f, *partitions):
+    """One engine's share of a `@view.parallel` call: `f` on its partition of each argument."""
+    return bind(f)(*partitions)

@@ -52,7 +52,7 @@ def test_pull_and_execute():
     namespace.execute("x = 6 * 7\ny = [x]")
     assert namespace.pull("x") == 42
     assert namespace.pull(["x", "y"]) == [42, [42]]
-    with pytest.raises(NameError, match="'nope' is not defined on this engine"):
+    with pytest.raises(NameError, match="'nope' is not defined on engine"):
         namespace.pull("nope")
 
 

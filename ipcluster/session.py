@@ -1,0 +1,184 @@
+"""Client API layer: a client's session with the controller: its sockets, IO thread and tables.
+
+One IO thread owns the sockets: a DEALER to the controller (requests out; results, output and
+replies back, in the order the controller forwarded them) and a SUB for events (engines coming
+and going, the controller's beat). User threads never touch those sockets: each sends through
+its own in-process socket to the IO thread, so every call is thread-safe. If the controller is
+silent for `timeout` seconds, work in flight fails with `ControllerLost`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+import time
+
+from ipcluster import serialize, transport
+from ipcluster.asyncresult import TaskFuture
+from ipcluster.errors import ClientClosed, ControllerLost, SerializationError, from_wire
+from ipcluster.protocol import Ids, Signer, decode, encode, now, pack, unpack
+
+log = logging.getLogger("ipcluster.client")
+
+
+class Session:
+    def __init__(self, info, connection_file, timeout: float) -> None:
+        self.info = info
+        self.connection_file = connection_file
+        self.timeout = timeout
+        self.signer = Signer(info.key_bytes)
+        self.ids = Ids()
+        self.context = transport.Context()
+        self._inbox_name = f"client-{self.ids.session}"
+        self._local = threading.local()
+        self.tasks: dict[str, TaskFuture] = {}  # unfinished tasks of this client
+        self._replies: dict[str, concurrent.futures.Future] = {}
+        self.engine_ids: list[int] = []
+        self.engines_changed = threading.Condition()
+        self.closed = False
+        self.lost: str | None = None
+        self._last_heard = time.monotonic()
+        self._stopping = threading.Event()
+        self._io_ready = threading.Event()
+        self._io = threading.Thread(target=self._io_loop, name="ipcluster-client-io", daemon=True)
+        self._io.start()
+        self._io_ready.wait()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._stopping.set()
+        if self._io.is_alive() and self._io is not threading.current_thread():
+            self._io.join(timeout=5)
+        self._fail_all(ClientClosed("the client was closed before this result arrived"))
+        self.context.close()
+
+    # -- sending (any thread) ---------------------------------------------------------------
+
+    def check_usable(self) -> None:
+        if self.closed:
+            raise ClientClosed("this client is closed; create a new Client() to reconnect")
+        if self.lost:
+            raise ControllerLost(self.lost)
+
+    def send(self, header: dict, content=b"", buffers=(), track: bool = False):
+        sock = getattr(self._local, "outbox", None)
+        if sock is None:
+            sock = self._local.outbox = self.context.outbox(self._inbox_name)
+        return transport.send(sock, encode(self.signer, header, content, buffers), track=track)
+
+    def request(self, kind: str, content: dict | None = None, timeout: float | None = None):
+        """Ask the controller something and wait for its reply."""
+        self.check_usable()
+        timeout = self.timeout if timeout is None else timeout
+        msg_id = self.ids()
+        reply = self._replies[msg_id] = concurrent.futures.Future()
+        self.send({"kind": kind, "id": msg_id}, pack(content) if content is not None else b"")
+        try:
+            return reply.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise ControllerLost(
+                f"no answer from the controller at {self.info.client_url} within {timeout} s "
+                f"(connection file {self.connection_file}); is the cluster running? "
+                "`ipcluster list` shows the running clusters") from None
+        finally:
+            self._replies.pop(msg_id, None)
+
+    def set_engine_ids(self, ids: list[int]) -> None:
+        ids = sorted(ids)
+        if ids != self.engine_ids:
+            self.engine_ids = ids
+            with self.engines_changed:
+                self.engines_changed.notify_all()
+
+    # -- the IO thread ----------------------------------------------------------------------
+
+    def _io_loop(self) -> None:
+        dealer = self.context.dealer(self.info.client_url)
+        sub = self.context.subscriber(self.info.pub_url)
+        inbox = self.context.inbox(self._inbox_name)
+        self._io_ready.set()
+        poller = transport.Poller(dealer, sub, inbox)
+        try:
+            while not self._stopping.is_set():
+                ready = poller.poll(0.1)
+                if inbox in ready:
+                    for frames in transport.drain(inbox):
+                        transport.send(dealer, frames)
+                if dealer in ready:
+                    self._last_heard = time.monotonic()
+                    for frames in transport.drain(dealer):
+                        self._on_reply(frames)
+                if sub in ready:
+                    self._last_heard = time.monotonic()
+                    for frames in transport.drain(sub):
+                        self._on_event(frames)
+                self._check_controller()
+        except Exception as exc:  # surfaced to every caller waiting on this client
+            log.exception("client IO thread failed")
+            self.lost = f"the client's IO thread failed: {type(exc).__name__}: {exc}"
+            self._fail_all(ControllerLost(self.lost))
+
+    def _check_controller(self) -> None:
+        silent = time.monotonic() - self._last_heard
+        if silent > self.timeout and not self.lost:
+            self.lost = (
+                f"the controller at {self.info.client_url} has been silent for {silent:.1f} s "
+                f"(timeout {self.timeout} s); it has probably stopped. Work in flight cannot "
+                "complete; restart the cluster and create a new Client()")
+            self._fail_all(ControllerLost(self.lost))
+        elif silent <= self.timeout and self.lost and self.lost.startswith("the controller"):
+            self.lost = None
+
+    def _fail_all(self, error: Exception) -> None:
+        for table in (self.tasks, self._replies):
+            for key in list(table):
+                future = table.pop(key, None)
+                if future is not None and not future.done():
+                    future.set_exception(error)
+
+    def _on_reply(self, frames) -> None:
+        try:
+            msg = decode(self.signer, frames)
+            self._dispatch(msg)
+        except Exception as exc:  # one bad message must not stop the IO thread
+            log.warning("dropped a message from the controller: %s: %s", type(exc).__name__, exc)
+
+    def _dispatch(self, msg) -> None:
+        header = msg.header
+        if msg.kind == "result":
+            task = self.tasks.pop(header.get("parent"), None)
+            if task is not None:
+                self._complete(task, msg)
+        elif msg.kind == "output":
+            task = self.tasks.get(header.get("parent"))
+            if task is not None:
+                out = unpack(msg.content)
+                task.add_output(out["name"], out["text"], header.get("engine"))
+        else:
+            reply = self._replies.get(header.get("parent"))
+            if reply is not None and not reply.done():
+                reply.set_result(unpack(msg.content))
+
+    def _complete(self, task: TaskFuture, msg) -> None:
+        header = msg.header
+        task.metadata.update(engine_id=header.get("engine"), started=header.get("started"),
+                             completed=header.get("completed"), received=now(),
+                             status=header.get("status"))
+        if header.get("status") == "ok":
+            try:
+                task.set_result(serialize.loads(msg.content, msg.buffers))
+            except SerializationError as exc:
+                task.set_exception(exc)
+        else:
+            task.set_exception(from_wire(unpack(msg.content)))
+
+    def _on_event(self, frames) -> None:
+        try:
+            event = unpack(decode(self.signer, frames).content)
+            if "ids" in event:
+                self.set_engine_ids(event["ids"])
+        except Exception as exc:
+            log.warning("dropped an event: %s: %s", type(exc).__name__, exc)
