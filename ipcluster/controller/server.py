@@ -332,14 +332,14 @@ class Controller:
         engine.tasks.pop(task.id, None)
         engine.completed += 1
         self.scheduler.finished(engine.id)
-        if msg.header.get("unmet") and task.balanced and self._move(task, engine):
+        if msg.header.get("unmet") and task.balanced and self._move(task, engine, msg):
             self._dispatch()
             return
         self.ledger.finish(task, msg.frames, str(msg.header.get("status")), msg.header.get("completed"))
         self._forward(task, msg.frames)
         self._dispatch()
 
-    def _move(self, task: Task, engine: Engine) -> bool:
+    def _move(self, task: Task, engine: Engine, msg) -> bool:
         """Send a task whose dependency was unmet on `engine` to an engine not yet tried."""
         task.tried.add(engine.id)
         allowed = set(self.registry.by_id) if task.targets is None else set(task.targets)
@@ -348,9 +348,10 @@ class Controller:
         if untried:
             self.scheduler.submit(Pending(task.id, untried, task.request))
             return True
+        reason = (unpack(msg.content) or {}).get("evalue", "")  # errors are msgpack, never pickle
         self._fail(task, ImpossibleDependency(
             "ImpossibleDependency", f"no engine meets the task's dependencies (tried engines "
-            f"{sorted(task.tried)})"))
+            f"{sorted(task.tried)}); the last said: {reason}"))
         return True
 
     def on_output(self, msg) -> None:

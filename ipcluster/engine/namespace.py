@@ -29,9 +29,18 @@ def install(eid: int | None) -> None:
     sys.modules["__main__"] = main_module
 
 
-def bind(f):
-    """`f`, with globals rebound to the user namespace if it was defined in ``__main__``."""
-    if not isinstance(f, types.FunctionType) or f.__module__ != "__main__" or f.__globals__ is user_ns:
+def _sent_by_value(f) -> bool:
+    """True for a function that came with its own globals (not one imported from a module)."""
+    module = sys.modules.get(f.__module__)
+    return module is None or f.__globals__ is not vars(module)
+
+
+def bind(f, interactive: bool = False):
+    """`f`, with globals rebound to the user namespace if it was defined in ``__main__`` (or,
+    with `interactive`, if it was sent by value from any module)."""
+    if not isinstance(f, types.FunctionType) or f.__globals__ is user_ns:
+        return f
+    if f.__module__ != "__main__" and not (interactive and _sent_by_value(f)):
         return f
     for name, value in f.__globals__.items():
         if not name.startswith("__"):
@@ -81,7 +90,7 @@ class Required:
                 raise UnmetDependency("UnmetDependency", f"module {name!r} cannot be imported on "
                                       f"engine {engine_id}: {exc}", engine_id=engine_id) from None
         user_ns.update(self.objects)
-        return bind(self.f)(*args, **kwargs)
+        return bind(self.f, interactive=True)(*args, **kwargs)
 
 
 class Depends:
