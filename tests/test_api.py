@@ -331,3 +331,53 @@ def test_executor_is_a_real_executor(rc):
         assert sorted(f.result() for f in concurrent.futures.as_completed(futures)) == \
             [i * i for i in range(100)]
         assert list(ex.map(pow, range(5), range(5))) == [pow(i, i) for i in range(5)]
+
+
+def test_track_tells_when_sent_arrays_may_change(rc):
+    a = np.ones(1_000_000)
+    ar = rc[:].push({"tracked": a}, block=False, track=True)
+    ar.wait_for_send(timeout=10)
+    assert ar.sent
+    ar.get(timeout=10)
+
+
+def test_display_outputs_labels_each_engine(rc):
+    ar = rc[:].apply_async(lambda: print("line"))
+    ar.get(timeout=10)
+    out = io.StringIO()
+    ar.display_outputs(out)
+    assert sorted(out.getvalue().splitlines()) == sorted(f"[stdout:{i}] line" for i in rc.ids)
+
+
+def test_send_signal_interrupts_the_running_task_only(rc):
+    import signal
+
+    ar = rc[3].apply_async(time.sleep, 60)
+    time.sleep(0.3)
+    rc.send_signal(signal.SIGINT, targets=3)
+    with pytest.raises(ipp.RemoteError, match="KeyboardInterrupt"):
+        ar.get(timeout=10)
+    assert rc[3].apply_sync(lambda: "alive") == "alive"
+
+
+def test_all_view_includes_late_engines_and_shutdown_stops_them():
+    from tests.conftest import start_cluster
+
+    cluster = start_cluster(1)
+    try:
+        rc = ipp.Client(cluster.connection_file)
+        everyone = rc.direct_view("all")
+        assert len(everyone.apply_sync(os.getpid)) == 1
+        cluster.start_engines_sync(2)
+        rc.wait_for_engines(3, timeout=30, interactive=True)
+        assert len(set(everyone.apply_sync(os.getpid))) == 3
+        rc.shutdown(targets=[1, 2])
+        assert rc.ids == [0]
+        rc.shutdown(hub=True)
+        deadline = time.monotonic() + 10
+        while cluster.controller.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert cluster.controller.returncode == 0
+        rc.close()
+    finally:
+        cluster.stop_cluster_sync()
