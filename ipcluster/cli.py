@@ -1,6 +1,9 @@
 """Surfaces layer: the ``ipcluster`` command.
 
     ipcluster start -n 4 [--daemonize]     a controller and engines; Ctrl-C stops them all
+    ipcluster start --engines slurm --set partition=debug      engines from a launcher, with options
+    ipcluster engines -n 8 [--engines slurm]                   add engines to a running cluster
+    ipcluster config slurm [--set ...]     a launcher's resolved options and its job script
     ipcluster stop [--cluster-id ID]       stop a running cluster, leaving no process behind
     ipcluster list [-o json]               the clusters in $IPCLUSTER_DIR
     ipcluster controller / engine          the processes themselves, as launchers run them
@@ -18,7 +21,7 @@ import threading
 import time
 
 from ipcluster import connection
-from ipcluster.cluster import STATE_FILE, Cluster, _tail
+from ipcluster.cluster import CONNECTION_VARIABLE, STATE_FILE, Cluster, _tail
 from ipcluster.config import DEFAULT_CLUSTER_ID, cluster_dir, ipcluster_dir, resolve
 
 
@@ -29,12 +32,28 @@ def _parser() -> argparse.ArgumentParser:
     start = sub.add_parser("start", help="start a controller and engines")
     start.add_argument("-n", type=int, default=None, help="number of engines (default: CPU count)")
     start.add_argument("--cluster-id", default=DEFAULT_CLUSTER_ID)
-    start.add_argument("--engines", default="local", help="launcher for the engines (default: local)")
-    start.add_argument("--ip", default=None, help="address the controller binds (default: 127.0.0.1)")
+    _launcher_arguments(start)
+    start.add_argument("--ip", default=None,
+                       help="address the controller binds (default: 127.0.0.1, or one the "
+                            "engines' hosts reach)")
+    start.add_argument("--interface", default=None, help="bind the controller to this interface's address")
     start.add_argument("--daemonize", action="store_true",
                        help="run in the background; return once the engines are up")
     start.add_argument("--timeout", type=float, default=60.0,
                        help="seconds to wait for the engines (default: 60)")
+
+    engines = sub.add_parser("engines", help="add engines to a running cluster")
+    engines.add_argument("-n", type=int, required=True, help="number of engines to add")
+    engines.add_argument("--cluster-id", default=DEFAULT_CLUSTER_ID)
+    engines.add_argument("--timeout", type=float, default=60.0,
+                         help="seconds to wait for the engines (default: 60)")
+    _launcher_arguments(engines)
+
+    config = sub.add_parser("config", help="show a launcher's resolved options and job script")
+    config.add_argument("launcher", help="launcher name, e.g. slurm")
+    config.add_argument("-n", type=int, default=4, help="number of engines in the script (default: 4)")
+    config.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a launcher option (repeatable), e.g. --set partition=debug")
 
     stop = sub.add_parser("stop", help="stop a running cluster")
     stop.add_argument("--cluster-id", default=DEFAULT_CLUSTER_ID)
@@ -47,9 +66,34 @@ def _parser() -> argparse.ArgumentParser:
     ctl.add_argument("--ip", default=None)
 
     eng = sub.add_parser("engine", help="run an engine (launchers call this)")
-    eng.add_argument("--connection-file", required=True)
+    eng.add_argument("--connection-file", default=None,
+                     help=f"default: the connection info in ${CONNECTION_VARIABLE}")
     eng.add_argument("--id", type=int, default=None, help="engine id to ask for")
     return parser
+
+
+def _launcher_arguments(parser) -> None:
+    parser.add_argument("--engines", default=None,
+                        help="launcher for the engines: local, mpi, ssh, slurm, pbs, sge, lsf, "
+                             "htcondor (default: local, or the allocation this runs in)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a launcher option (repeatable), e.g. --set partition=debug; "
+                             "values are YAML: --set nodes=2 --set 'srun_args=[--mpi=pmi2]'")
+
+
+def _options(pairs: list[str]) -> dict:
+    import yaml
+
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"ipcluster: --set {pair!r}: expected KEY=VALUE")
+        if ":" in value and not value.startswith(("[", "{")):
+            options[key.strip().replace("-", "_")] = value  # a time, not YAML's base-60 number
+        else:
+            options[key.strip().replace("-", "_")] = yaml.safe_load(value) if value else None
+    return options
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,8 +106,17 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_start(args) -> int:
     if args.daemonize:
         return _start_daemon(args)
-    cluster = Cluster(args.n, engines=args.engines, cluster_id=args.cluster_id,
-                      controller_ip=args.ip, start_timeout=args.timeout, owner="cli")
+    try:
+        cluster = Cluster(args.n, engines=args.engines, cluster_id=args.cluster_id,
+                          controller_ip=args.ip, interface=args.interface,
+                          start_timeout=args.timeout, owner="cli", **_options(args.set))
+    except (TypeError, ValueError) as exc:  # an unknown launcher or option: the message lists them
+        print(f"ipcluster: {exc}", file=sys.stderr)
+        return 1
+    if cluster.allocation is not None:
+        a = cluster.allocation
+        print(f"in {a.scheduler} job {a.job_id}: {cluster.n} engines on {', '.join(a.hosts)} "
+              f"with {a.starter}", flush=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -98,9 +151,12 @@ def _start_daemon(args) -> int:
     connection.make_private_dir(cdir)
     log = cdir / "ipcluster.log"
     argv = [sys.executable, "-m", "ipcluster", "start", "--cluster-id", args.cluster_id,
-            "--engines", args.engines, "--timeout", str(args.timeout)]
+            "--timeout", str(args.timeout)]
     argv += ["-n", str(args.n)] if args.n is not None else []
+    argv += ["--engines", args.engines] if args.engines else []
     argv += ["--ip", args.ip] if args.ip else []
+    argv += ["--interface", args.interface] if args.interface else []
+    argv += [f"--set={pair}" for pair in args.set]
     with open(log, "ab") as out:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
@@ -166,6 +222,8 @@ def cmd_stop(args) -> int:
         print(f"ipcluster: no cluster {args.cluster_id!r} in {ipcluster_dir()}; running: {known}",
               file=sys.stderr)
         return 1
+    for argv in state.get("cancel", []):  # batch jobs added by `ipcluster engines`
+        subprocess.run(argv, capture_output=True)
     children = [state.get("controller_pid")] + list(state.get("engine_pids", []))
     if state.get("owner") == "cli" and _alive(state.get("supervisor_pid")):
         _kill([state["supervisor_pid"]], signal.SIGTERM)  # it stops its engines and controller
@@ -182,6 +240,78 @@ def cmd_stop(args) -> int:
         print(f"ipcluster: processes {left} did not stop", file=sys.stderr)
         return 1
     print(f"cluster {args.cluster_id!r} stopped")
+    return 0
+
+
+# -- engines / config ---------------------------------------------------------------------------
+
+def cmd_engines(args) -> int:
+    """Add engines to a running cluster; `ipcluster stop` stops them with the rest."""
+    from ipcluster.client import Client
+
+    state = _read_state(args.cluster_id)
+    if state is None or not (cluster_dir(args.cluster_id) / connection.FILENAME).exists():
+        known = ", ".join(_cluster_ids()) or "none"
+        print(f"ipcluster: no running cluster {args.cluster_id!r} in {ipcluster_dir()}; "
+              f"running: {known}", file=sys.stderr)
+        return 1
+    try:
+        cluster = Cluster(args.n, engines=args.engines or state.get("engines") or "local",
+                          cluster_id=args.cluster_id, start_timeout=args.timeout,
+                          **_options(args.set))
+    except (TypeError, ValueError) as exc:
+        print(f"ipcluster: {exc}", file=sys.stderr)
+        return 1
+    client = Client(cluster.connection_file)
+    try:
+        before = len(client.ids)
+        cluster.client = client
+        cluster._write_state = lambda: None  # cluster.json belongs to the cluster's supervisor
+        cluster.start_engines_sync(args.n)
+        _record_added_engines(args.cluster_id, cluster.launcher)
+        cluster.wait_for_engines_sync(before + args.n)
+    except Exception as exc:
+        print(f"ipcluster: could not add {args.n} engines: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    print(f"cluster {args.cluster_id!r}: {args.n} {cluster.engines} engines added "
+          f"({before + args.n} in all)")
+    return 0
+
+
+def _record_added_engines(cluster_id: str, launcher) -> None:
+    state = _read_state(cluster_id) or {}
+    state["engine_pids"] = list(state.get("engine_pids", [])) + list(launcher.pids)
+    jobs = list(getattr(launcher, "jobs", []))
+    if jobs:
+        state["cancel"] = list(state.get("cancel", [])) + [launcher.cancel_argv(jobs)]
+    path = cluster_dir(cluster_id) / STATE_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=1))
+    os.replace(tmp, path)
+
+
+def cmd_config(args) -> int:
+    """Print a launcher's resolved options (arguments > dask config > defaults) and its script."""
+    import dataclasses
+
+    from ipcluster.cluster import make_launcher
+
+    try:
+        launcher = make_launcher(args.launcher, cluster_dir("<cluster-id>"), **_options(args.set))
+    except (TypeError, ValueError) as exc:
+        print(f"ipcluster: {exc}", file=sys.stderr)
+        return 1
+    print(f"# {args.launcher} options (from --set, then dask config ipcluster.{args.launcher}, "
+          f"then defaults)")
+    for f in dataclasses.fields(launcher.options):
+        print(f"#   {f.name} = {getattr(launcher.options, f.name)!r}")
+    command = [sys.executable, "-m", "ipcluster", "engine"]
+    if not launcher.remote:
+        command += ["--connection-file", str(cluster_dir("<cluster-id>") / connection.FILENAME)]
+    print(f"# what `ipcluster start -n {args.n} --engines {args.launcher}` runs or submits:")
+    print(launcher.script(command, args.n), end="")
     return 0
 
 
@@ -229,11 +359,40 @@ def cmd_controller(args) -> int:
     return 0
 
 
+# Variables holding a process's rank under mpiexec (MPICH/Hydra, Open MPI, PMIx) and srun: an
+# engine asks for its rank as its id, so engine i is rank i.
+RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID")
+
+
+
+def _rank(environ=os.environ) -> int | None:
+    for name in RANK_VARIABLES:
+        if environ.get(name, "").isdigit():
+            return int(environ[name])
+    return None
+
+
 def cmd_engine(args) -> int:
-    from ipcluster.engine.main import EngineOptions, run
+    import logging
 
-    return run(connection.read(args.connection_file), EngineOptions(), args.id)
+    from ipcluster.engine.main import Engine, EngineOptions
+    from ipcluster.engine.walltime import Walltime, from_environment
+
+    if args.connection_file:
+        info = connection.read(args.connection_file)
+    elif CONNECTION_VARIABLE in os.environ:  # no shared filesystem needed
+        info = connection.ConnectionInfo(**json.loads(os.environ[CONNECTION_VARIABLE]))
+    else:
+        print(f"ipcluster engine: pass --connection-file, or set {CONNECTION_VARIABLE}",
+              file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s engine %(levelname)s %(message)s")
+    engine = Engine(info, EngineOptions(), args.id if args.id is not None else _rank())
+    if (walltime := from_environment()) is not None:
+        Walltime(engine, *walltime).start()
+    return engine.run()
 
 
-COMMANDS = {"start": cmd_start, "stop": cmd_stop, "list": cmd_list,
+COMMANDS = {"start": cmd_start, "stop": cmd_stop, "list": cmd_list, "engines": cmd_engines,
+            "config": cmd_config,
             "controller": cmd_controller, "engine": cmd_engine}

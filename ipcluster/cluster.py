@@ -22,15 +22,19 @@ import threading
 import time
 from pathlib import Path
 
+import dataclasses
+
 import launchers
 from ipcluster import connection
 from ipcluster.client import Client
-from ipcluster.config import cluster_dir
+from ipcluster.config import cluster_dir, resolve
 from ipcluster.errors import IpclusterError, NoEnginesRegistered
+from launchers import allocation, network
 
 __all__ = ["Cluster"]
 
 STATE_FILE = "cluster.json"
+CONNECTION_VARIABLE = "IPCLUSTER_CONNECTION"  # the connection info, for engines in batch jobs
 
 
 def run_sync(coro):
@@ -63,14 +67,33 @@ def _tail(path: Path, lines: int = 15) -> str:
     return "\n".join("    " + line for line in text)
 
 
-class Cluster:
-    """A controller and `n` engines started by the `engines` launcher (default ``"local"``)."""
+def make_launcher(engines: str, log_dir, **options) -> launchers.Launcher:
+    """The `engines` launcher with options from `options`, then dask.config, then defaults."""
+    cls = launchers.get(engines)
+    resolved = resolve(cls.options_class, engines, {"log_dir": str(log_dir), **options})
+    return cls(resolved)
 
-    def __init__(self, n: int | None = None, *, engines: str = "local", cluster_id: str | None = None,
-                 controller_ip: str | None = None, start_timeout: float = 60.0,
-                 owner: str = "python") -> None:
+
+class Cluster:
+    """A controller and `n` engines started by the `engines` launcher.
+
+    `engines` is a launcher's name (``"local"``, ``"mpi"``, ``"ssh"``, ``"slurm"``, ...); other
+    keywords are that launcher's options (``partition="debug"``), resolved over dask.config
+    ``ipcluster.<launcher>``. The default, None, is ``"local"``, or inside a Slurm, PBS, LSF or
+    SGE allocation: engines across the allocation (``srun`` or ``mpiexec``), `n` its task count.
+    """
+
+    def __init__(self, n: int | None = None, *, engines: str | None = None, cluster_id: str | None = None,
+                 controller_ip: str | None = None, interface: str | None = None,
+                 start_timeout: float = 60.0, owner: str = "python", **launcher_options) -> None:
+        self.allocation = allocation.detect() if engines is None else None
+        if self.allocation is not None:
+            launcher_options.setdefault("starter", self.allocation.starter)
+            n = self.allocation.tasks if n is None else n
         self.n = n if n is not None else (os.cpu_count() or 1)
-        self.engines = engines
+        self.engines = engines or "local"
+        self.launcher_options = launcher_options
+        self.interface = interface
         self.cluster_id = cluster_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
         self.controller_ip = controller_ip
         self.start_timeout = start_timeout
@@ -78,7 +101,7 @@ class Cluster:
         self.cluster_dir = cluster_dir(self.cluster_id)
         self.connection_file = self.cluster_dir / connection.FILENAME
         self.controller: subprocess.Popen | None = None
-        self.launcher = None
+        self.launcher = make_launcher(self.engines, self.cluster_dir, **launcher_options)
         self.client: Client | None = None
         self.ready = False  # all n engines registered once
 
@@ -97,8 +120,9 @@ class Cluster:
                 f"{self.cluster_id}`) or choose another cluster_id")
         connection.make_private_dir(self.cluster_dir)
         argv = [sys.executable, "-m", "ipcluster", "controller", "--cluster-id", self.cluster_id]
-        if self.controller_ip:
-            argv += ["--ip", self.controller_ip]
+        ip = await asyncio.to_thread(self.choose_ip)
+        if ip:
+            argv += ["--ip", ip]
         log = self.cluster_dir / "controller.log"
         with open(log, "ab") as out:
             self.controller = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
@@ -120,6 +144,21 @@ class Cluster:
             await asyncio.sleep(0.01)
         self._write_state()
 
+    @property
+    def remote(self) -> bool:
+        """Whether engines may run on other hosts (then they need a reachable address)."""
+        return self.launcher.remote or self.allocation is not None
+
+    def choose_ip(self) -> str | None:
+        """An address the engines' hosts reach: explicit, else by route to them (loopback if local)."""
+        if not (self.controller_ip or self.interface or self.remote):
+            return None  # the controller's own default (loopback)
+        hosts = self.allocation.hosts if self.allocation else self.launcher.hosts()
+        try:
+            return network.choose_ip(hosts, ip=self.controller_ip, interface=self.interface)
+        except ValueError as exc:
+            raise IpclusterError(f"cannot choose the controller's address: {exc}") from None
+
     async def stop_controller(self) -> None:
         if self.controller is None:
             return
@@ -133,19 +172,44 @@ class Cluster:
     # -- engines ----------------------------------------------------------------------------
 
     def engine_command(self) -> list[str]:
+        if self.remote:  # no shared filesystem needed: the info travels in the environment
+            return [sys.executable, "-m", "ipcluster", "engine"]
         return [sys.executable, "-m", "ipcluster", "engine", "--connection-file",
                 str(self.connection_file)]
 
+    def _engine_environment(self) -> None:
+        if self.remote and self.connection_file.exists():
+            info = dataclasses.asdict(connection.read(self.connection_file))
+            self.launcher.options.env = {**self.launcher.options.env,
+                                         CONNECTION_VARIABLE: json.dumps(info)}
+
+    def engines_script(self, n: int | None = None) -> str:
+        """Exactly what `start_engines(n)` runs or submits."""
+        return self.launcher.script(self.engine_command(), self.n if n is None else n)
+
     async def start_engines(self, n: int | None = None) -> None:
         n = self.n if n is None else n
-        if self.launcher is None:
-            self.launcher = launchers.get(self.engines)(log_dir=str(self.cluster_dir))
-        await asyncio.to_thread(self.launcher.start, self.engine_command(), n)
+        self._engine_environment()
+        try:
+            await asyncio.to_thread(self.launcher.start, self.engine_command(), n)
+        except launchers.LaunchError as exc:
+            raise IpclusterError(f"could not start {n} engines with the {self.engines} launcher: "
+                                 f"{exc}") from None
         self._write_state()
 
     async def stop_engines(self) -> None:
-        if self.launcher is not None:
-            await asyncio.to_thread(self.launcher.stop)
+        await asyncio.to_thread(self.launcher.stop)
+
+    def signal_engines(self, sig: int) -> None:
+        """Send `sig` to every engine, through the launcher (``scancel --signal`` for Slurm)."""
+        self.launcher.signal(sig)
+
+    async def restart_engines(self) -> None:
+        """Stop every engine, then start the cluster's `n` afresh and wait for them."""
+        await self.stop_engines()
+        self.launcher = make_launcher(self.engines, self.cluster_dir, **self.launcher_options)
+        await self.start_engines()
+        await self.wait_for_engines()
 
     # -- the whole cluster ------------------------------------------------------------------
 
@@ -173,12 +237,11 @@ class Cluster:
                 return await asyncio.to_thread(client.wait_for_engines, n, timeout=0.1)
             except NoEnginesRegistered:
                 pass
-            if self.launcher is not None and self.launcher.state() is launchers.State.FAILED:
-                failed = [i for i, p in enumerate(self.launcher.processes) if p.poll()]
-                log = self.launcher.log_path(failed[0]) if failed else None
+            state = await asyncio.to_thread(self.launcher.state)
+            if state is launchers.State.FAILED:
                 raise NoEnginesRegistered(
-                    f"engine {failed[0] if failed else '?'} exited before registering; "
-                    f"its log {log} ends with:\n{_tail(log) if log else '(no log)'}")
+                    f"{len(client.ids)} of {n} engines registered; the others exited before "
+                    f"registering. The {self.engines} launcher says: {self.launcher.failure()}")
             if time.monotonic() > deadline:
                 raise NoEnginesRegistered(
                     f"{len(client.ids)} of {n} engines registered after {timeout} s; "
@@ -212,7 +275,8 @@ class Cluster:
             "cluster_id": self.cluster_id, "n": self.n, "engines": self.engines,
             "owner": self.owner, "supervisor_pid": os.getpid(),
             "controller_pid": self.controller.pid if self.controller else None,
-            "engine_pids": list(self.launcher.pids) if self.launcher else [],
+            "engine_pids": list(self.launcher.pids),
+            "jobs": list(getattr(self.launcher, "jobs", [])),
             "created": time.time(), "ready": self.ready,
         }
         path = self.cluster_dir / STATE_FILE
@@ -245,6 +309,9 @@ class Cluster:
 
     def stop_controller_sync(self) -> None:
         return run_sync(self.stop_controller())
+
+    def restart_engines_sync(self) -> None:
+        return run_sync(self.restart_engines())
 
     def stop_cluster_sync(self) -> None:
         return run_sync(self.stop_cluster())

@@ -9,17 +9,25 @@ from abc import ABC, abstractmethod
 
 
 class State(enum.Enum):
-    PENDING = "pending"  # submitted, not running yet
+    """One set of states for every backend; each scheduler maps its own through a table."""
+
+    PENDING = "pending"  # submitted, not running yet (queued, held, suspended, configuring)
     RUNNING = "running"  # at least one process is running
-    STOPPED = "stopped"  # nothing running, and nothing failed
-    FAILED = "failed"  # a process exited with an error before it was stopped
+    STOPPED = "stopped"  # nothing running, and nothing failed (or stopped on request)
+    FAILED = "failed"  # exited with an error, or killed by the scheduler, before it was stopped
     NOT_STARTED = "not started"
+
+
+class LaunchError(RuntimeError):
+    """Starting failed: a submission was refused, or a host could not be reached."""
 
 
 class Launcher(ABC):
     """Runs `command` (an argv list) `n` times, somewhere; each `start` adds `n` more."""
 
     name = "?"
+    options_class: type  # the options dataclass: the schema of this launcher's options
+    remote = False  # True when processes may run on other hosts than this one
 
     @abstractmethod
     def start(self, command: list[str], n: int) -> None: ...
@@ -38,6 +46,29 @@ class Launcher(ABC):
     def script(self, command: list[str], n: int) -> str:
         """Exactly what `start(command, n)` runs or submits, for users to read."""
 
+    def failure(self) -> str | None:
+        """Why the launcher is FAILED, for users: what failed, the reason and its log."""
+        return None
+
+    def hosts(self) -> list[str] | None:
+        """Hosts processes may run on, to choose an address they reach; None: this one only."""
+        return None
+
+    @property
+    def pids(self) -> list[int]:
+        """Local process ids (for `ipcluster list` and `ipcluster stop`)."""
+        return []
+
     @staticmethod
     def quote(argv: list[str]) -> str:
         return shlex.join(argv)
+
+
+def tail(path, lines: int = 15) -> str:
+    """The last `lines` lines of a log, indented, for error messages."""
+    try:
+        with open(path, errors="replace") as f:
+            text = f.read().splitlines()[-lines:]
+    except OSError:
+        return "    (no output yet)"
+    return "\n".join("    " + line for line in text) or "    (empty)"

@@ -1,4 +1,5 @@
-"""The local launcher: N processes on this machine, each in its own session and log file."""
+"""The local launcher: processes on this machine, each in its own session and log file; and
+`mpi`, which is local with the `mpiexec` starter."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from launchers.base import Launcher, State
+from launchers import starters
+from launchers.base import Launcher, State, tail
 from launchers.options import build
 
 
@@ -19,20 +21,31 @@ class LocalOptions:
     log_name: str = "engine-{i}.log"  # file name of the i-th process's log in log_dir
     env: dict = field(default_factory=dict)  # extra environment variables for the processes
     stop_grace: float = 5.0  # seconds from SIGTERM to SIGKILL when stopping
+    starter: str = "plain"  # how the copies start: plain (n processes), mpiexec or srun (one each)
+    starter_args: list = field(default_factory=list)  # extra arguments for mpiexec or srun
 
 
 class LocalLauncher(Launcher):
     name = "local"
+    options_class = LocalOptions
 
     def __init__(self, options: LocalOptions | None = None, **overrides) -> None:
-        self.options = options or build(LocalOptions, self.name, overrides)
+        self.options = options or build(self.options_class, self.name, overrides)
         self.processes: list[subprocess.Popen] = []
         self._stopping = False
 
+    def starter(self) -> starters.Starter:
+        if self.options.starter == "plain":
+            return starters.plain
+        return starters.get(self.options.starter, args=tuple(self.options.starter_args))
+
+    def commands(self, command: list[str], n: int) -> list[list[str]]:
+        return self.starter()(command, n)
+
     def script(self, command: list[str], n: int) -> str:
         env = " ".join(f"{k}={v}" for k, v in self.options.env.items())
-        line = f"{env} {self.quote(command)}".strip()
-        return "\n".join(f"{line} &" for _ in range(n)) + "\nwait\n"
+        lines = [f"{env} {self.quote(argv)}".strip() for argv in self.commands(command, n)]
+        return "\n".join(f"{line} &" for line in lines) + "\nwait\n"
 
     def log_path(self, i: int) -> Path | None:
         if self.options.log_dir is None:
@@ -40,13 +53,14 @@ class LocalLauncher(Launcher):
         return Path(self.options.log_dir) / self.options.log_name.format(i=i)
 
     def start(self, command: list[str], n: int) -> None:
+        self._stopping = False
         env = {**os.environ, **{k: str(v) for k, v in self.options.env.items()}}
-        for _ in range(n):
+        for argv in self.commands(command, n):
             log = self.log_path(len(self.processes))
             out = open(log, "ab") if log is not None else None
             try:
                 proc = subprocess.Popen(
-                    command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT if out else None,
+                    argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT if out else None,
                     env=env, start_new_session=True,  # Ctrl-C in a terminal reaches only our parent
                 )
             finally:
@@ -89,3 +103,29 @@ class LocalLauncher(Launcher):
         if not self._stopping and any(c != 0 for c in codes):
             return State.FAILED
         return State.STOPPED
+
+    def failure(self) -> str | None:
+        failed = [i for i, p in enumerate(self.processes) if p.poll() and not self._stopping]
+        if not failed:
+            return None
+        i, log = failed[0], self.log_path(failed[0])
+        return (f"process {i} exited with code {self.processes[i].returncode}; "
+                f"its log {log} ends with:\n"
+                f"{tail(log) if log else '    (no log: output went to the terminal)'}")
+
+
+@dataclass
+class MPIOptions(LocalOptions):
+    log_name: str = "mpiexec-{i}.log"  # one log per mpiexec: every rank's output, in order
+    starter: str = "mpiexec"  # mpi is local with the mpiexec starter
+    mpiexec: str = "mpiexec"  # the mpiexec to run: a path, or mpiexec.mpich / mpiexec.openmpi
+
+
+class MPILauncher(LocalLauncher):
+    """``mpiexec -n N command``: N ranks, and an engine's id is its rank."""
+
+    name = "mpi"
+    options_class = MPIOptions
+
+    def starter(self) -> starters.Starter:
+        return starters.get("mpiexec", mpiexec=self.options.mpiexec, args=tuple(self.options.starter_args))
