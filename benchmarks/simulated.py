@@ -1,0 +1,99 @@
+"""Simulated engines: many engines in one process, speaking ipcluster's engine protocol.
+
+    python -m benchmarks.simulated --connection-file PATH --engines 500
+
+Each simulated engine is a DEALER socket with its own identity. It registers, beats once a
+second, and answers every `apply` at once with a `result` of None, without unpickling the call:
+the load on the controller is that of real engines, with none of their per-process cost, so
+one machine can show how the controller behaves with a thousand of them. SIGTERM makes each
+engine unregister, then the process exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+import uuid
+
+from ipcluster import connection, serialize, transport
+from ipcluster.protocol import Ids, Signer, decode, encode, now, pack, unpack
+
+BEAT_SLICES = 10  # beats are spread over the second in this many slices, not sent in one burst
+
+
+class Simulator:
+    def __init__(self, info, engines: int, beat_interval: float = 1.0) -> None:
+        self.signer = Signer(info.key_bytes)
+        self.ids = Ids()
+        self.context = transport.Context()
+        self.sockets = [self.context.dealer(info.engine_url, identity=uuid.uuid4().bytes)
+                        for _ in range(engines)]
+        self.engine_ids: dict = {}
+        self.beat_interval = beat_interval
+        self.none_content, _ = serialize.dumps(None)
+        self.served = 0
+
+    def send(self, sock, header: dict, content=b"") -> None:
+        header["id"] = self.ids()
+        transport.send(sock, encode(self.signer, header, content))
+
+    def register_all(self) -> None:
+        for sock in self.sockets:
+            self.send(sock, {"kind": "register"}, pack({"pid": 0, "host": "simulated", "id": None}))
+
+    def serve(self, should_stop) -> None:
+        poller = transport.Poller(*self.sockets)
+        slice_len = max(1, len(self.sockets) // BEAT_SLICES)
+        next_slice, position = time.monotonic(), 0
+        while not should_stop():
+            for sock in poller.poll(self.beat_interval / BEAT_SLICES):
+                for frames in transport.drain(sock):
+                    self.on_message(sock, frames)
+            if time.monotonic() >= next_slice:
+                next_slice += self.beat_interval / BEAT_SLICES
+                for sock in self.sockets[position:position + slice_len]:
+                    if sock in self.engine_ids:
+                        self.send(sock, {"kind": "beat"})
+                position = (position + slice_len) % len(self.sockets)
+
+    def on_message(self, sock, frames) -> None:
+        msg = decode(self.signer, frames)
+        if msg.kind == "register_reply":
+            self.engine_ids[sock] = unpack(msg.content)["id"]
+        elif msg.kind == "apply":
+            header = msg.header
+            eid = self.engine_ids[sock]
+            task = header["tasks"][0] if header.get("balanced") else \
+                header["tasks"][header["targets"].index(eid)]
+            t = now()
+            self.send(sock, {"kind": "result", "parent": task, "engine": eid, "status": "ok",
+                             "started": t, "completed": t}, self.none_content)
+            self.served += 1
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            if sock in self.engine_ids:
+                self.send(sock, {"kind": "unregister"})
+        self.context.close(linger_ms=2000)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--connection-file", required=True)
+    parser.add_argument("--engines", type=int, default=500)
+    args = parser.parse_args()
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    sim = Simulator(connection.read(args.connection_file), args.engines)
+    sim.register_all()
+    try:
+        sim.serve(lambda: bool(stop))
+    finally:
+        sim.close()
+    print(f"simulated engines served {sim.served} tasks", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

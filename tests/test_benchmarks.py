@@ -1,0 +1,41 @@
+"""The benchmark suite's ipcluster-only quick path, so the harness cannot rot.
+
+Runs two cases for ipcluster and ProcessPoolExecutor (no peer venvs are made) and checks the
+shape of the JSON and the tables; it never asserts a timing.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks.__main__ import main
+from benchmarks.peers.cases import BY_NAME, select
+
+
+@pytest.mark.timeout(180)
+def test_quick_ipcluster_run_writes_results(tmp_path, capsys):
+    out = tmp_path / "results.json"
+    code = main(["--quick", "--peers", "ipcluster,pool", "--only", "roundtrip,scale",
+                 "--json", str(out)])
+    data = json.loads(out.read_text())
+    assert code == 0, data["peers"]
+    assert set(data["peers"]) == {"ipcluster", "pool"}
+    assert data["mode"] == "quick"
+    assert {"cpu", "cores", "memory_GiB", "python"} <= set(data["machine"])
+    ours = data["peers"]["ipcluster"]["results"]
+    assert set(ours) == {"roundtrip_median", "roundtrip_p90", "scale_register", "scale_tasks_8",
+                         "scale_tasks_1000"}
+    assert set(data["peers"]["pool"]["results"]) == {"roundtrip_median", "roundtrip_p90"}
+    for result in ours.values():
+        assert isinstance(result["value"], (int, float)) and result["value"] > 0
+    assert all({"goal", "measured", "met"} <= set(g) for g in data["goals"])
+    printed = capsys.readouterr().out
+    assert BY_NAME["roundtrip_median"].title in printed
+    assert "ipcluster vs best other" in printed
+
+
+def test_unknown_case_lists_the_cases():
+    with pytest.raises(SystemExit, match="the cases are: start_2"):
+        select(["no_such_case"], quick=False)
