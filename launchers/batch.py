@@ -82,7 +82,7 @@ class BatchLauncher(Launcher):
     prefix = "#"  # directive prefix, e.g. "#SBATCH"
     job_id_pattern: re.Pattern  # matches the submit command's output, group "job_id"
     table: dict[str, State]  # the scheduler's state names -> State
-    failed_states: frozenset = frozenset()  # native states that mean the job failed
+    submit_stdin = False  # LSF's bsub reads its directives only from a script on stdin
 
     def __init__(self, options=None, **overrides) -> None:
         self.options = options or build(self.options_class, self.name, overrides)
@@ -119,6 +119,14 @@ class BatchLauncher(Launcher):
     def output_path(self, job_id: str) -> Path:
         raise NotImplementedError
 
+    def merge(self, found: dict, job: str, native: str, reason: str = "") -> None:
+        """Record one line of status output in `found`; a job listed once per array element
+        or task keeps its most telling state (failed, then running, then pending)."""
+        rank = {State.FAILED: 3, State.RUNNING: 2, State.PENDING: 1, State.STOPPED: 0}
+        old = found.get(job)
+        if old is None or rank[self.table.get(native, State.PENDING)] > rank[self.table.get(old[0], State.PENDING)]:
+            found[job] = (native, reason)
+
     def gone(self, job_id: str) -> tuple[str, str]:
         """(native state, reason) of a job the status command no longer lists (STOPPED)."""
         return ("gone", "no longer in the queue")
@@ -146,10 +154,10 @@ class BatchLauncher(Launcher):
             launch=self.launch(command, n),
         )
 
-    def run(self, argv: list[str], what: str, check: bool = True) -> subprocess.CompletedProcess:
+    def run(self, argv: list[str], what: str, check: bool = True, stdin=None) -> subprocess.CompletedProcess:
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=60,
-                                  stdin=subprocess.DEVNULL)
+                                  stdin=stdin or subprocess.DEVNULL)
         except FileNotFoundError:
             raise LaunchError(f"{what}: {argv[0]!r} not found; is {self.name} installed, and on "
                               f"PATH of this machine?") from None
@@ -163,12 +171,13 @@ class BatchLauncher(Launcher):
     def start(self, command: list[str], n: int) -> None:
         self._stopping = False
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        path = self.log_dir / f"{self.options.job_name}-{len(self.jobs)}.sh"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o700)  # it may hold a key
-        with os.fdopen(fd, "w") as f:
-            f.write(self.script(command, n))
+        path = self.write_files(command, n)
         argv = self.submit_argv(path)
-        proc = self.run(argv, f"submitting {path}")
+        if self.submit_stdin:
+            with open(path) as stdin:
+                proc = self.run(argv, f"submitting {path}", stdin=stdin)
+        else:
+            proc = self.run(argv, f"submitting {path}")
         match = self.job_id_pattern.search(proc.stdout)
         if not match:
             raise LaunchError(f"submitting {path}: no job id in the output of `{self.quote(argv)}`; "
@@ -177,6 +186,17 @@ class BatchLauncher(Launcher):
         self.jobs.append(job_id)
         self.native[job_id] = ("submitted", "")
         self._submitted[job_id] = time.monotonic()
+
+    def write(self, path: Path, text: str) -> Path:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o700)  # it may hold a key
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        return path
+
+    def write_files(self, command: list[str], n: int) -> Path:
+        """Write what is submitted for the next job; returns the file the submit command takes."""
+        return self.write(self.log_dir / f"{self.options.job_name}-{len(self.jobs)}.sh",
+                          self.script(command, n))
 
     def poll(self, force: bool = False) -> dict[str, tuple[str, str]]:
         """The native state of every job, asking the scheduler at most every `poll_interval` s."""

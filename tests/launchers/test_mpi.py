@@ -1,0 +1,49 @@
+"""`mpi` = local + mpiexec, against real MPICH (the `mpich` wheel's Hydra) and Open MPI
+(Debian's openmpi-bin), with mpi4py on the engines: engine id = rank, COMM_WORLD works."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+import ipcluster
+from launchers.local import MPILauncher
+from tests.launchers.conftest import require
+
+VENV_MPIEXEC = str(Path(sys.executable).parent / "mpiexec")
+FLAVOURS = {
+    "mpich": (VENV_MPIEXEC, {}),
+    # Open MPI refuses root and more ranks than cores unless told; mpi4py picks its library
+    "openmpi": ("mpiexec.openmpi", {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+                                    "OMPI_MCA_rmaps_base_oversubscribe": "1",
+                                    "MPI4PY_LIBMPI": "libmpi.so.40"}),
+}
+
+
+def test_script_is_one_mpiexec_with_n_ranks():
+    launcher = MPILauncher(mpiexec="mpiexec.mpich", starter_args=["-bind-to", "core"])
+    assert launcher.script(["python", "-m", "ipcluster", "engine"], 4) == \
+        "mpiexec.mpich -n 4 -bind-to core python -m ipcluster engine &\nwait\n"
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_engines_are_the_ranks_and_allreduce_works(flavour):
+    mpiexec, env = FLAVOURS[flavour]
+    try:
+        import mpi4py  # noqa: F401
+        have = shutil.which(mpiexec) is not None
+    except ImportError:
+        have = False
+    require(have, f"{flavour}'s mpiexec and mpi4py")
+    with ipcluster.Cluster(n=4, engines="mpi", mpiexec=mpiexec, env=env) as rc:
+        assert rc.ids == [0, 1, 2, 3]
+        view = rc[:]
+        # what %px runs: code cells in each engine's namespace
+        view.execute("from mpi4py import MPI\n"
+                     "rank = MPI.COMM_WORLD.Get_rank()\n"
+                     "total = MPI.COMM_WORLD.allreduce(rank)", block=True)
+        assert view.pull("rank", block=True) == [0, 1, 2, 3]
+        assert view.pull("total", block=True) == [6, 6, 6, 6]

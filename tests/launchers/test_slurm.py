@@ -1,0 +1,207 @@
+"""Slurm, against the real munged, slurmctld and slurmd that `.ci/services/slurm.sh` starts:
+engines in an sbatch job, a refused submission, jobs failed or cancelled before their engines
+register, and `ipcluster start` inside an allocation."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import ipcluster
+import launchers
+from launchers.slurm import SlurmLauncher
+
+# Captured from squeue 22.05 on the test machine: a failed, a held, a running and a cancelled job
+SQUEUE = """\
+4|FAILED|NonZeroExitCode
+3|PENDING|JobHeldUser
+5|RUNNING|None
+6|CANCELLED|JobHeldUser
+"""
+
+
+def test_script_has_the_options_as_directives_and_srun_starts_the_engines(tmp_path):
+    launcher = SlurmLauncher(log_dir=str(tmp_path), partition="debug", account="proj1", qos="high",
+                             time="1:30:00", nodes=2, ntasks_per_node=4, directives=["--gres=gpu:1"],
+                             prologue=["module load python"], srun_args=["--mpi=pmi2"])
+    script = launcher.script(["python", "-m", "ipcluster", "engine"], 8)
+    for line in ["#SBATCH --ntasks=8", "#SBATCH --partition=debug", "#SBATCH --account=proj1",
+                 "#SBATCH --qos=high", "#SBATCH --time=01:30:00", "#SBATCH --nodes=2",
+                 "#SBATCH --ntasks-per-node=4", "#SBATCH --gres=gpu:1", "module load python",
+                 f"#SBATCH --output={tmp_path}/ipcluster-engines-%j.out",
+                 "srun -n 8 --label --mpi=pmi2 python -m ipcluster engine"]:
+        assert line in script.splitlines(), line
+    assert script.index("module load") < script.index("srun")
+    assert "IPCLUSTER_JOB_END=$(( $(date +%s) + 5400 ))" in script
+
+
+def test_options_come_from_dask_config_and_arguments_win(monkeypatch, tmp_path):
+    import dask.config
+
+    from ipcluster.cluster import make_launcher
+
+    monkeypatch.setenv("DASK_IPCLUSTER__SLURM__PARTITION", "fromenv")
+    dask.config.refresh()
+    try:
+        assert make_launcher("slurm", tmp_path).options.partition == "fromenv"
+        assert make_launcher("slurm", tmp_path, partition="arg").options.partition == "arg"
+        with pytest.raises(TypeError, match=r"unknown slurm option\(s\) 'partion'.*partition=None"):
+            make_launcher("slurm", tmp_path, partion="x")
+    finally:
+        monkeypatch.delenv("DASK_IPCLUSTER__SLURM__PARTITION")
+        dask.config.refresh()
+
+
+def test_squeue_states_map_through_the_table():
+    launcher = SlurmLauncher()
+    found = launcher.parse_status(SQUEUE)
+    assert found == {"4": ("FAILED", "NonZeroExitCode"), "3": ("PENDING", "JobHeldUser"),
+                     "5": ("RUNNING", "None"), "6": ("CANCELLED", "JobHeldUser")}
+    table = launcher.table
+    assert [table[s] for s, _ in found.values()] == [
+        launchers.State.FAILED, launchers.State.PENDING, launchers.State.RUNNING, launchers.State.FAILED]
+    assert launcher.job_id_pattern.search("42;cluster\n")["job_id"] == "42"
+
+
+def squeue_ids() -> set[str]:
+    out = subprocess.run(["squeue", "--noheader", "--format=%i"], capture_output=True, text=True)
+    return set(out.stdout.split())
+
+
+def test_a_cluster_of_slurm_engines_runs_work_and_leaves_no_job(slurm):
+    t0 = time.monotonic()
+    cluster = ipcluster.Cluster(n=4, engines="slurm", poll_interval=0.5)
+    with cluster as rc:
+        ready = time.monotonic() - t0
+        (job,) = cluster.launcher.jobs
+        assert job in squeue_ids()
+        ranks = rc[:].apply_sync(lambda: int(__import__("os").environ["SLURM_PROCID"]))
+        assert sorted(ranks) == [0, 1, 2, 3] and rc.ids == [0, 1, 2, 3]
+        assert rc.load_balanced_view().map_sync(lambda x: x * x, range(8)) == [x * x for x in range(8)]
+    assert job not in squeue_ids()
+    print(f"Cluster(n=4, engines='slurm'): engines usable after {ready:.2f} s")
+
+
+def test_a_refused_submission_shows_sbatch_output(slurm):
+    t0 = time.monotonic()
+    with pytest.raises(ipcluster.IpclusterError, match=r"(?s)sbatch.*invalid partition.*nope"):
+        ipcluster.Cluster(n=2, engines="slurm", partition="nope").start_and_connect_sync()
+    assert time.monotonic() - t0 < 10
+
+
+def wait_for_job_state(cluster, state: str, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        jobs = getattr(cluster.launcher, "jobs", [])
+        if jobs:
+            out = subprocess.run(["squeue", "-h", "-j", jobs[0], "-o", "%T"], capture_output=True, text=True)
+            if out.stdout.strip() == state:
+                return jobs[0]
+        assert time.monotonic() < deadline, f"job never reached {state}"
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("how", ["held, then cancelled", "running, then cancelled"])
+def test_a_job_cancelled_before_its_engines_register_is_reported_within_10_s(slurm, how):
+    # a held job never runs; a running one waits in its prologue, so no engine registers
+    options = {"directives": ["--hold"]} if how.startswith("held") else {"prologue": ["echo waiting; sleep 600"]}
+    cluster = ipcluster.Cluster(n=2, engines="slurm", start_timeout=120, poll_interval=0.5, **options)
+    errors = []
+
+    def start():
+        try:
+            cluster.start_and_connect_sync()
+        except Exception as exc:
+            errors.append((time.monotonic(), exc))
+
+    thread = threading.Thread(target=start)
+    thread.start()
+    try:
+        job = wait_for_job_state(cluster, "PENDING" if how.startswith("held") else "RUNNING")
+        subprocess.run(["scancel", job], check=True)
+        cancelled = time.monotonic()
+        thread.join(30)
+    finally:
+        thread.join()
+        cluster.stop_cluster_sync()
+    (when, error), = errors
+    assert when - cancelled < 10
+    message = str(error)
+    assert f"slurm job {job} is CANCELLED" in message
+    assert f"ipcluster-engines-{job}.out" in message
+    if how.startswith("held"):
+        assert "JobHeldUser" in message
+    else:
+        assert "waiting" in message and "CANCELLED" in message
+
+
+def test_a_job_that_fails_is_reported_with_reason_and_output(slurm):
+    cluster = ipcluster.Cluster(n=2, engines="slurm", poll_interval=0.5,
+                                prologue=["echo 'no scratch space' >&2", "exit 3"])
+    t0 = time.monotonic()
+    with pytest.raises(ipcluster.NoEnginesRegistered) as info:
+        cluster.start_and_connect_sync()
+    assert time.monotonic() - t0 < 10
+    job = cluster.launcher.jobs[0]
+    assert f"slurm job {job} is FAILED (reason: NonZeroExitCode)" in str(info.value)
+    assert "no scratch space" in str(info.value)
+
+
+def test_signal_engines_reaches_them_through_scancel(slurm):
+    import signal
+
+    def task():
+        print("started", flush=True)
+        __import__("time").sleep(60)
+
+    cluster = ipcluster.Cluster(n=2, engines="slurm", poll_interval=0.2)
+    with cluster as rc:
+        ar = rc[:].apply_async(task)
+        deadline = time.monotonic() + 30
+        while not all("started" in out for out in ar.stdout):  # output streams as it is printed
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        cluster.signal_engines(signal.SIGINT)
+        with pytest.raises(Exception, match="KeyboardInterrupt"):
+            ar.get(timeout=30)
+
+
+IN_ALLOCATION = """\
+#!/bin/bash
+#SBATCH --ntasks=4
+#SBATCH --output={out}
+set -e
+export IPCLUSTER_DIR={state}
+{python} -m ipcluster start -n 4 --cluster-id alloc --daemonize
+{python} -c '
+import os, ipcluster, psutil
+rc = ipcluster.Client("alloc")
+info = rc[:].apply_sync(lambda: (os.environ["SLURM_PROCID"], os.environ.get("SLURM_STEP_ID"),
+                                 __import__("psutil").Process().parent().name()))
+print("ENGINES", sorted(info))
+rc.close()
+'
+cat $IPCLUSTER_DIR/alloc/ipcluster.log
+{python} -m ipcluster stop --cluster-id alloc
+"""
+
+
+def test_ipcluster_start_inside_an_sbatch_job_uses_srun_with_no_flags(slurm, tmp_path):
+    script = tmp_path / "job.sh"
+    out = tmp_path / "job.out"
+    script.write_text(IN_ALLOCATION.format(out=out, state=os.environ["IPCLUSTER_DIR"],
+                                           python=sys.executable))
+    proc = subprocess.run(["sbatch", "--wait", "--parsable", str(script)], capture_output=True,
+                          text=True, timeout=100)
+    text = out.read_text()
+    assert proc.returncode == 0, text
+    assert "in slurm job" in text and "4 engines" in text and "with srun" in text
+    engines = next(line for line in text.splitlines() if line.startswith("ENGINES"))
+    for rank in range(4):  # each engine is an srun task of the job's step 0
+        assert f"('{rank}', '0', 'slurmstepd')" in engines
+    assert proc.stdout.strip().split(";")[0] not in squeue_ids()

@@ -1,0 +1,60 @@
+"""SSH, against a real sshd on 127.0.0.1 (`.ci/services/sshd.sh`): engines run work, their
+connection info never appears on a command line, and stop leaves no remote process behind."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import psutil
+import pytest
+
+import ipcluster
+import launchers
+from launchers.ssh import SSHLauncher
+from tests.launchers.conftest import SSH_ARGS, SSH_PORT
+
+
+def ssh_options(**more):
+    return {"port": SSH_PORT, "ssh_args": SSH_ARGS, **more}
+
+
+def test_plan_fills_the_hosts_in_order():
+    launcher = SSHLauncher(hosts={"a": 2, "b": 3})
+    assert launcher.plan(4) == {"a": 2, "b": 2}
+    with pytest.raises(launchers.LaunchError, match="6 engines do not fit"):
+        launcher.plan(6)
+
+
+def test_script_sends_the_environment_on_stdin_not_argv():
+    launcher = SSHLauncher(hosts={"node1": 2}, user="me", port=2200, python="/opt/py/bin/python",
+                           env={"IPCLUSTER_CONNECTION": '{"key": "secret"}'})
+    script = launcher.script(["python", "-m", "ipcluster", "engine"], 2)
+    first = script.splitlines()[0]
+    assert first.startswith("# ssh -o BatchMode=yes") and "-p 2200 me@node1 sh -s" in first
+    assert "secret" not in first
+    assert "export IPCLUSTER_CONNECTION='{\"key\": \"secret\"}'" in script
+    assert script.count("setsid /opt/py/bin/python -m ipcluster engine") == 2
+
+
+def test_ssh_engines_run_work_and_leave_no_process(sshd):
+    cluster = ipcluster.Cluster(n=3, engines="ssh", hosts={"127.0.0.1": 2, "localhost": 2},
+                                **ssh_options())
+    with cluster as rc:
+        pids = rc[:].apply_sync(os.getpid)
+        remote = [p for started in cluster.launcher.started.values() for p, _ in started]
+        assert sorted(pids) == sorted(remote)
+        for pid in pids:  # the key travelled in the environment, not on the command line
+            assert "engine" in psutil.Process(pid).cmdline() and "--connection-file" not in psutil.Process(pid).cmdline()
+            assert "IPCLUSTER_CONNECTION" in psutil.Process(pid).environ()
+        assert rc.load_balanced_view().map_sync(abs, [-1, -2, -3]) == [1, 2, 3]
+    deadline = time.monotonic() + 10
+    while any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids):
+        assert time.monotonic() < deadline, "remote engines left behind"
+        time.sleep(0.05)
+
+
+def test_an_unreachable_host_fails_fast_with_ssh_output(sshd):
+    launcher = SSHLauncher(hosts={"127.0.0.1": 1}, port=1, ssh_args=SSH_ARGS)
+    with pytest.raises(launchers.LaunchError, match=r"(?s)starting 1 engines on 127.0.0.1.*refused"):
+        launcher.start(["true"], 1)
