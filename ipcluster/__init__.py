@@ -32,6 +32,14 @@ from ipcluster.views import BroadcastView, DirectView, LoadBalancedView
 
 __version__ = "0.1.0"
 
+
+def load_ipython_extension(ip) -> None:
+    """``%load_ext ipcluster``: the %px magics (`ipcluster.magics`), imported only then."""
+    from ipcluster import magics
+
+    magics.load_ipython_extension(ip)
+
+
 __all__ = [
     "AsyncResult",
     "BroadcastView",

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
+import signal
 import sys
 import threading
 import time
 
-from ipcluster.errors import CompositeError, RemoteError, TimeoutError
+from ipcluster.errors import CompositeError, IpclusterError, RemoteError, TimeoutError
+
+log = logging.getLogger("ipcluster.client")
 
 __all__ = ["AsyncResult", "TaskFuture"]
 
@@ -28,23 +32,54 @@ class TaskFuture(concurrent.futures.Future):
         self.task_id = task_id
         self.size = size  # items of a map this task computes, for progress
         self.output_callbacks: list = []
+        self._output_lock = threading.Lock()
         self.metadata = {
             "msg_id": task_id, "engine_id": engine_id, "status": "pending", "label": label,
             "submitted": time.time(), "started": None, "completed": None, "received": None,
-            "stdout": "", "stderr": "", "outputs": [],
+            "stdout": "", "stderr": "", "outputs": [], "execute_result": None,
         }
 
-    def add_output(self, name: str, text: str, engine_id) -> None:
-        """Called by the IO thread as output arrives, while the task runs."""
-        self.metadata[name] += text
-        if engine_id is not None:
-            self.metadata["engine_id"] = engine_id
-        for callback in list(self.output_callbacks):
-            callback(self, name, text)
+    def add_output(self, name: str, data, engine_id) -> None:
+        """Called by the IO thread as output arrives, while the task runs: text of ``stdout``
+        or ``stderr``, or a dict for ``display_data`` (kept in ``outputs``) and
+        ``execute_result`` (a cell's ``Out`` value)."""
+        with self._output_lock:
+            if name in ("stdout", "stderr"):
+                self.metadata[name] += data
+            elif name == "execute_result":
+                self.metadata["execute_result"] = data
+            else:
+                self.metadata["outputs"].append(data)
+            if engine_id is not None:
+                self.metadata["engine_id"] = engine_id
+            for callback in list(self.output_callbacks):  # under the lock: one order for all
+                callback(self, name, data)
+
+    def add_output_callback(self, callback) -> None:
+        """Call ``callback(task, name, data)`` for each output: first for what has already
+        arrived (text, then display data, then the result), then as the rest arrives."""
+        with self._output_lock:
+            md = self.metadata
+            earlier = [(n, md[n]) for n in ("stdout", "stderr") if md[n]]
+            earlier += [("display_data", d) for d in md["outputs"]]
+            if md["execute_result"] is not None:
+                earlier.append(("execute_result", md["execute_result"]))
+            for name, data in earlier:
+                callback(self, name, data)
+            self.output_callbacks.append(callback)
 
 
 class AsyncResult(concurrent.futures.Future):
-    """The pending result of a call: ``get()`` it, ``wait()`` for it, ``await`` it, iterate it."""
+    """The pending result of a call: ``get()`` it, ``wait()`` for it, ``await`` it, iterate it.
+
+    Ctrl-C while ``get()`` or ``wait()`` blocks stops this result's unfinished work before the
+    `KeyboardInterrupt` goes on: `signal_on_interrupt` is sent to exactly the engines running
+    it (SIGINT raises KeyboardInterrupt in the task; the engine lives on), and tasks not yet on
+    an engine are aborted. ``"abort"`` aborts them all; None leaves the work running.
+    """
+
+    signal_on_interrupt: int | str | None = signal.SIGINT
+    interrupt_grace = 1.0  # seconds to wait, after Ctrl-C, for the interrupted tasks to report
 
     def __init__(self, tasks: list[TaskFuture], shape: str = "list", *, client=None,
                  ordered: bool = True, reduce=None, tracker=None) -> None:
@@ -98,10 +133,14 @@ class AsyncResult(concurrent.futures.Future):
 
         With `return_exceptions`, a failed task gives its exception in place of its value.
         """
-        if not return_exceptions:
-            return self.result(timeout)
-        if not self.wait(timeout):
-            raise TimeoutError(f"result not ready after {timeout} s")
+        try:
+            if not return_exceptions:
+                return self.result(timeout)
+            if not self._wait(timeout):
+                raise TimeoutError(f"result not ready after {timeout} s")
+        except KeyboardInterrupt:
+            self.interrupt()
+            raise
         values = [t.exception() or t.result() for t in self._finished()]
         if self._shape == "map":
             return [item for chunk in values for item in (
@@ -121,6 +160,14 @@ class AsyncResult(concurrent.futures.Future):
     def wait(self, timeout: float | None = None,
              return_when: str = concurrent.futures.ALL_COMPLETED) -> bool:
         """Wait until done (or, with ``return_when=FIRST_COMPLETED``, one task is); True if so."""
+        try:
+            return self._wait(timeout, return_when)
+        except KeyboardInterrupt:
+            self.interrupt()
+            raise
+
+    def _wait(self, timeout: float | None = None,
+              return_when: str = concurrent.futures.ALL_COMPLETED) -> bool:
         if timeout is not None and timeout < 0:
             timeout = None  # ipyparallel's -1 means forever
         if return_when == concurrent.futures.ALL_COMPLETED:
@@ -128,6 +175,27 @@ class AsyncResult(concurrent.futures.Future):
             return self.done()
         done, _ = concurrent.futures.wait(self._tasks, timeout, return_when)
         return bool(done)
+
+    def interrupt(self) -> None:
+        """What Ctrl-C in `get` or `wait` does: stop exactly the unfinished work of this result
+        (see `signal_on_interrupt`), then give it `interrupt_grace` seconds to report."""
+        pending = [t for t in self._tasks if not t.done()]
+        sig = self.signal_on_interrupt
+        if not pending or not sig or self._client is None:
+            return
+        on_engine = [] if sig == "abort" else [t for t in pending
+                                               if t.metadata["engine_id"] is not None]
+        elsewhere = [t for t in pending if t not in on_engine]
+        try:
+            if on_engine:
+                engines = sorted({t.metadata["engine_id"] for t in on_engine})
+                self._client.send_signal(sig, targets=engines)
+            if elsewhere:
+                self._client.abort([t.task_id for t in elsewhere], block=False)
+        except IpclusterError as exc:  # the KeyboardInterrupt goes on; say why nothing stopped
+            log.warning("could not stop the interrupted tasks: %s", exc)
+            return
+        concurrent.futures.wait(pending, self.interrupt_grace)
 
     def ready(self) -> bool:
         return self.done()
@@ -166,6 +234,11 @@ class AsyncResult(concurrent.futures.Future):
 
     def _per_task(self, values: list):
         return values[0] if self._shape == "single" else values
+
+    @property
+    def tasks(self) -> list[TaskFuture]:
+        """The future of each task, in the order they were sent."""
+        return list(self._tasks)
 
     @property
     def msg_ids(self) -> list[str]:
@@ -253,7 +326,8 @@ class AsyncResult(concurrent.futures.Future):
                 self.wait(interval)
 
     def display_outputs(self, file=None) -> None:
-        """Print each task's stdout and stderr, labelled ``[stdout:<engine>]``."""
+        """Print each task's stdout and stderr, labelled ``[stdout:<engine>]``, then its
+        display data (``[output:<engine>]``) and ``Out`` value as text."""
         file = file or sys.stdout
         for task in self._tasks:
             eid = task.metadata["engine_id"]
@@ -264,6 +338,10 @@ class AsyncResult(concurrent.futures.Future):
                                else f"[{name}:{eid}]\n{text}")
                     if not text.endswith("\n"):
                         file.write("\n")
+            for data in task.metadata["outputs"]:
+                file.write(rich_text("display_data", data, eid) + "\n")
+            if task.metadata["execute_result"] is not None:
+                file.write(rich_text("execute_result", task.metadata["execute_result"], eid) + "\n")
 
     def stream_output(self, file=None) -> "Streaming":
         """Print output as it arrives, each line labelled with its engine, until done.
@@ -273,18 +351,34 @@ class AsyncResult(concurrent.futures.Future):
         return Streaming(self, file or sys.stdout)
 
 
+def rich_text(name: str, data: dict, engine_id) -> str:
+    """Display data (``[output:0] ...``) or a cell's value (``Out[0:3]: ...``) as plain text."""
+    text = data.get("data", {}).get("text/plain", "")
+    if name == "execute_result":
+        prompt = f"Out[{engine_id}:{data.get('execution_count')}]: "
+    else:
+        prompt = f"[output:{engine_id}] "
+    return prompt + ("\n" + text if "\n" in text else text)
+
+
 class Streaming:
-    """Prints the output of an `AsyncResult`'s tasks line by line as it arrives."""
+    """Prints the output of an `AsyncResult`'s tasks line by line as it arrives (rich output
+    as its text)."""
 
     def __init__(self, ar: AsyncResult, file) -> None:
         self._ar, self._file = ar, file
         self._partial: dict[tuple, str] = {}
         self._lock = threading.Lock()
         for task in ar._tasks:
-            task.output_callbacks.append(self._on_output)
+            task.add_output_callback(self._on_output)
             task.add_done_callback(self._flush_task)
 
-    def _on_output(self, task, name: str, text: str) -> None:
+    def _on_output(self, task, name: str, text) -> None:
+        if name not in ("stdout", "stderr"):
+            with self._lock:
+                self._file.write(rich_text(name, text, task.metadata["engine_id"]) + "\n")
+                self._file.flush()
+            return
         key = (task.task_id, name)
         with self._lock:
             text = self._partial.pop(key, "") + text

@@ -12,7 +12,9 @@ its tasks (`history`, `results`, `metadata`) and speaks to the controller for th
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import signal as signals
+import sys
 import time
 from collections.abc import Mapping
 
@@ -22,9 +24,11 @@ from ipcluster.engine import namespace
 from ipcluster.errors import NoEnginesRegistered, NoSuchEngine, RemoteError, TimeoutError
 from ipcluster.protocol import now
 from ipcluster.session import Session
-from ipcluster.views import BroadcastView, DirectView, LoadBalancedView
+from ipcluster.views import BroadcastView, DirectView, LoadBalancedView, activate_magics
 
 __all__ = ["Client"]
+
+log = logging.getLogger("ipcluster.client")
 
 
 class _Results(Mapping):
@@ -72,6 +76,24 @@ class Client:
             self._session.close()
             raise
         self._session.set_engine_ids(reply["ids"])
+        self._activate_in_ipython()
+
+    def _activate_in_ipython(self) -> None:
+        """Inside IPython (already imported: a script never pays for it), the first client
+        binds the %px magics to all its engines, as does a new one once that client closes."""
+        ipython = sys.modules.get("IPython")
+        if ipython is None or ipython.get_ipython() is None:
+            return
+        try:
+            activate_magics(self.direct_view("all"), replace=False)
+        except Exception as exc:  # a client works without its magics
+            log.warning("could not activate the %%px magics: %s: %s", type(exc).__name__, exc)
+
+    def activate(self, targets="all", suffix: str = "") -> DirectView:
+        """In IPython: run ``%px{suffix}`` and its sibling magics on `targets`; the view."""
+        view = self.direct_view(targets)
+        view.activate(suffix)
+        return view
 
     # -- engines and views ------------------------------------------------------------------
 
@@ -303,6 +325,10 @@ class Client:
         return tasks, tracker
 
     # -- closing ----------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._session.closed
 
     def close(self) -> None:
         """Stop the IO thread and close the sockets; pending results fail with `ClientClosed`."""

@@ -202,10 +202,12 @@ class DirectView(View):
                                        reduce=lambda parts: partition.join(parts, dist)), block)
 
     def execute(self, code: str, silent: bool = True, targets=None, block: bool | None = None):
-        """Run the source `code` in the engines' namespace."""
+        """Run the source `code` in the engines' namespace, as a cell of IPython's shell where
+        IPython is installed; unless `silent`, a last expression's value is its ``Out``."""
         if not isinstance(code, str):
             raise TypeError(f"execute takes source code as a str, not {type(code).__name__}")
-        return self._finish(self._call(namespace.execute, (code,), {}, targets), block)
+        return self._finish(self._call(namespace.execute, (code,), {"silent": silent}, targets),
+                            block)
 
     def run(self, filename: str, targets=None, block: bool | None = None):
         """Run a local Python file in the engines' namespace."""
@@ -223,8 +225,32 @@ class DirectView(View):
         """Empty the engines' namespaces."""
         return self._finish(self._call(namespace.clear, (), {}, targets), block)
 
+    def activate(self, suffix: str = "") -> None:
+        """In IPython: make ``%px{suffix}``, ``%%px{suffix}``, ``%autopx{suffix}``,
+        ``%pxresult{suffix}`` and ``%pxconfig{suffix}`` run on this view."""
+        activate_magics(self, suffix)
+
     def __repr__(self) -> str:
         return f"<DirectView targets={self.targets!r}>"
+
+
+def activate_magics(view: DirectView, suffix: str = "", *, replace: bool = True) -> bool:
+    """Bind the %px magics of the running IPython to `view` (unless `replace` is False and an
+    open view is bound already); True if bound.
+
+    The magics belong to the surfaces layer, so they are reached the way IPython finds any
+    extension, by name (``%load_ext ipcluster``), and not imported from here.
+    """
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        get_ipython = None
+    ip = get_ipython() if get_ipython is not None else None
+    if ip is None:
+        raise RuntimeError("activate() binds the %px magics of an IPython session or Jupyter "
+                           "kernel, and this is neither; call view.execute(code) instead")
+    ip.extension_manager.load_extension("ipcluster")
+    return ip.magics_manager.registry["ParallelMagics"].activate(view, suffix, replace=replace)
 
 
 class BroadcastView(DirectView):

@@ -123,8 +123,12 @@ def pull(names):
     return get(names) if isinstance(names, str) else [get(n) for n in names]
 
 
-def execute(code: str) -> None:
-    exec(compile(code, "<execute>", "exec"), user_ns)
+def execute(code: str, silent: bool = True) -> None:
+    """Run a code cell; through IPython's shell (magics, display, ``Out``) when IPython is
+    installed, else with exec. `silent` cells keep no history and show no ``Out`` value."""
+    from ipcluster.engine import shell  # imports IPython on the first cell only
+
+    shell.run_cell(code, silent=silent)
 
 
 def run_file(code: str, filename: str) -> None:
