@@ -8,6 +8,7 @@ on the remote host: killing a local ``ssh`` would not.
 
 from __future__ import annotations
 
+import os
 import shlex
 import signal as signals
 import subprocess
@@ -74,8 +75,6 @@ class SSHLauncher(Launcher):
         return plan
 
     def _start_script(self, command: list[str], k: int) -> tuple[str, list[str]]:
-        import os
-
         o = self.options
         if o.python:
             command = [o.python, *command[1:]]
