@@ -47,3 +47,21 @@ def test_engines_are_the_ranks_and_allreduce_works(flavour):
                      "total = MPI.COMM_WORLD.allreduce(rank)", block=True)
         assert view.pull("rank", block=True) == [0, 1, 2, 3]
         assert view.pull("total", block=True) == [6, 6, 6, 6]
+
+
+def test_allreduce_from_px():
+    mpiexec, env = FLAVOURS["mpich"]
+    require(shutil.which(mpiexec) is not None, "MPICH's mpiexec and mpi4py")
+    from IPython.core.interactiveshell import InteractiveShell
+
+    InteractiveShell.clear_instance()
+    shell = InteractiveShell.instance()
+    try:
+        with ipcluster.Cluster(n=4, engines="mpi", mpiexec=mpiexec, env=env) as rc:
+            rc.activate()
+            cell = shell.run_cell("%%px\nfrom mpi4py import MPI\n"
+                                  "total = MPI.COMM_WORLD.allreduce(MPI.COMM_WORLD.Get_rank() + 1)")
+            assert not cell.error_in_exec, cell.error_in_exec
+            assert rc[:].pull("total", block=True) == [10, 10, 10, 10]
+    finally:
+        InteractiveShell.clear_instance()
