@@ -352,7 +352,7 @@ def cmd_list(args) -> int:
 # -- the processes ------------------------------------------------------------------------------
 
 def cmd_controller(args) -> int:
-    from ipcluster.controller.server import ControllerOptions, run
+    from ipcluster.controller.main import ControllerOptions, run
 
     options = resolve(ControllerOptions, "controller", {"ip": args.ip})
     run(args.cluster_id, options, cluster_dir(args.cluster_id) / connection.FILENAME)

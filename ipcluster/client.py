@@ -308,6 +308,7 @@ class Client:
                 "no engines are registered, so the task would wait forever; start some "
                 "(`ipcluster start`, Cluster.start_engines) or call rc.wait_for_engines(n) first")
         content, buffers = serialize.dumps_call(f, args, kwargs)
+        serialize.check_size(content, buffers, session.info.max_message_size, "this call")
         label = flags.get("label")
         if balanced:
             tasks = [TaskFuture(session.ids(), label=label, size=sizes)]
@@ -316,8 +317,8 @@ class Client:
         for task in tasks:
             session.tasks[task.task_id] = self._futures[task.task_id] = task
             self.history.append(task.task_id)
-        header = {"kind": "apply", "tasks": [t.task_id for t in tasks], "targets": targets,
-                  "balanced": balanced, "submitted": now()}
+        header = {"kind": "apply", "id": session.ids(), "tasks": [t.task_id for t in tasks],
+                  "targets": targets, "balanced": balanced, "submitted": now()}
         for key in ("label", "timeout", "retries", "priority"):
             if flags.get(key) is not None:
                 header[key] = flags[key]

@@ -27,6 +27,9 @@ class ConnectionInfo:
     pub_url: str  # PUB for events
     key: str  # hex HMAC key; whoever holds it can run code
     controller_pid: int = 0
+    curve_public_key: str = ""  # Z85 CurveZMQ key of the controller; "" when not encrypted
+    curve_secret_key: str = ""  # its secret half, for a restarted controller to reuse
+    max_message_size: int = -1  # bytes in one frame the controller accepts; -1: no limit
 
     @property
     def key_bytes(self) -> bytes:
@@ -55,6 +58,15 @@ def write(path: Path, info: ConnectionInfo) -> None:
 
 def read(path: str | os.PathLike) -> ConnectionInfo:
     path = Path(path)
+    try:
+        mode = path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        mode = 0o600  # reported as missing below
+    if mode & 0o077:
+        raise ConnectionFileError(
+            f"connection file {path} is readable by others (mode {mode:o}); anyone who can read "
+            f"it can run code on the cluster. Treat the key as leaked: stop the cluster and start "
+            f"a new one (its files are made private), or at least `chmod 600 {path}`")
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:

@@ -23,6 +23,7 @@ import hmac
 import itertools
 import os
 import time
+from collections import deque
 from dataclasses import dataclass
 
 import msgpack
@@ -59,7 +60,43 @@ KINDS = {k.name: k for k in [
     Kind("control", "client", "msgpack",
          "abort, signal, shutdown, fetch, purge; the controller passes abort/signal/shutdown on"),
     Kind("control_reply", "controller", "msgpack", "the outcome of a control request"),
+    Kind("error", "controller", "msgpack", "a signed request the controller could not accept"),
 ]}
+
+MAX_HEADER = 16 * 1024  # bytes; headers are small maps, a larger one is malformed
+
+
+class Drops:
+    """Counts messages dropped as bad; logs the first 100 one by one, then one in 1000, so a
+    flood cannot fill the disk with log lines."""
+
+    def __init__(self, log) -> None:
+        self.log = log
+        self.count = 0
+
+    def __call__(self, exc: BaseException) -> None:
+        self.count += 1
+        if self.count <= 100 or self.count % 1000 == 0:
+            self.log.warning("dropped a message (%d so far): %s: %s", self.count,
+                             type(exc).__name__, exc)
+
+
+class Replay:
+    """Ids of the last `size` messages received; a second sighting is a replay."""
+
+    def __init__(self, size: int = 100_000) -> None:
+        self.size = size
+        self._order: deque = deque()
+        self._seen: set = set()
+
+    def first_sighting(self, msg_id) -> bool:
+        if msg_id in self._seen:
+            return False
+        self._seen.add(msg_id)
+        self._order.append(msg_id)
+        if len(self._order) > self.size:
+            self._seen.discard(self._order.popleft())
+        return True
 
 
 class Signer:
@@ -107,15 +144,32 @@ def _buffer(frame):
 
 
 def encode(signer: Signer, header: dict, content=b"", buffers=()) -> list:
-    """Frames for a new message (without routing ids); `header` gains the buffer lengths."""
+    """Frames for a new message (without routing ids); `header` gains the buffer lengths and
+    the time it was sent."""
     if buffers:
         header["buffers"] = [memoryview(b).nbytes for b in buffers]
+    header.setdefault("t", time.time())
     h = msgpack.packb(header)
     return [DELIM, signer.sign(h, content), h, content, *buffers]
 
 
-def decode(signer: Signer, frames: list) -> Message:
-    """Check and parse a received message; raises `BadMessage` before parsing anything unsigned."""
+def resign(signer: Signer, frames: list, msg_id: str) -> list:
+    """Received frames ``[signature, header, content, *buffers]`` as a new message: a new id
+    and time, so receivers do not take a deliberate resend for a replay. Content and buffers
+    are reused as they are."""
+    header = msgpack.unpackb(_bytes(frames[1]))
+    header.update(id=msg_id, t=time.time())
+    h = msgpack.packb(header)
+    return [DELIM, signer.sign(h, _buffer(frames[2])), h, *frames[2:]]
+
+
+def decode(signer: Signer, frames: list, replay: Replay | None = None,
+           max_age: float | None = None) -> Message:
+    """Check and parse a received message; raises `BadMessage` before parsing anything unsigned.
+
+    With `replay`, a message whose id was seen before is refused; with `max_age`, so is one
+    sent more than `max_age` seconds ago (or as far in the future).
+    """
     for i, frame in enumerate(frames):
         if len(_buffer(frame)) == len(DELIM) and _bytes(frame) == DELIM:
             break
@@ -126,6 +180,8 @@ def decode(signer: Signer, frames: list) -> Message:
     if len(body) < 3:
         raise BadMessage(f"truncated message: {len(body)} frames after the delimiter, need 3")
     signature, header_frame, content = body[0], body[1], body[2]
+    if len(_buffer(header_frame)) > MAX_HEADER or len(_buffer(signature)) != 32:
+        raise BadMessage("malformed signature or header frame")
     header_bytes = _bytes(header_frame)
     if not signer.verify(_bytes(signature), header_bytes, _buffer(content)):
         raise BadMessage("bad signature")
@@ -138,6 +194,14 @@ def decode(signer: Signer, frames: list) -> Message:
     buffers = body[3:]
     if [len(_buffer(b)) for b in buffers] != header.get("buffers", []):
         raise BadMessage("buffer lengths differ from those signed in the header")
+    if max_age is not None:
+        sent = header.get("t")
+        if not isinstance(sent, (int, float)) or abs(time.time() - sent) > max_age:
+            raise BadMessage(f"stale message: sent at {sent!r}, more than {max_age} s from now")
+    if not isinstance(header.get("id"), str):
+        raise BadMessage("header has no message id")
+    if replay is not None and not replay.first_sighting(header["id"]):
+        raise BadMessage(f"replayed message id {header.get('id')!r}")
     return Message(route, header, content, buffers, body)
 
 

@@ -66,6 +66,18 @@ def dumps_call(f, args: tuple, kwargs: dict) -> tuple[bytes, list]:
         raise
 
 
+def check_size(content, buffers, limit: int, what: str) -> None:
+    """Refuse to send a frame the controller would refuse (it disconnects such a peer)."""
+    if limit is None or limit < 0:
+        return
+    largest = max([len(content), *(memoryview(b).nbytes for b in buffers)])
+    if largest > limit:
+        raise SerializationError(
+            f"cannot send {what}: a part of it is {largest:,} bytes, more than the cluster's "
+            f"max_message_size of {limit:,} bytes; send it in pieces (e.g. scatter) or start the "
+            "controller with a larger max_message_size")
+
+
 def loads(content, buffers=()) -> object:
     """Unpickle; call only on content whose signature has been checked."""
     try:

@@ -16,8 +16,8 @@ import time
 
 from ipcluster import serialize, transport
 from ipcluster.asyncresult import TaskFuture
-from ipcluster.errors import ClientClosed, ControllerLost, SerializationError, from_wire
-from ipcluster.protocol import Ids, Signer, decode, encode, now, pack, unpack
+from ipcluster.errors import ClientClosed, ControllerLost, RemoteError, SerializationError, from_wire
+from ipcluster.protocol import Ids, Replay, Signer, decode, encode, now, pack, unpack
 
 log = logging.getLogger("ipcluster.client")
 
@@ -28,6 +28,7 @@ class Session:
         self.connection_file = connection_file
         self.timeout = timeout
         self.signer = Signer(info.key_bytes)
+        self.replay = Replay()
         self.ids = Ids()
         self.context = transport.Context()
         self._inbox_name = f"client-{self.ids.session}"
@@ -96,8 +97,9 @@ class Session:
     # -- the IO thread ----------------------------------------------------------------------
 
     def _io_loop(self) -> None:
-        dealer = self.context.dealer(self.info.client_url)
-        sub = self.context.subscriber(self.info.pub_url)
+        curve = self.info.curve_public_key or None
+        dealer = self.context.dealer(self.info.client_url, curve_server_key=curve)
+        sub = self.context.subscriber(self.info.pub_url, curve_server_key=curve)
         inbox = self.context.inbox(self._inbox_name)
         self._io_ready.set()
         poller = transport.Poller(dealer, sub, inbox)
@@ -141,7 +143,7 @@ class Session:
 
     def _on_reply(self, frames) -> None:
         try:
-            msg = decode(self.signer, frames)
+            msg = decode(self.signer, frames, self.replay)
             self._dispatch(msg)
         except Exception as exc:  # one bad message must not stop the IO thread
             log.warning("dropped a message from the controller: %s: %s", type(exc).__name__, exc)
@@ -157,6 +159,17 @@ class Session:
             if task is not None:
                 out = unpack(msg.content)
                 task.add_output(out["name"], out["text"], header.get("engine"))
+        elif msg.kind == "error":  # the controller refused a request of ours
+            error = unpack(msg.content)
+            exc = RemoteError(error.get("ename", "Error"), f"the controller refused the request: "
+                              f"{error.get('evalue', '')}")
+            for task_id in error.get("tasks", []):
+                task = self.tasks.pop(task_id, None)
+                if task is not None:
+                    task.set_exception(exc)
+            reply = self._replies.get(header.get("parent"))
+            if reply is not None and not reply.done():
+                reply.set_exception(exc)
         else:
             reply = self._replies.get(header.get("parent"))
             if reply is not None and not reply.done():
@@ -177,7 +190,7 @@ class Session:
 
     def _on_event(self, frames) -> None:
         try:
-            event = unpack(decode(self.signer, frames).content)
+            event = unpack(decode(self.signer, frames, self.replay).content)
             if "ids" in event:
                 self.set_engine_ids(event["ids"])
         except Exception as exc:

@@ -18,8 +18,23 @@ HEARTBEAT_MS = 1000
 HEARTBEAT_TIMEOUT_MS = 5000
 
 
+def curve_keypair() -> tuple[str, str]:
+    """A new CurveZMQ (public, secret) key pair, as Z85 text."""
+    public, secret = zmq.curve_keypair()
+    return public.decode(), secret.decode()
+
+
+def uses_curve(sock) -> bool:
+    """True if `sock` encrypts with CurveZMQ (as server or client)."""
+    return sock.getsockopt(zmq.MECHANISM) == zmq.CURVE
+
+
 class Context:
-    """Owns a zmq context and every socket made from it; `close()` closes them all."""
+    """Owns a zmq context and every socket made from it; `close()` closes them all.
+
+    With `curve_secret` (servers) or `curve_server_key` (clients), sockets encrypt with
+    CurveZMQ; a peer without the server's public key cannot connect.
+    """
 
     def __init__(self) -> None:
         self._ctx = zmq.Context()
@@ -34,36 +49,55 @@ class Context:
         sock.setsockopt(zmq.RCVHWM, 0)
         return sock
 
-    def _bind(self, sock: zmq.Socket, ip: str) -> str:
+    def _bind(self, sock: zmq.Socket, ip: str, curve_secret: str | None) -> str:
+        if curve_secret:
+            sock.setsockopt(zmq.CURVE_SERVER, 1)
+            sock.setsockopt(zmq.CURVE_SECRETKEY, curve_secret.encode())
         port = sock.bind_to_random_port(f"tcp://{ip}")
         return f"tcp://{ip}:{port}"
 
-    def router(self, ip: str) -> tuple[zmq.Socket, str]:
-        """A ROUTER bound to a free port on `ip`; returns it and its URL."""
+    def _connect(self, sock: zmq.Socket, url: str, curve_server_key: str | None) -> zmq.Socket:
+        if curve_server_key:
+            public, secret = zmq.curve_keypair()
+            sock.setsockopt(zmq.CURVE_SERVERKEY, curve_server_key.encode())
+            sock.setsockopt(zmq.CURVE_PUBLICKEY, public)
+            sock.setsockopt(zmq.CURVE_SECRETKEY, secret)
+        sock.connect(url)
+        return sock
+
+    def router(self, ip: str, curve_secret: str | None = None, max_message_size: int = -1,
+               peer_queue: int = 0) -> tuple[zmq.Socket, str]:
+        """A ROUTER bound to a free port on `ip`; returns it and its URL.
+
+        A peer sending a frame over `max_message_size` bytes is disconnected before the frame
+        is held in memory; `peer_queue` bounds the messages queued per peer (0: no bound), so
+        a flooding peer is slowed by TCP back-pressure while others are served.
+        """
         sock = self._socket(zmq.ROUTER)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_MS)
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
-        return sock, self._bind(sock, ip)
+        sock.setsockopt(zmq.MAXMSGSIZE, max_message_size)
+        sock.setsockopt(zmq.RCVHWM, peer_queue)
+        return sock, self._bind(sock, ip, curve_secret)
 
-    def publisher(self, ip: str) -> tuple[zmq.Socket, str]:
+    def publisher(self, ip: str, curve_secret: str | None = None) -> tuple[zmq.Socket, str]:
         sock = self._socket(zmq.PUB)
-        return sock, self._bind(sock, ip)
+        return sock, self._bind(sock, ip, curve_secret)
 
-    def dealer(self, url: str, identity: bytes | None = None) -> zmq.Socket:
+    def dealer(self, url: str, identity: bytes | None = None,
+               curve_server_key: str | None = None) -> zmq.Socket:
         sock = self._socket(zmq.DEALER)
         if identity is not None:
             sock.setsockopt(zmq.IDENTITY, identity)
         sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_MS)
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
-        sock.connect(url)
-        return sock
+        return self._connect(sock, url, curve_server_key)
 
-    def subscriber(self, url: str, topic: bytes = b"") -> zmq.Socket:
+    def subscriber(self, url: str, topic: bytes = b"", curve_server_key: str | None = None) -> zmq.Socket:
         sock = self._socket(zmq.SUB)
         sock.setsockopt(zmq.SUBSCRIBE, topic)
-        sock.connect(url)
-        return sock
+        return self._connect(sock, url, curve_server_key)
 
     def inbox(self, name: str) -> zmq.Socket:
         """The receiving end of an in-process channel (other threads `outbox` into it)."""

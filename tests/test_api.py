@@ -254,6 +254,7 @@ def test_get_result_from_a_second_client(rc, cluster):
         assert again.get(timeout=10) == 42
         assert again.stdout == "hi\n"
         slow = rc[0].apply_async(time.sleep, 0.5)
+        rc.queue_status()  # a round trip: the controller has seen the task (same socket, in order)
         assert other.get_result(slow.msg_ids, block=True) is None  # waits for unfinished work
         with pytest.raises(ipp.RemoteError, match="no task"):
             other.get_result("no-such-id").get(timeout=10)
@@ -297,21 +298,27 @@ def test_async_result_timings_and_dict(rc):
     assert ar.progress == 4 and len(ar) == 4
 
 
-def test_streaming_output_arrives_while_the_tasks_run(rc):
-    def talk():
+def test_streaming_output_arrives_while_the_tasks_run(rc, tmp_path):
+    go = tmp_path / "go"
+
+    def talk(go):
+        import os
         import time
         print("first", flush=True)
-        time.sleep(1.5)
+        deadline = time.monotonic() + 30
+        while not os.path.exists(go) and time.monotonic() < deadline:
+            time.sleep(0.01)  # the task holds until the test has seen its first line
         print("second")
 
-    ar = rc[:].apply_async(talk)
+    ar = rc[:].apply_async(talk, str(go))
     out = io.StringIO()
     with ar.stream_output(out):
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while out.getvalue().count("first") < 4 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert not ar.done() and out.getvalue().count("first") == 4  # before the tasks end
-        ar.get(timeout=10)
+            time.sleep(0.01)
+        assert out.getvalue().count("first") == 4 and not ar.done()  # before the tasks end
+        go.touch()
+        ar.get(timeout=30)
     lines = out.getvalue().splitlines()
     assert sorted(lines) == sorted([f"[stdout:{i}] {w}" for i in rc.ids for w in ("first", "second")])
 

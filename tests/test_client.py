@@ -69,10 +69,14 @@ def test_missing_and_corrupt_connection_files(tmp_path):
         ipcluster.Client("no-such-cluster-id")
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
+    bad.chmod(0o600)
     with pytest.raises(ipcluster.ConnectionFileError, match="not JSON"):
         ipcluster.Client(bad)
     bad.write_text('{"cluster_id": "x"}')
     with pytest.raises(ipcluster.ConnectionFileError, match="corrupt"):
+        ipcluster.Client(bad)
+    bad.chmod(0o644)
+    with pytest.raises(ipcluster.ConnectionFileError, match=r"readable by others \(mode 644\)"):
         ipcluster.Client(bad)
 
 

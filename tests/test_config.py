@@ -6,7 +6,7 @@ import dask.config
 import pytest
 
 from ipcluster.config import resolve
-from ipcluster.controller.server import ControllerOptions
+from ipcluster.controller.main import ControllerOptions
 
 
 def test_defaults_then_config_then_arguments():

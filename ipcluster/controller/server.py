@@ -1,4 +1,4 @@
-"""Processes layer: the controller process: its sockets, its one loop, and a handler per kind.
+"""Processes layer: the controller: its sockets, its one loop, and a handler per kind.
 
     clients ── DEALER ──▶ client ROUTER ─┐                  ┌─ engine ROUTER ◀── DEALER ── engines
                                          ├─ Controller.serve ┤
@@ -8,6 +8,9 @@
 
 - It routes by header only: a request's frames are forwarded to engines exactly as received
   (``copy=False``), never unpickled, so a request to N engines is serialized once by the client.
+- Every message is checked before anything else: signature, then a replay window of message
+  ids (and, from clients and engines, the time it was sent). A message that fails is dropped
+  and counted; a signed request it cannot accept is answered with an ``error``.
 - Engines register and get an id in the reply; an engine is usable from that moment.
 - An engine is alive while it is heard from (its control thread beats every second); one silent
   for `engine_timeout` is dropped and its tasks fail with `EngineError`.
@@ -19,20 +22,18 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 from ipcluster import connection, transport
+from ipcluster.controller import control
 from ipcluster.controller.ledger import Ledger, Task
 from ipcluster.controller.registry import Engine, Registry
 from ipcluster.controller.scheduler import LeastLoad, Pending
-from ipcluster.errors import (
-    EngineError, ImpossibleDependency, NoSuchEngine, RemoteError, TaskAborted,
+from ipcluster.errors import EngineError, ImpossibleDependency, NoSuchEngine, RemoteError
+from ipcluster.protocol import (
+    DELIM, BadMessage, Drops, Ids, Replay, Signer, decode, encode, pack, unpack,
 )
-from ipcluster.protocol import DELIM, BadMessage, Ids, Signer, decode, encode, pack, unpack
 
 log = logging.getLogger("ipcluster.controller")
 
@@ -41,34 +42,36 @@ CLIENT_KINDS = {"hello", "query", "apply", "control"}
 ENGINE_KINDS = {"register", "unregister", "beat", "result", "output"}
 
 
-@dataclass
-class ControllerOptions:
-    ip: str = "127.0.0.1"  # address to bind: loopback unless told otherwise
-    hwm: int = 2  # most load-balanced tasks waiting on one engine (0: no limit)
-    engine_timeout: float = 5.0  # seconds an engine may be silent before it is declared dead
-    beat_interval: float = 1.0  # seconds between the controller's published beats
-    max_results: int = 100_000  # finished results kept for get_result; the oldest go first
-    max_result_bytes: int = 1 << 30  # ... and at most this many bytes of them
+def _url(bound: str, location: str) -> str:
+    return f"tcp://{location}:{bound.rsplit(':', 1)[1]}"
 
 
 class Controller:
-    def __init__(self, cluster_id: str, options: ControllerOptions, key: str) -> None:
+    def __init__(self, cluster_id: str, options, key: str, curve_public: str = "",
+                 curve_secret: str = "") -> None:
         self.options = options
         self.cluster_id = cluster_id
         self.context = transport.Context()
-        self.clients, client_url = self.context.router(options.ip)
-        self.engines, engine_url = self.context.router(options.ip)
-        self.pub, pub_url = self.context.publisher(options.ip)
+        curve = curve_secret or None
+        self.clients, client_url = self.context.router(
+            options.ip, curve, options.max_message_size, options.client_queue)
+        self.engines, engine_url = self.context.router(
+            options.ip, curve, options.max_message_size, options.client_queue)
+        self.pub, pub_url = self.context.publisher(options.ip, curve)
+        location = options.location or (
+            socket.gethostname() if options.ip in ("0.0.0.0", "*", "::") else options.ip)
         self.info = connection.ConnectionInfo(
-            cluster_id, client_url, engine_url, pub_url, key, os.getpid()
-        )
+            cluster_id, _url(client_url, location), _url(engine_url, location),
+            _url(pub_url, location), key, os.getpid(), curve_public, curve_secret,
+            options.max_message_size)
         self.signer = Signer(bytes.fromhex(key))
+        self.replay = Replay(options.replay_window)
         self.ids = Ids()
         self.registry = Registry()
         self.scheduler = LeastLoad(options.hwm)
         self.ledger = Ledger(options.max_results, options.max_result_bytes)
         self.stopping = False  # set by a client's shutdown(hub=True)
-        self.dropped = 0  # messages dropped as bad (unsigned, malformed, misdirected)
+        self.dropped = Drops(log)  # messages dropped as bad (unsigned, forged, replayed, malformed)
         self._next_beat = 0.0
 
     # -- the loop ---------------------------------------------------------------------------
@@ -79,10 +82,10 @@ class Controller:
             ready = poller.poll(self.options.beat_interval / 2)
             if self.engines in ready:
                 for frames in transport.drain(self.engines):
-                    self._handle(frames, ENGINE_KINDS)
+                    self._handle(self.engines, frames, ENGINE_KINDS)
             if self.clients in ready:
                 for frames in transport.drain(self.clients):
-                    self._handle(frames, CLIENT_KINDS)
+                    self._handle(self.clients, frames, CLIENT_KINDS)
             now = time.monotonic()
             if now >= self._next_beat:
                 self._next_beat = now + self.options.beat_interval
@@ -93,22 +96,27 @@ class Controller:
     def close(self) -> None:
         self.context.close(linger_ms=200)
 
-    def _handle(self, frames: list, allowed: set) -> None:
+    def _handle(self, sock, frames: list, allowed: set) -> None:
         try:
-            msg = decode(self.signer, frames)
+            msg = decode(self.signer, frames, self.replay, self.options.max_age)
+        except BadMessage as exc:
+            self.dropped(exc)  # unsigned, forged or replayed: never answered
+            return
+        try:
             if msg.kind not in allowed:
                 raise BadMessage(f"{msg.kind!r} is not accepted on this socket")
             getattr(self, f"on_{msg.kind}")(msg)
-        except BadMessage as exc:
-            self.dropped += 1
-            log.warning("dropped a message: %s", exc)
-        except Exception:
-            self.dropped += 1
-            log.exception("error handling a message; dropped it")
+        except Exception as exc:  # a signed request we cannot accept: say so, keep serving
+            self.dropped(exc)
+            if sock is self.clients and msg.route:
+                tasks = msg.header.get("tasks")
+                self.reply(sock, msg, "error", {
+                    "ename": type(exc).__name__, "evalue": str(exc),
+                    "tasks": [t for t in tasks if isinstance(t, str)] if isinstance(tasks, list) else []})
 
     # -- sending ----------------------------------------------------------------------------
 
-    def _send(self, sock, identity: bytes, frames: list) -> bool:
+    def send(self, sock, identity: bytes, frames: list) -> bool:
         try:
             transport.send(sock, [identity, *frames])
             return True
@@ -118,15 +126,15 @@ class Controller:
             log.info("peer %r is gone; message not delivered", identity)
             return False
 
-    def _reply(self, sock, msg, kind: str, content: dict) -> None:
+    def reply(self, sock, msg, kind: str, content: dict) -> None:
         header = {"kind": kind, "id": self.ids(), "parent": msg.header.get("id")}
-        self._send(sock, msg.route[0], encode(self.signer, header, pack(content)))
+        self.send(sock, msg.route[0], encode(self.signer, header, pack(content)))
 
     def _publish(self, content: dict) -> None:
         header = {"kind": "event", "id": self.ids()}
         transport.send(self.pub, [EVENT_TOPIC, *encode(self.signer, header, pack(content))])
 
-    def _fail(self, task: Task, error: RemoteError) -> None:
+    def fail(self, task: Task, error: RemoteError) -> None:
         """Finish `task` with an error made here (no such engine, engine died, aborted...)."""
         header = {"kind": "result", "id": self.ids(), "parent": task.id, "status": "error",
                   "engine": task.engine, "completed": time.time()}
@@ -137,24 +145,25 @@ class Controller:
     def _send_task(self, task: Task, engine: Engine, frames: list) -> None:
         task.engine = engine.id
         engine.tasks[task.id] = task.balanced
-        if not self._send(self.engines, engine.identity, [DELIM, *frames]):
+        if not self.send(self.engines, engine.identity, [DELIM, *frames]):
             self._drop_engine(engine, "its connection is gone")
 
-    def _send_control(self, engine: Engine, request: dict) -> None:
+    def send_control(self, engine: Engine, request: dict) -> None:
         header = {"kind": "control", "id": self.ids()}
-        self._send(self.engines, engine.identity, encode(self.signer, header, pack(request)))
+        self.send(self.engines, engine.identity, encode(self.signer, header, pack(request)))
 
     def _forward(self, task: Task, frames: list) -> None:
         """Result or output frames of `task` to its client and every client waiting for it."""
         for client in (task.client, *task.watchers):
-            self._send(self.clients, client, [DELIM, *frames])
+            self.send(self.clients, client, [DELIM, *frames])
 
     # -- client messages --------------------------------------------------------------------
 
     def on_hello(self, msg) -> None:
-        self._reply(self.clients, msg, "hello_reply", {
+        self.reply(self.clients, msg, "hello_reply", {
             "ids": self.registry.ids(), "cluster_id": self.cluster_id,
             "beat_interval": self.options.beat_interval,
+            "max_message_size": self.options.max_message_size,
         })
 
     def on_query(self, msg) -> None:
@@ -162,7 +171,7 @@ class Controller:
         targets = request.get("targets")
         engines = [e for e in self.registry.by_id.values() if targets is None or e.id in targets]
         verbose = bool(request.get("verbose"))
-        self._reply(self.clients, msg, "query_reply", {
+        self.reply(self.clients, msg, "query_reply", {
             "ids": self.registry.ids(),
             "engines": {e.id: e.info() for e in engines},
             "status": {e.id: e.status(verbose) for e in engines},
@@ -171,16 +180,26 @@ class Controller:
             "tasks": self.ledger.open(),
         })
 
+    def on_control(self, msg) -> None:
+        request = unpack(msg.content) or {}
+        action = control.ACTIONS.get(request.get("action"))
+        if action is None:
+            raise BadMessage(f"unknown control action {request.get('action')!r}; "
+                             f"known: {', '.join(control.ACTIONS)}")
+        self.reply(self.clients, msg, "control_reply", action(self, msg.route[0], request))
+
     def on_apply(self, msg) -> None:
         header = msg.header
         client = msg.route[0]
         tasks, targets = header.get("tasks"), header.get("targets")
-        if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
+        if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) for t in tasks):
             raise BadMessage("apply: 'tasks' must be a list of task ids")
         if targets is not None and (
             not isinstance(targets, list) or not all(isinstance(t, int) for t in targets)
         ):
             raise BadMessage("apply: 'targets' must be a list of engine ids or null")
+        if any(self.ledger.get(t) is not None for t in tasks):
+            raise BadMessage("apply: a task id is in use already")
         label = header.get("label") if isinstance(header.get("label"), str) else None
         if header.get("balanced"):
             if len(tasks) != 1:
@@ -190,7 +209,7 @@ class Controller:
                         request=msg.frames)
             self.ledger.add(task)
             if allowed is not None and not allowed & set(self.registry.by_id):
-                self._fail(task, NoSuchEngine(
+                self.fail(task, NoSuchEngine(
                     "NoSuchEngine", f"none of the engines {sorted(allowed)} is registered; "
                     f"registered engines: {self.registry.ids()}"))
                 return
@@ -204,7 +223,7 @@ class Controller:
             self.ledger.add(task)
             engine = self.registry.by_id.get(eid)
             if engine is None:
-                self._fail(task, NoSuchEngine(
+                self.fail(task, NoSuchEngine(
                     "NoSuchEngine", f"no engine with id {eid}; registered engines: "
                     f"{self.registry.ids()}", engine_id=eid))
                 continue
@@ -216,82 +235,6 @@ class Controller:
             task = self.ledger.get(pending.task_id)
             if task is not None and task.result is None:
                 self._send_task(task, self.registry.by_id[eid], pending.payload)
-
-    def on_control(self, msg) -> None:
-        request = unpack(msg.content) or {}
-        action = request.get("action")
-        handler = getattr(self, f"control_{action}", None) if isinstance(action, str) else None
-        if handler is None:
-            raise BadMessage(f"control: unknown action {action!r}")
-        self._reply(self.clients, msg, "control_reply", handler(msg.route[0], request) or {})
-
-    def _engines_of(self, request: dict) -> list[Engine]:
-        targets = request.get("targets")
-        if targets is None or targets == "all":
-            return list(self.registry.by_id.values())
-        return [self.registry.by_id[t] for t in targets if t in self.registry.by_id]
-
-    def control_abort(self, client: bytes, request: dict) -> dict:
-        by_engine: dict[int, list[str]] = {}
-        aborted = []
-        for task_id in request.get("tasks", []):
-            task = self.ledger.get(task_id)
-            if task is None or task.result is not None:
-                continue
-            if task.engine is None:
-                self.scheduler.remove(task.id)
-                self._fail(task, TaskAborted("TaskAborted", "aborted before it started"))
-            else:
-                by_engine.setdefault(task.engine, []).append(task.id)
-            aborted.append(task_id)
-        for eid, ids in by_engine.items():
-            if eid in self.registry.by_id:
-                self._send_control(self.registry.by_id[eid], {"action": "abort", "tasks": ids})
-        return {"aborted": aborted}
-
-    def control_signal(self, client: bytes, request: dict) -> dict:
-        engines = self._engines_of(request)
-        for engine in engines:
-            self._send_control(engine, {"action": "signal", "signal": int(request.get("signal", 2))})
-        return {"engines": [e.id for e in engines]}
-
-    def control_shutdown(self, client: bytes, request: dict) -> dict:
-        engines = self._engines_of(request)
-        for engine in engines:
-            self._send_control(engine, {"action": "shutdown"})
-        if request.get("hub"):
-            log.info("shutdown of the controller requested by a client")
-            self.stopping = True
-        return {"engines": [e.id for e in engines]}
-
-    def control_fetch(self, client: bytes, request: dict) -> dict:
-        """Send finished results to `client`; have unfinished ones sent when they finish."""
-        missing = []
-        for task_id in request.get("tasks", []):
-            task = self.ledger.get(task_id)
-            if task is None:
-                missing.append(task_id)
-            elif task.result is None:
-                task.watchers.add(client)
-            else:
-                for name in ("stdout", "stderr"):
-                    if getattr(task, name):
-                        header = {"kind": "output", "id": self.ids(), "parent": task.id,
-                                  "engine": task.engine}
-                        content = pack({"name": name, "text": getattr(task, name)})
-                        self._send(self.clients, client, encode(self.signer, header, content))
-                self._send(self.clients, client, [DELIM, *task.result])
-        return {"missing": missing}
-
-    def control_purge(self, client: bytes, request: dict) -> dict:
-        ids = request.get("tasks")
-        ids = self.ledger.finished_ids() if ids == "all" else ids or []
-        for task_id in ids:
-            self.ledger.forget(task_id)
-        return {"purged": len(ids)}
-
-    def control_history(self, client: bytes, request: dict) -> dict:
-        return {"tasks": [t.summary() for t in self.ledger.tasks.values()]}
 
     # -- engine messages --------------------------------------------------------------------
 
@@ -305,11 +248,11 @@ class Controller:
         info = unpack(msg.content) or {}
         if msg.route[0] in self.registry.by_identity:
             raise BadMessage("register: this engine is registered already")
-        engine = self.registry.add(
-            msg.route[0], int(info.get("pid", 0)), str(info.get("host", "?")), info.get("id")
-        )
+        requested = info.get("id")
+        engine = self.registry.add(msg.route[0], int(info.get("pid", 0)), str(info.get("host", "?")),
+                                   requested if isinstance(requested, int) else None)
         self.scheduler.add_engine(engine.id)
-        self._reply(self.engines, msg, "register_reply", {"id": engine.id})
+        self.reply(self.engines, msg, "register_reply", {"id": engine.id})
         log.info("engine %d registered (pid %d on %s)", engine.id, engine.pid, engine.host)
         self._publish({"event": "engine_up", "id": engine.id, "ids": self.registry.ids()})
         self._dispatch()
@@ -322,7 +265,7 @@ class Controller:
     def on_beat(self, msg) -> None:
         if self._engine(msg) is not None:  # an engine we dropped hears nothing, and exits
             header = {"kind": "beat", "id": self.ids()}
-            self._send(self.engines, msg.route[0], encode(self.signer, header))
+            self.send(self.engines, msg.route[0], encode(self.signer, header))
 
     def on_result(self, msg) -> None:
         engine = self._engine(msg)
@@ -345,11 +288,11 @@ class Controller:
         allowed = set(self.registry.by_id) if task.targets is None else set(task.targets)
         untried = frozenset(allowed - task.tried)
         task.engine = None
-        if untried:
+        if untried:  # each engine sees the request once, so none takes it for a replay
             self.scheduler.submit(Pending(task.id, untried, task.request))
             return True
         reason = (unpack(msg.content) or {}).get("evalue", "")  # errors are msgpack, never pickle
-        self._fail(task, ImpossibleDependency(
+        self.fail(task, ImpossibleDependency(
             "ImpossibleDependency", f"no engine meets the task's dependencies (tried engines "
             f"{sorted(task.tried)}); the last said: {reason}"))
         return True
@@ -372,29 +315,7 @@ class Controller:
         for task_id in sorted(engine.tasks):
             task = self.ledger.get(task_id)
             if task is not None and task.result is None:
-                self._fail(task, EngineError(
+                self.fail(task, EngineError(
                     "EngineError", f"engine {engine.id} (pid {engine.pid} on {engine.host}) "
                     f"stopped before finishing this task: {reason}", engine_id=engine.id))
         self._publish({"event": "engine_down", "id": engine.id, "ids": self.registry.ids()})
-
-
-def run(cluster_id: str, options: ControllerOptions, connection_file: Path) -> None:
-    """Run a controller until SIGTERM or SIGINT, with its connection file written meanwhile."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s controller %(levelname)s %(message)s")
-    stop = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.append(True))
-    controller = Controller(cluster_id, options, connection.new_key())
-    connection.write(connection_file, controller.info)
-    log.info("controller of cluster %r on %s (pid %d, host %s)", cluster_id,
-             controller.info.client_url, os.getpid(), socket.gethostname())
-    try:
-        controller.serve(lambda: bool(stop))
-    finally:
-        try:
-            if connection.read(connection_file).controller_pid == os.getpid():
-                connection_file.unlink()
-        except Exception:
-            pass
-        controller.close()
-        log.info("controller stopped")

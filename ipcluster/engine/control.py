@@ -20,7 +20,7 @@ import time
 import uuid
 
 from ipcluster import transport
-from ipcluster.protocol import BadMessage, Ids, decode, encode, pack, unpack
+from ipcluster.protocol import BadMessage, Drops, Ids, Replay, decode, encode, pack, unpack
 
 log = logging.getLogger("ipcluster.engine")
 
@@ -37,10 +37,12 @@ class Running:
         self.deadline: float | None = None
         self.reason: str | None = None  # why it was interrupted: "abort" or "timeout"
 
-    def start(self, task: str, timeout: float | None) -> None:
+    def start(self, task: str, timeout) -> None:
+        """`timeout`: seconds the task may run (anything but a positive number: no limit)."""
         with self._lock:
             self.task, self.reason = task, None
-            self.deadline = time.monotonic() + timeout if timeout else None
+            limited = isinstance(timeout, (int, float)) and timeout > 0
+            self.deadline = time.monotonic() + timeout if limited else None
 
     def finish(self) -> None:
         with self._lock:
@@ -66,6 +68,8 @@ class Control(threading.Thread):
         self.capture, self.tasks, self.options = capture, tasks, options
         self.requested_id = requested_id
         self.ids = Ids()
+        self.replay = Replay()
+        self.dropped = Drops(log)
         self.engine_id: int | None = None
         self.registered = threading.Event()
         self.running = Running()
@@ -98,16 +102,20 @@ class Control(threading.Thread):
         while time.monotonic() < deadline and not self._stopping.is_set():
             if sock not in poller.poll(0.1):
                 continue
-            msg = decode(self.signer, transport.recv(sock))
-            if msg.kind == "register_reply":
-                self.engine_id = unpack(msg.content)["id"]
-                return True
+            try:
+                msg = decode(self.signer, transport.recv(sock), self.replay)
+                if msg.kind == "register_reply":
+                    self.engine_id = int(unpack(msg.content)["id"])
+                    return True
+            except Exception as exc:
+                self.dropped(exc)
         self.error = (f"no reply from the controller at {self.info.engine_url} within "
                       f"{self.options.register_timeout} s; is the cluster running?")
         return False
 
     def _run(self) -> None:
-        sock = self.context.dealer(self.info.engine_url, identity=uuid.uuid4().bytes)
+        sock = self.context.dealer(self.info.engine_url, identity=uuid.uuid4().bytes,
+                                   curve_server_key=self.info.curve_public_key or None)
         inbox = self.context.inbox(RESULTS)
         if not self._register(sock):
             return
@@ -141,18 +149,30 @@ class Control(threading.Thread):
 
     def _on_message(self, frames) -> None:
         try:
-            msg = decode(self.signer, frames)
-        except BadMessage as exc:
-            log.warning("dropped a message: %s", exc)
-            return
-        if msg.kind == "apply":
-            self.tasks.put(msg)
-        elif msg.kind == "control":
-            self._on_control(unpack(msg.content) or {})
-        elif msg.kind != "beat":
-            log.warning("dropped a %r message: not for engines", msg.kind)
+            msg = decode(self.signer, frames, self.replay)
+            if msg.kind == "apply":
+                self.tasks.put((self._task_id(msg.header), msg))
+            elif msg.kind == "control":
+                self._on_control(unpack(msg.content))
+            elif msg.kind != "beat":
+                raise BadMessage(f"a {msg.kind!r} message is not for engines")
+        except Exception as exc:  # nothing a message says may stop this thread
+            self.dropped(exc)
 
-    def _on_control(self, request: dict) -> None:
+    def _task_id(self, header: dict) -> str:
+        """This engine's task in an apply: the only one if balanced, else the one at its place."""
+        tasks, targets = header.get("tasks"), header.get("targets")
+        if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) for t in tasks):
+            raise BadMessage("apply: 'tasks' must be a list of task ids")
+        if header.get("balanced"):
+            return tasks[0]
+        if not isinstance(targets, list) or len(targets) != len(tasks) or self.engine_id not in targets:
+            raise BadMessage(f"apply: engine {self.engine_id} is not among the targets")
+        return tasks[targets.index(self.engine_id)]
+
+    def _on_control(self, request) -> None:
+        if not isinstance(request, dict):
+            raise BadMessage(f"control: expected a map, got {type(request).__name__}")
         action = request.get("action")
         if action == "abort":
             for task in request.get("tasks", []):
@@ -168,7 +188,7 @@ class Control(threading.Thread):
             log.info("shutdown requested by the controller")
             os.kill(os.getpid(), signal.SIGTERM)
         else:
-            log.warning("unknown control action %r ignored", action)
+            raise BadMessage(f"unknown control action {action!r}")
 
     def _send_output(self, sock) -> None:
         for task, name, text in self.capture.take():

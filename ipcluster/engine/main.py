@@ -36,6 +36,7 @@ class EngineOptions:
 class Engine:
     def __init__(self, info: ConnectionInfo, options: EngineOptions, requested_id=None) -> None:
         self.signer = Signer(info.key_bytes)
+        self.max_message_size = info.max_message_size
         self.context = transport.Context()
         self.capture = Capture()
         self.tasks: queue.SimpleQueue = queue.SimpleQueue()
@@ -65,8 +66,8 @@ class Engine:
             log.info("registered as engine %d", self.control.engine_id)
             self.capture.install()
             outbox = self.context.outbox(RESULTS)
-            while (msg := self.tasks.get()) is not STOP:
-                transport.send(outbox, self.run_task(msg))
+            while (item := self.tasks.get()) is not STOP:
+                transport.send(outbox, self.run_task(*item))
         except SystemExit:
             log.info("engine %s stopping", self.control.engine_id)
         finally:
@@ -78,12 +79,10 @@ class Engine:
             return 1
         return 0
 
-    def run_task(self, msg) -> list:
+    def run_task(self, task_id: str, msg) -> list:
         header = msg.header
         eid = self.control.engine_id
-        task_id = header["tasks"][0] if header.get("balanced") else \
-            header["tasks"][header["targets"].index(eid)]
-        reply = {"kind": "result", "id": f"{task_id}/r", "parent": task_id, "engine": eid}
+        reply = {"kind": "result", "id": self.control.ids(), "parent": task_id, "engine": eid}
         started = now()
         if task_id in self.control.aborted:
             self.control.aborted.discard(task_id)
@@ -97,6 +96,7 @@ class Engine:
             result = namespace.bind(f)(*args, **kwargs)
             self.running.finish()
             content, buffers = serialize.dumps(result, "the result")
+            serialize.check_size(content, buffers, self.max_message_size, "the result")
             status = "ok"
         except BaseException as exc:  # the task's failure, reported to its client
             self.running.finish()

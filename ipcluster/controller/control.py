@@ -1,0 +1,97 @@
+"""Processes layer: what a client's ``control`` request can ask of the controller.
+
+Each action is a function ``(controller, client identity, request) -> reply dict``, found by
+name in `ACTIONS`. Actions on engines (abort, signal, shutdown) are passed on to them as
+``control`` messages; the rest act on the ledger.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ipcluster.errors import TaskAborted
+from ipcluster.protocol import encode, pack, resign
+
+log = logging.getLogger("ipcluster.controller")
+
+
+def _engines(ctl, request: dict) -> list:
+    targets = request.get("targets")
+    if targets is None or targets == "all":
+        return list(ctl.registry.by_id.values())
+    if not isinstance(targets, list):
+        raise ValueError(f"targets must be a list of engine ids or 'all', not {targets!r}")
+    return [ctl.registry.by_id[t] for t in targets if t in ctl.registry.by_id]
+
+
+def abort(ctl, client: bytes, request: dict) -> dict:
+    """Queued tasks fail with TaskAborted here; tasks on engines are stopped there."""
+    by_engine: dict[int, list[str]] = {}
+    aborted = []
+    for task_id in request.get("tasks", []):
+        task = ctl.ledger.get(task_id)
+        if task is None or task.result is not None:
+            continue
+        if task.engine is None:
+            ctl.scheduler.remove(task.id)
+            ctl.fail(task, TaskAborted("TaskAborted", "aborted before it started"))
+        else:
+            by_engine.setdefault(task.engine, []).append(task.id)
+        aborted.append(task_id)
+    for eid, ids in by_engine.items():
+        if eid in ctl.registry.by_id:
+            ctl.send_control(ctl.registry.by_id[eid], {"action": "abort", "tasks": ids})
+    return {"aborted": aborted}
+
+
+def signal(ctl, client: bytes, request: dict) -> dict:
+    engines = _engines(ctl, request)
+    for engine in engines:
+        ctl.send_control(engine, {"action": "signal", "signal": int(request.get("signal", 2))})
+    return {"engines": [e.id for e in engines]}
+
+
+def shutdown(ctl, client: bytes, request: dict) -> dict:
+    engines = _engines(ctl, request)
+    for engine in engines:
+        ctl.send_control(engine, {"action": "shutdown"})
+    if request.get("hub"):
+        log.info("shutdown of the controller requested by a client")
+        ctl.stopping = True
+    return {"engines": [e.id for e in engines]}
+
+
+def fetch(ctl, client: bytes, request: dict) -> dict:
+    """Send finished results (and their output) to `client`; unfinished ones when they finish."""
+    missing = []
+    for task_id in request.get("tasks", []):
+        task = ctl.ledger.get(task_id)
+        if task is None:
+            missing.append(task_id)
+        elif task.result is None:
+            task.watchers.add(client)
+        else:
+            for name in ("stdout", "stderr"):
+                if getattr(task, name):
+                    header = {"kind": "output", "id": ctl.ids(), "parent": task.id,
+                              "engine": task.engine}
+                    content = pack({"name": name, "text": getattr(task, name)})
+                    ctl.send(ctl.clients, client, encode(ctl.signer, header, content))
+            # a resend is a new message: the client must not take it for a replay
+            ctl.send(ctl.clients, client, resign(ctl.signer, task.result, ctl.ids()))
+    return {"missing": missing}
+
+
+def purge(ctl, client: bytes, request: dict) -> dict:
+    ids = request.get("tasks")
+    ids = ctl.ledger.finished_ids() if ids == "all" else ids or []
+    for task_id in ids:
+        ctl.ledger.forget(task_id)
+    return {"purged": len(ids)}
+
+
+def history(ctl, client: bytes, request: dict) -> dict:
+    return {"tasks": [t.summary() for t in ctl.ledger.tasks.values()]}
+
+
+ACTIONS = {f.__name__: f for f in (abort, signal, shutdown, fetch, purge, history)}
