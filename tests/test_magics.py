@@ -198,7 +198,8 @@ def test_ctrl_c_interrupts_the_engines_and_returns_promptly(client, ip, capsys):
     returned = time.monotonic()
     watcher.join(5)
     elapsed = returned - times["sent"]
-    print(f"%%px interrupted on 4 engines: returned {elapsed:.3f} s after SIGINT")
+    with capsys.disabled():
+        print(f"\n%%px interrupted on 4 engines: returned {elapsed:.3f} s after SIGINT")
     assert elapsed < 2, elapsed
     error = result.error_in_exec
     assert isinstance(error, ipcluster.CompositeError)
