@@ -4,10 +4,15 @@ progress widget, and the example notebooks, executed from top to bottom."""
 
 from __future__ import annotations
 
+import importlib.util
+import shutil
+import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from tests.launchers.conftest import require
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -15,6 +20,12 @@ jupyter_client = pytest.importorskip("jupyter_client")
 pytest.importorskip("ipykernel")
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def _have_mpi() -> bool:
+    beside = Path(sys.executable).parent / "mpiexec"
+    return importlib.util.find_spec("mpi4py") is not None and (
+        beside.exists() or shutil.which("mpiexec") is not None)
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +150,8 @@ def test_interrupting_a_kernel_stops_the_engines_within_two_seconds(kernel):
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.glob("*.ipynb")))
 def test_example_notebook_runs_without_error(name, tmp_path):
+    if name == "mpi.ipynb":
+        require(_have_mpi(), "mpi4py and an mpiexec, for examples/mpi.ipynb")
     nb = nbformat.read(EXAMPLES / name, as_version=4)
     nbclient.NotebookClient(nb, timeout=180, kernel_name="python3",
                             resources={"metadata": {"path": str(tmp_path)}}).execute()
