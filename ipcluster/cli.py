@@ -37,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="address the controller binds (default: 127.0.0.1, or one the "
                             "engines' hosts reach)")
     start.add_argument("--interface", default=None, help="bind the controller to this interface's address")
+    _curve_argument(start)
     start.add_argument("--daemonize", action="store_true",
                        help="run in the background; return once the engines are up")
     start.add_argument("--timeout", type=float, default=60.0,
@@ -64,12 +65,19 @@ def _parser() -> argparse.ArgumentParser:
     ctl = sub.add_parser("controller", help="run a controller (launchers call this)")
     ctl.add_argument("--cluster-id", default=DEFAULT_CLUSTER_ID)
     ctl.add_argument("--ip", default=None)
+    _curve_argument(ctl)
 
     eng = sub.add_parser("engine", help="run an engine (launchers call this)")
     eng.add_argument("--connection-file", default=None,
                      help=f"default: the connection info in ${CONNECTION_VARIABLE}")
     eng.add_argument("--id", type=int, default=None, help="engine id to ask for")
     return parser
+
+
+def _curve_argument(parser) -> None:
+    parser.add_argument("--curve", action=argparse.BooleanOptionalAction, default=None,
+                        help="encrypt with CurveZMQ (default: on unless the controller binds "
+                             "loopback only); --no-curve only on a trusted fabric")
 
 
 def _launcher_arguments(parser) -> None:
@@ -108,7 +116,7 @@ def cmd_start(args) -> int:
         return _start_daemon(args)
     try:
         cluster = Cluster(args.n, engines=args.engines, cluster_id=args.cluster_id,
-                          controller_ip=args.ip, interface=args.interface,
+                          controller_ip=args.ip, interface=args.interface, curve=args.curve,
                           start_timeout=args.timeout, owner="cli", **_options(args.set))
     except (TypeError, ValueError) as exc:  # an unknown launcher or option: the message lists them
         print(f"ipcluster: {exc}", file=sys.stderr)
@@ -156,6 +164,7 @@ def _start_daemon(args) -> int:
     argv += ["--engines", args.engines] if args.engines else []
     argv += ["--ip", args.ip] if args.ip else []
     argv += ["--interface", args.interface] if args.interface else []
+    argv += [] if args.curve is None else ["--curve" if args.curve else "--no-curve"]
     argv += [f"--set={pair}" for pair in args.set]
     with open(log, "ab") as out:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
@@ -354,7 +363,7 @@ def cmd_list(args) -> int:
 def cmd_controller(args) -> int:
     from ipcluster.controller.main import ControllerOptions, run
 
-    options = resolve(ControllerOptions, "controller", {"ip": args.ip})
+    options = resolve(ControllerOptions, "controller", {"ip": args.ip, "curve": args.curve})
     run(args.cluster_id, options, cluster_dir(args.cluster_id) / connection.FILENAME)
     return 0
 

@@ -85,7 +85,8 @@ class Cluster:
 
     def __init__(self, n: int | None = None, *, engines: str | None = None, cluster_id: str | None = None,
                  controller_ip: str | None = None, interface: str | None = None,
-                 start_timeout: float = 60.0, owner: str = "python", **launcher_options) -> None:
+                 curve: bool | None = None, start_timeout: float = 60.0, owner: str = "python",
+                 **launcher_options) -> None:
         self.allocation = allocation.detect() if engines is None else None
         if self.allocation is not None:
             launcher_options.setdefault("starter", self.allocation.starter)
@@ -96,6 +97,7 @@ class Cluster:
         self.interface = interface
         self.cluster_id = cluster_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
         self.controller_ip = controller_ip
+        self.curve = curve  # CurveZMQ; None: on unless the controller binds loopback only
         self.start_timeout = start_timeout
         self.owner = owner  # "cli" when `ipcluster start` supervises it
         self.cluster_dir = cluster_dir(self.cluster_id)
@@ -123,6 +125,8 @@ class Cluster:
         ip = await asyncio.to_thread(self.choose_ip)
         if ip:
             argv += ["--ip", ip]
+        if self.curve is not None:
+            argv.append("--curve" if self.curve else "--no-curve")
         log = self.cluster_dir / "controller.log"
         with open(log, "ab") as out:
             self.controller = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,

@@ -105,14 +105,12 @@ class Signer:
     def __init__(self, key: bytes):
         if len(key) < 16:
             raise ValueError("the cluster key must be at least 16 bytes")
-        self._keyed = hmac.new(key, digestmod=hashlib.sha256)
+        self._key = key
 
     def sign(self, header, content) -> bytes:
-        h = self._keyed.copy()
-        h.update(len(header).to_bytes(8, "little"))
-        h.update(header)
-        h.update(content)
-        return h.digest()
+        # one-shot C HMAC over one joined buffer: several times faster than hmac.new().update()
+        return hmac.digest(self._key, b"".join((len(header).to_bytes(8, "little"), header, content)),
+                           hashlib.sha256)
 
     def verify(self, signature, header, content) -> bool:
         return hmac.compare_digest(self.sign(header, content), signature)
