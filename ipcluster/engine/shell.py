@@ -124,8 +124,12 @@ def _shell_class():
     def make():
         options = dict(user_module=namespace.main_module, user_ns=namespace.user_ns,
                        config=config, colors="nocolor")
-        if InteractiveShell.initialized():  # hosted by an IPython session (in-process tests)
-            return EngineShell(**options)
-        return EngineShell.instance(**options)  # display() finds it as the shell
+        main = sys.modules.get("__main__")  # namespace.install decides what __main__ is
+        try:
+            if InteractiveShell.initialized():  # hosted by an IPython session (in-process tests)
+                return EngineShell(**options)
+            return EngineShell.instance(**options)  # display() finds it as the shell
+        finally:
+            sys.modules["__main__"] = main
 
     return make
