@@ -1,14 +1,40 @@
-"""Processes layer: which engine runs a load-balanced task. Policy only, no sockets.
+"""Processes layer: which engine runs a load-balanced task, and when. Policy only, no sockets.
 
-Least-load: a task goes to the engine with the fewest outstanding tasks, as long as that number
-is below the high-water mark `hwm` (so an engine has its next task queued when it finishes one,
-but a slow engine does not hoard work). Tasks that fit nowhere wait in arrival order.
+    submit(task) ──▶ one bucket per restriction ──┐
+                     (None: any engine), each a    ├──▶ ready() ──▶ [(task, engine id)]
+                     heap: priority, then arrival  │     the scheme picks among the
+    finished(eid) ─▶ engine has room again ────────┘     allowed engines with room
+
+- An engine **has room** while its outstanding tasks (balanced, and direct ones reported with
+  `started`) are below the high-water mark `hwm`; 0 means no limit. A small `hwm` > 1 keeps the
+  next task queued on an engine while it runs one, without letting a slow engine hoard work.
+- Tasks run **highest `priority` first**, in arrival order among equal priorities.
+- The **scheme** picks the engine among the allowed ones with room (ipyparallel's schemes):
+  `leastload`  fewest outstanding tasks, the least recently used of those (the default);
+  `lru`        the engine given a task least recently;
+  `plainrandom` any, uniformly;
+  `twobin`     two drawn uniformly, the less recently used of the two;
+  `weighted`   two drawn with probability proportional to observed speed (1 / mean task
+               duration), the one that would finish its queue plus this task soonest.
+
+How it stays cheap: after each `ready()`, no waiting task could run on an engine with room.
+So the next call looks only at buckets that got new tasks and buckets that include an engine
+that got room since; a task waiting for a full engine is never looked at again until that
+engine frees a slot. Per call the work is O((b + d) log b) for b such buckets and d tasks
+sent, plus the choice of engine: O(log E) for `leastload`/`lru` on unrestricted tasks (a lazy
+heap), O(1) for the random schemes, O(|targets|) for restricted tasks, O(E) for `weighted`.
+`remove` is O(1) (entries are dropped lazily). `steps` counts the buckets, tasks and engines
+looked at, so tests can check this without timing anything.
 """
 
 from __future__ import annotations
 
-from collections import deque
+import heapq
+import itertools
+import random
 from dataclasses import dataclass
+
+SCHEMES = ("leastload", "lru", "twobin", "weighted", "plainrandom")
 
 
 @dataclass
@@ -16,66 +42,290 @@ class Pending:
     task_id: str
     targets: frozenset | None  # engines allowed to run it; None means any
     payload: object  # what the server needs to send it
+    priority: float = 0  # higher runs first; equal priorities run in arrival order
 
 
-class LeastLoad:
-    def __init__(self, hwm: int = 2) -> None:
-        self.hwm = hwm  # 0 means no limit
-        self.load: dict[int, int] = {}
-        self.pending: deque[Pending] = deque()
+def make_scheduler(scheme: str = "leastload", hwm: int = 2, seed: int | None = None) -> Scheduler:
+    """The scheduler for `scheme`; an unknown name lists the valid ones."""
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown scheduling scheme {scheme!r}; valid schemes: "
+                         f"{', '.join(SCHEMES)} (default: leastload)")
+    if not isinstance(hwm, int) or hwm < 0:
+        raise ValueError(f"hwm must be an int >= 0 (0: no limit), not {hwm!r}")
+    return Scheduler(scheme, hwm, seed)
+
+
+def LeastLoad(hwm: int = 2) -> Scheduler:  # the default, as the server builds it today
+    return make_scheduler("leastload", hwm)
+
+
+class _Roster:
+    """A set with O(1) add, discard and uniform random choice: the engines that have room."""
+
+    def __init__(self) -> None:
+        self.items: list[int] = []
+        self.index: dict[int, int] = {}
+
+    def add(self, eid: int) -> None:
+        if eid not in self.index:
+            self.index[eid] = len(self.items)
+            self.items.append(eid)
+
+    def discard(self, eid: int) -> None:
+        i = self.index.pop(eid, None)
+        if i is not None:
+            last = self.items.pop()
+            if i < len(self.items):  # move the last one into the hole
+                self.items[i] = last
+                self.index[last] = i
+
+    def choice(self, rng: random.Random) -> int:
+        return self.items[rng.randrange(len(self.items))]
+
+    def __contains__(self, eid) -> bool:
+        return eid in self.index
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self):
+        return iter(self.items)
+
+
+class _Bucket:
+    """The tasks with one restriction: a heap of (-priority, arrival, task), removals lazy."""
+
+    __slots__ = ("heap", "live")
+
+    def __init__(self) -> None:
+        self.heap: list = []
+        self.live = 0
+
+
+class Scheduler:
+    def __init__(self, scheme: str = "leastload", hwm: int = 2, seed: int | None = None) -> None:
+        self.scheme, self.hwm = scheme, hwm
+        self.rng = random.Random(seed)
+        self.load: dict[int, int] = {}  # engine -> outstanding tasks
+        self.stamp: dict[int, int] = {}  # engine -> when it last got a task; lower is longer ago
+        self.busy: dict[int, list] = {}  # engine -> [tasks timed, seconds], for `weighted`
+        self.room = _Roster()
+        self.buckets: dict[frozenset | None, _Bucket] = {}
+        self.keys_of: dict[int, set] = {}  # engine id -> restrictions of buckets naming it
+        self._queued: dict[str, Pending] = {}  # in arrival order
+        self._fresh: set = set()  # restrictions that got a task since the last ready()
+        self._freed: set[int] = set()  # engines that got room since the last ready()
+        self._ranked: list = []  # (rank, engine) of engines with room; stale entries skipped
+        self._seq = itertools.count(1)
+        self.steps = 0
+
+    @property
+    def pending(self):
+        """The queued tasks, in arrival order (a live view: it has a length)."""
+        return self._queued.values()
+
+    # -- engines ----------------------------------------------------------------------------
 
     def add_engine(self, eid: int) -> None:
-        self.load.setdefault(eid, 0)
+        if eid in self.load:
+            return
+        self.load[eid] = 0
+        self.stamp[eid] = -next(self._seq)  # the newest engine is the least recently used
+        self.busy[eid] = [0, 0.0]
+        self._update(eid, had_room=False)
 
-    def remove_engine(self, eid: int) -> None:
-        self.load.pop(eid, None)
-
-    def _pick(self, targets: frozenset | None) -> int | None:
-        best, best_load = None, None
-        for eid, load in self.load.items():
-            if targets is not None and eid not in targets:
-                continue
-            if best_load is None or load < best_load:
-                best, best_load = eid, load
-        if best is None or (self.hwm and best_load >= self.hwm):
-            return None
-        return best
-
-    def submit(self, task: Pending) -> None:
-        """Queue `task`; `ready()` says when and where it can go."""
-        self.pending.append(task)
-
-    def remove(self, task_id: str) -> bool:
-        """Take a queued task out (it was aborted); False if it is not queued."""
-        for i, task in enumerate(self.pending):
-            if task.task_id == task_id:
-                del self.pending[i]
-                return True
-        return False
+    def remove_engine(self, eid: int) -> list[Pending]:
+        """Forget `eid`; returns (and unqueues) the tasks no registered engine may run now."""
+        if self.load.pop(eid, None) is None:
+            return []
+        del self.stamp[eid], self.busy[eid]
+        self.room.discard(eid)
+        self._freed.discard(eid)
+        stranded = []
+        for key in list(self.keys_of.get(eid, ())):
+            if not any(e in self.load for e in key):
+                lost = [t for _, _, t in sorted(self.buckets[key].heap)
+                        if self._queued.get(t.task_id) is t]
+                for task in lost:
+                    del self._queued[task.task_id]
+                stranded += lost
+                self._drop_bucket(key)
+        return stranded
 
     def started(self, eid: int) -> None:
         """A task was sent to `eid` directly, outside the balancer: it counts toward its load."""
         if eid in self.load:
+            had_room = self._has_room(eid)
             self.load[eid] += 1
+            self._update(eid, had_room)
 
-    def finished(self, eid: int) -> None:
+    def finished(self, eid: int, duration: float | None = None) -> None:
+        """A task on `eid` ended; `duration` (seconds it ran) feeds the `weighted` scheme."""
         if self.load.get(eid, 0) > 0:
+            had_room = self._has_room(eid)
             self.load[eid] -= 1
+            if duration is not None and duration >= 0:
+                self.busy[eid][0] += 1
+                self.busy[eid][1] += duration
+            self._update(eid, had_room)
+
+    def _has_room(self, eid: int) -> bool:
+        return not self.hwm or self.load[eid] < self.hwm
+
+    def _rank(self, eid: int) -> tuple:
+        if self.scheme == "leastload":
+            return (self.load[eid], self.stamp[eid])
+        return (self.stamp[eid],)
+
+    def _update(self, eid: int, had_room: bool) -> None:
+        """Keep `room`, the engine heap and `_freed` true after `eid` changed."""
+        if not self._has_room(eid):
+            self.room.discard(eid)
+            return
+        self.room.add(eid)
+        if not had_room:
+            self._freed.add(eid)
+        if self.scheme in ("leastload", "lru"):
+            heapq.heappush(self._ranked, (self._rank(eid), eid))
+            if len(self._ranked) > 4 * len(self.load) + 64:  # too many stale entries: rebuild
+                self._ranked = [(self._rank(e), e) for e in self.room]
+                heapq.heapify(self._ranked)
+
+    # -- tasks ------------------------------------------------------------------------------
+
+    def submit(self, task: Pending) -> None:
+        """Queue `task`; `ready()` says when and where it can go."""
+        if task.task_id in self._queued:
+            raise ValueError(f"task {task.task_id!r} is queued already")
+        if task.targets is not None:
+            task.targets = frozenset(task.targets)
+            if not task.targets:
+                raise ValueError(f"task {task.task_id!r} is restricted to no engine at all")
+        key = task.targets
+        bucket = self.buckets.get(key)
+        if bucket is None:
+            bucket = self.buckets[key] = _Bucket()
+            for eid in key or ():
+                self.keys_of.setdefault(eid, set()).add(key)
+        heapq.heappush(bucket.heap, (-task.priority, next(self._seq), task))
+        bucket.live += 1
+        self._queued[task.task_id] = task
+        self._fresh.add(key)
+
+    def remove(self, task_id: str) -> bool:
+        """Take a queued task out (it was aborted); False if it is not queued."""
+        task = self._queued.pop(task_id, None)
+        if task is None:
+            return False
+        bucket = self.buckets[task.targets]
+        bucket.live -= 1
+        if not bucket.live:
+            self._drop_bucket(task.targets)
+        elif len(bucket.heap) > 2 * bucket.live + 32:  # mostly removed entries: compact
+            bucket.heap = [e for e in bucket.heap if self._queued.get(e[2].task_id) is e[2]]
+            heapq.heapify(bucket.heap)
+        return True
+
+    def _drop_bucket(self, key) -> None:
+        del self.buckets[key]
+        for eid in key or ():
+            keys = self.keys_of.get(eid)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self.keys_of[eid]
+
+    def _head(self, bucket: _Bucket):
+        """The bucket's best live entry, dropping removed ones on the way."""
+        heap = bucket.heap
+        while heap and self._queued.get(heap[0][2].task_id) is not heap[0][2]:
+            heapq.heappop(heap)
+            self.steps += 1
+        return heap[0] if heap else None
 
     def ready(self) -> list[tuple[Pending, int]]:
-        """Queued tasks that can be sent now, each with its engine."""
+        """Queued tasks that can be sent now, each with its engine, best first."""
+        keys = self._fresh
+        for eid in self._freed:
+            keys |= self.keys_of.get(eid, set())
+        if self._freed and None in self.buckets:
+            keys.add(None)
+        self._fresh, self._freed = set(), set()
+        heads = []  # one entry per bucket: (-priority, arrival, restriction) of its head
+        for key in keys:
+            self.steps += 1
+            bucket = self.buckets.get(key)
+            head = self._head(bucket) if bucket is not None else None
+            if head is not None:
+                heads.append((head[0], head[1], key))
+        heapq.heapify(heads)
         out = []
-        skipped = deque()
-        while self.pending:
-            task = self.pending.popleft()
-            eid = self._pick(task.targets)
+        while heads and self.room:
+            _, _, key = heapq.heappop(heads)
+            self.steps += 1
+            eid = self._pick(key)
             if eid is None:
-                skipped.append(task)
-                if task.targets is None:
-                    break  # no engine has room for an unrestricted task: none for the rest
-                continue
+                continue  # every engine it may use is full: it waits until one frees a slot
+            bucket = self.buckets[key]
+            task = heapq.heappop(bucket.heap)[2]
+            del self._queued[task.task_id]
+            bucket.live -= 1
             self.load[eid] += 1
+            self.stamp[eid] = next(self._seq)
+            self._update(eid, had_room=True)
             out.append((task, eid))
-        skipped.extend(self.pending)
-        self.pending = skipped
+            head = self._head(bucket)
+            if head is None:
+                self._drop_bucket(key)
+            else:
+                heapq.heappush(heads, (head[0], head[1], key))
         return out
+
+    # -- choosing an engine -----------------------------------------------------------------
+
+    def _pick(self, key) -> int | None:
+        """The engine with room the scheme picks for a task restricted to `key`."""
+        if key is None:
+            if not self.room:
+                return None
+            if self.scheme in ("leastload", "lru"):
+                return self._best_ranked()
+            if self.scheme == "weighted":
+                return self._choose(list(self.room))
+            return self._choose(self.room)
+        small, big = (key, self.room) if len(key) <= len(self.room) else (self.room, key)
+        self.steps += len(small)
+        allowed = [e for e in small if e in big]
+        return self._choose(allowed) if allowed else None
+
+    def _best_ranked(self) -> int:
+        ranked = self._ranked
+        while True:  # an engine with room always has a current entry
+            rank, eid = ranked[0]
+            self.steps += 1
+            if eid in self.room and rank == self._rank(eid):
+                return eid
+            heapq.heappop(ranked)
+
+    def _choose(self, engines) -> int:
+        """The scheme's choice among `engines` (a non-empty list, or the roster)."""
+        rng, stamp = self.rng, self.stamp
+        if self.scheme == "leastload":
+            return min(engines, key=self._rank)
+        if self.scheme == "lru":
+            return min(engines, key=stamp.__getitem__)
+        if self.scheme == "plainrandom":
+            return engines.choice(rng) if isinstance(engines, _Roster) else rng.choice(engines)
+        if self.scheme == "twobin":
+            draw = engines.choice if isinstance(engines, _Roster) else lambda r: r.choice(engines)
+            return min(draw(rng), draw(rng), key=stamp.__getitem__)
+        speed = self._speeds(engines)
+        a, b = rng.choices(engines, weights=[speed[e] for e in engines], k=2)
+        return min(a, b, key=lambda e: ((self.load[e] + 1) / speed[e], stamp[e]))
+
+    def _speeds(self, engines: list[int]) -> dict[int, float]:
+        """Tasks per second of each engine; engines not timed yet get the mean of the others
+        (or 1), so a new engine is neither starved nor flooded."""
+        known = {e: n / t for e in engines for n, t in [self.busy[e]] if n and t > 0}
+        default = sum(known.values()) / len(known) if known else 1.0
+        return {e: known.get(e, default) for e in engines}
