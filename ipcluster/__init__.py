@@ -33,6 +33,14 @@ from ipcluster.views import BroadcastView, DirectView, LoadBalancedView
 __version__ = "0.1.0"
 
 
+def register_joblib_backend(name: str = "ipcluster", make_default: bool = False) -> None:
+    """``with joblib.parallel_config("ipcluster"):`` runs ``joblib.Parallel`` on the engines
+    (`ipcluster.joblib_backend`, which imports joblib only then)."""
+    from ipcluster import joblib_backend
+
+    joblib_backend.register(name, make_default)
+
+
 def load_ipython_extension(ip) -> None:
     """``%load_ext ipcluster``: the %px magics (`ipcluster.magics`), imported only then."""
     from ipcluster import magics
@@ -66,5 +74,6 @@ __all__ = [
     "ViewExecutor",
     "depend",
     "interactive",
+    "register_joblib_backend",
     "require",
 ]

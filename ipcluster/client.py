@@ -69,6 +69,7 @@ class Client:
         self.history: list[str] = []  # ids of the tasks this client submitted, in order
         self._futures: dict[str, TaskFuture] = {}
         self.results = _Results(self._futures)
+        self._dask = None  # the daskbridge.DaskOnEngines of become_dask, until stop_dask
         self._session = Session(info, self.connection_file, timeout)
         try:
             reply = self._session.request("hello")
@@ -140,6 +141,28 @@ class Client:
     def executor(self, targets=None, **flags):
         """A `concurrent.futures.Executor` running on a load-balanced view."""
         return self.load_balanced_view(targets, **flags).executor
+
+    def become_dask(self, targets="all", nanny: bool = False, scheduler_args: dict | None = None,
+                    **worker_args):
+        """Start a dask.distributed scheduler in the first of `targets` and a worker in each
+        (sharing the engine's process and namespace); the connected ``distributed.Client``.
+
+        `worker_args` go to ``distributed.Worker`` (default ``nthreads=1``); see
+        `ipcluster.daskbridge.become_dask`. `stop_dask` stops them again.
+        """
+        from ipcluster import daskbridge
+
+        if self._dask is not None:
+            raise RuntimeError(f"dask already runs on engines {self._dask.worker_engines}; "
+                               "call rc.stop_dask() first")
+        self._dask = daskbridge.become_dask(self, targets, nanny, scheduler_args, **worker_args)
+        return self._dask.client
+
+    def stop_dask(self) -> None:
+        """Stop what `become_dask` started; the engines go on serving ``apply``."""
+        dask, self._dask = self._dask, None
+        if dask is not None:
+            dask.stop()
 
     def wait_for_engines(self, n: int | None = None, *, timeout: float | None = None,
                          interactive: bool = False) -> None:

@@ -339,5 +339,14 @@ class LoadBalancedView(View):
                     raise
                 yield exc
 
+    def dask_get(self, dsk, keys, **kwargs):
+        """A dask scheduler running on this view: ``dask.compute(x, scheduler=view.dask_get)``.
+
+        Each task is sent once its dependencies are done, with their values; see
+        `ipcluster.daskbridge.get`."""
+        from ipcluster import daskbridge
+
+        return daskbridge.get(self, dsk, keys, **kwargs)
+
     def __repr__(self) -> str:
         return f"<LoadBalancedView targets={self.targets!r}>"

@@ -7,7 +7,8 @@ PUBLIC = [
     "ConnectionFileError", "ControllerLost", "DirectView", "EngineError", "ImpossibleDependency",
     "IpclusterError", "LoadBalancedView", "NoEnginesRegistered", "NoSuchEngine", "Reference",
     "RemoteError", "SerializationError", "TaskAborted", "TaskTimeout", "TimeoutError",
-    "UnmetDependency", "ViewExecutor", "depend", "interactive", "require",
+    "UnmetDependency", "ViewExecutor", "depend", "interactive", "register_joblib_backend",
+    "require",
 ]
 
 
