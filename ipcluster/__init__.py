@@ -8,6 +8,7 @@
 from ipcluster.asyncresult import AsyncResult
 from ipcluster.client import Client
 from ipcluster.cluster import Cluster
+from ipcluster.dependency import Dependency
 from ipcluster.engine.namespace import Reference
 from ipcluster.errors import (
     ClientClosed,
@@ -57,6 +58,7 @@ __all__ = [
     "CompositeError",
     "ConnectionFileError",
     "ControllerLost",
+    "Dependency",
     "DirectView",
     "EngineError",
     "ImpossibleDependency",

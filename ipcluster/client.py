@@ -20,6 +20,7 @@ from collections.abc import Mapping
 
 from ipcluster import connection, serialize
 from ipcluster.asyncresult import AsyncResult, TaskFuture
+from ipcluster.dependency import Dependency
 from ipcluster.engine import namespace
 from ipcluster.errors import NoEnginesRegistered, NoSuchEngine, RemoteError, TimeoutError
 from ipcluster.protocol import now
@@ -345,6 +346,10 @@ class Client:
         for key in ("label", "timeout", "retries", "priority"):
             if flags.get(key) is not None:
                 header[key] = flags[key]
+        for key in ("after", "follow"):  # plain data: {"ids": [...], "all", "success", "failure"}
+            wire = Dependency.of(flags[key]).to_wire() if flags.get(key) is not None else None
+            if wire is not None:
+                header[key] = wire
         tracker = session.send(header, content, buffers, track=bool(flags.get("track")))
         return tasks, tracker
 

@@ -6,9 +6,9 @@ A call on several engines is serialized once and fanned out by the controller. A
 `LoadBalancedView` lets the controller choose the engine of each task.
 
 Flags (`block`, `track`, `targets`, `label`, and for load balancing `timeout`, `retries`,
-`priority`) are view attributes, set with `set_flags` or for a block with `temp_flags`; the
-calls that have their own keywords (`map`, `push`, `pull`, ...) take them there too. Keyword
-arguments of `apply` belong to the function, as in ipyparallel.
+`priority`, `after`, `follow`) are view attributes, set with `set_flags` or for a block with
+`temp_flags`; the calls that have their own keywords (`map`, `push`, `pull`, ...) take them
+there too. Keyword arguments of `apply` belong to the function, as in ipyparallel.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from itertools import islice
 
 from ipcluster import partition
 from ipcluster.asyncresult import AsyncResult
+from ipcluster.dependency import Dependency
 from ipcluster.engine import namespace
 
 __all__ = ["View", "DirectView", "BroadcastView", "LoadBalancedView"]
@@ -259,13 +260,24 @@ class BroadcastView(DirectView):
 
 
 class LoadBalancedView(View):
-    """Work on whichever engine is free; `targets` restricts the choice."""
+    """Work on whichever engine is free; `targets` restricts the choice.
 
-    flag_names = View.flag_names + ("timeout", "retries", "priority")
+    `priority`: queued tasks with a higher number are sent first (equal ones in order).
+    `after`: msg ids, AsyncResults, lists of them, or a `Dependency`: run once those finished.
+    `follow`: the same, but run on the engine where those ran (and after them).
+    """
+
+    flag_names = View.flag_names + ("timeout", "retries", "priority", "after", "follow")
 
     def __init__(self, client, targets=None, **flags) -> None:
-        self.timeout = self.retries = self.priority = None
+        self.timeout = self.retries = self.priority = self.after = self.follow = None
         super().__init__(client, targets, **flags)
+
+    def set_flags(self, **flags) -> None:
+        for name in ("after", "follow"):  # checked now, so a bad value fails where it is set
+            if flags.get(name) is not None:
+                flags[name] = Dependency.of(flags[name])
+        super().set_flags(**flags)
 
     def __len__(self) -> int:
         return len(self.client.ids if self.targets is None else self.targets)

@@ -4,7 +4,8 @@ import ipcluster
 
 PUBLIC = [
     "AsyncResult", "BroadcastView", "Client", "ClientClosed", "Cluster", "CompositeError",
-    "ConnectionFileError", "ControllerLost", "DirectView", "EngineError", "ImpossibleDependency",
+    "ConnectionFileError", "ControllerLost", "Dependency", "DirectView", "EngineError",
+    "ImpossibleDependency",
     "IpclusterError", "LoadBalancedView", "NoEnginesRegistered", "NoSuchEngine", "Reference",
     "RemoteError", "SerializationError", "TaskAborted", "TaskTimeout", "TimeoutError",
     "UnmetDependency", "ViewExecutor", "depend", "interactive", "register_joblib_backend",

@@ -48,7 +48,8 @@ class Dep:
         ids = value.get("ids", [])
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             raise ValueError(f"a dependency's 'ids' must be a list of task ids, not {ids!r}")
-        flags = {k: value.get(k, d) for k, d in (("all", True), ("success", True), ("failure", False))}
+        defaults = (("all", True), ("success", True), ("failure", False))
+        flags = {k: value.get(k, d) for k, d in defaults}
         if not all(isinstance(v, bool) for v in flags.values()):
             raise ValueError(f"a dependency's all, success and failure must be booleans: {flags}")
         if not (flags["success"] or flags["failure"]):
