@@ -282,6 +282,12 @@ class Client:
         status["unassigned"] = reply["unassigned"]
         return status
 
+    def engine_info(self) -> dict:
+        """``{engine_id: {"pid", "host", "state", "tasks", "completed", "silent"}}`` for every
+        registered engine; state is idle, busy or unresponsive."""
+        engines = self._session.request("query", {})["engines"]
+        return {int(k): v for k, v in engines.items()}
+
     def get_result(self, indices_or_msg_ids=None, block: bool | None = None, timeout=None):
         """An AsyncResult for earlier tasks, including ones submitted by another client."""
         ids = self._task_ids(indices_or_msg_ids if indices_or_msg_ids is not None else -1)

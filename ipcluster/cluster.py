@@ -27,6 +27,7 @@ import dataclasses
 import launchers
 from ipcluster import connection
 from ipcluster.client import Client
+from ipcluster.supervisor import Supervisor
 from ipcluster.config import cluster_dir, resolve
 from ipcluster.errors import IpclusterError, NoEnginesRegistered
 from launchers import allocation, network
@@ -85,8 +86,8 @@ class Cluster:
 
     def __init__(self, n: int | None = None, *, engines: str | None = None, cluster_id: str | None = None,
                  controller_ip: str | None = None, interface: str | None = None,
-                 curve: bool | None = None, start_timeout: float = 60.0, owner: str = "python",
-                 **launcher_options) -> None:
+                 curve: bool | None = None, restart: bool = False, start_timeout: float = 60.0,
+                 owner: str = "python", **launcher_options) -> None:
         self.allocation = allocation.detect() if engines is None else None
         if self.allocation is not None:
             launcher_options.setdefault("starter", self.allocation.starter)
@@ -98,6 +99,8 @@ class Cluster:
         self.cluster_id = cluster_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
         self.controller_ip = controller_ip
         self.curve = curve  # CurveZMQ; None: on unless the controller binds loopback only
+        self.restart = restart  # start a replacement (same engine id) for an engine that exits
+        self.supervisor: Supervisor | None = None
         self.start_timeout = start_timeout
         self.owner = owner  # "cli" when `ipcluster start` supervises it
         self.cluster_dir = cluster_dir(self.cluster_id)
@@ -200,8 +203,19 @@ class Cluster:
             raise IpclusterError(f"could not start {n} engines with the {self.engines} launcher: "
                                  f"{exc}") from None
         self._write_state()
+        if self.supervisor is None and self._supervisable():
+            self.supervisor = Supervisor(self, self.restart)
+            self.supervisor.start()
+
+    def _supervisable(self) -> bool:
+        """Local engines started one process each: their exits are ours to see."""
+        options = getattr(self.launcher, "options", None)
+        return hasattr(self.launcher, "processes") and getattr(options, "starter", "plain") == "plain"
 
     async def stop_engines(self) -> None:
+        if self.supervisor is not None:
+            await asyncio.to_thread(self.supervisor.stop)
+            self.supervisor = None
         await asyncio.to_thread(self.launcher.stop)
 
     def signal_engines(self, sig: int) -> None:
@@ -234,7 +248,7 @@ class Cluster:
         """Wait until `n` engines registered; fail at once, with its log, if an engine exits."""
         n = self.n if n is None else n
         timeout = self.start_timeout if timeout is None else timeout
-        client = self.client or await self.connect_client()
+        client = self.client if self.client is not None else await self.connect_client()
         deadline = time.monotonic() + timeout
         while True:
             try:

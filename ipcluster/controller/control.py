@@ -94,4 +94,13 @@ def history(ctl, client: bytes, request: dict) -> dict:
     return {"tasks": [t.summary() for t in ctl.ledger.tasks.values()]}
 
 
-ACTIONS = {f.__name__: f for f in (abort, signal, shutdown, fetch, purge, history)}
+def engine_exited(ctl, client: bytes, request: dict) -> dict:
+    """A supervisor saw an engine's process exit: drop it now rather than after the grace."""
+    engine = ctl.registry.by_pid(int(request.get("pid", -1)), str(request.get("host", "")))
+    if engine is None:
+        return {"engine_id": None}
+    ctl.drop_engine(engine, f"its process exited with code {request.get('code')}")
+    return {"engine_id": engine.id}
+
+
+ACTIONS = {f.__name__: f for f in (abort, signal, shutdown, fetch, purge, history, engine_exited)}

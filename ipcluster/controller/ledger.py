@@ -26,7 +26,8 @@ class Task:
     completed: float | None = None
     status: str | None = None  # "ok" or "error" once done
     request: list | None = None  # the request frames, until done
-    tried: set = field(default_factory=set)  # engines whose dependency was unmet
+    tried: set = field(default_factory=set)  # engines where it failed or its dependency was unmet
+    retries: int = 0  # times it may still be sent again after its engine died or it raised
     watchers: set = field(default_factory=set)  # other clients waiting for the result
     result: list | None = None  # the result frames, once done
     stdout: str = ""

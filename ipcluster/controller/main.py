@@ -25,7 +25,10 @@ class ControllerOptions:
     location: str | None = None  # address others use to reach it; default: ip (host name for 0.0.0.0)
     curve: bool | None = None  # CurveZMQ encryption; None: on unless bound to loopback only
     hwm: int = 2  # most load-balanced tasks waiting on one engine (0: no limit)
-    engine_timeout: float = 5.0  # seconds an engine may be silent before it is declared dead
+    unresponsive_after: float = 3.0  # seconds of engine silence before it is shown unresponsive
+    engine_timeout: float = 30.0  # seconds of silence before it is declared dead: a grace,
+    # since a long C call holding the GIL is legitimate (an engine that exits is reported by
+    # its supervisor at once)
     beat_interval: float = 1.0  # seconds between the controller's published beats
     max_results: int = 100_000  # finished results kept for get_result; the oldest go first
     max_result_bytes: int = 1 << 30  # ... and at most this many bytes of them

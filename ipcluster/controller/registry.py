@@ -16,10 +16,18 @@ class Engine:
     last_seen: float = field(default_factory=time.monotonic)
     tasks: dict = field(default_factory=dict)  # task id -> balanced?, sent and not yet answered
     completed: int = 0
+    responsive: bool = True  # False once silent for the controller's `unresponsive_after`
 
     def info(self) -> dict:
         return {"id": self.id, "pid": self.pid, "host": self.host, "tasks": len(self.tasks),
-                "completed": self.completed}
+                "completed": self.completed, "state": self.state,
+                "silent": round(time.monotonic() - self.last_seen, 3)}
+
+    @property
+    def state(self) -> str:
+        if not self.responsive:
+            return "unresponsive"
+        return "busy" if self.tasks else "idle"
 
     def status(self, verbose: bool = False) -> dict:
         """As ipyparallel's queue_status: direct (`queue`) and balanced (`tasks`) work."""
@@ -60,6 +68,9 @@ class Registry:
         self.by_id.pop(engine.id, None)
         self.by_identity.pop(engine.identity, None)
         self.version += 1
+
+    def by_pid(self, pid: int, host: str) -> Engine | None:
+        return next((e for e in self.by_id.values() if e.pid == pid and e.host == host), None)
 
     def silent_since(self, deadline: float) -> list[Engine]:
         """Engines not heard from since `deadline` (a `time.monotonic()` value)."""

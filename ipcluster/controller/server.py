@@ -32,7 +32,7 @@ from ipcluster.controller.registry import Engine, Registry
 from ipcluster.controller.scheduler import LeastLoad, Pending
 from ipcluster.errors import EngineError, ImpossibleDependency, NoSuchEngine, RemoteError
 from ipcluster.protocol import (
-    DELIM, BadMessage, Drops, Ids, Replay, Signer, decode, encode, pack, unpack,
+    DELIM, BadMessage, Drops, Ids, Replay, Signer, decode, encode, pack, resign, unpack,
 )
 
 log = logging.getLogger("ipcluster.controller")
@@ -90,11 +90,21 @@ class Controller:
             if now >= self._next_beat:
                 self._next_beat = now + self.options.beat_interval
                 self._publish({"event": "beat", "ids": self.registry.ids()})
-                for engine in self.registry.silent_since(now - self.options.engine_timeout):
-                    self._drop_engine(engine, f"silent for more than {self.options.engine_timeout} s")
+                self._check_engines(now)
 
     def close(self) -> None:
         self.context.close(linger_ms=200)
+
+    def _check_engines(self, now: float) -> None:
+        """Silent engines are shown unresponsive, then after the grace declared dead."""
+        for engine in self.registry.silent_since(now - self.options.unresponsive_after):
+            if engine.responsive:
+                engine.responsive = False
+                log.warning("engine %d (pid %d on %s) is unresponsive: silent for %.1f s",
+                            engine.id, engine.pid, engine.host, now - engine.last_seen)
+                self._publish({"event": "engine_unresponsive", "id": engine.id})
+        for engine in self.registry.silent_since(now - self.options.engine_timeout):
+            self.drop_engine(engine, f"silent for more than {self.options.engine_timeout} s")
 
     def _handle(self, sock, frames: list, allowed: set) -> None:
         try:
@@ -146,7 +156,7 @@ class Controller:
         task.engine = engine.id
         engine.tasks[task.id] = task.balanced
         if not self.send(self.engines, engine.identity, [DELIM, *frames]):
-            self._drop_engine(engine, "its connection is gone")
+            self.drop_engine(engine, "its connection is gone")
 
     def send_control(self, engine: Engine, request: dict) -> None:
         header = {"kind": "control", "id": self.ids()}
@@ -205,8 +215,9 @@ class Controller:
             if len(tasks) != 1:
                 raise BadMessage("apply: a load-balanced request carries exactly one task id")
             allowed = None if targets is None else frozenset(targets)
+            retries = header.get("retries")
             task = Task(tasks[0], client, balanced=True, targets=allowed, label=label,
-                        request=msg.frames)
+                        request=msg.frames, retries=retries if isinstance(retries, int) else 0)
             self.ledger.add(task)
             if allowed is not None and not allowed & set(self.registry.by_id):
                 self.fail(task, NoSuchEngine(
@@ -242,6 +253,9 @@ class Controller:
         engine = self.registry.by_identity.get(msg.route[0])
         if engine is not None:
             engine.last_seen = time.monotonic()
+            if not engine.responsive:
+                engine.responsive = True
+                log.info("engine %d answers again", engine.id)
         return engine
 
     def on_register(self, msg) -> None:
@@ -260,7 +274,7 @@ class Controller:
     def on_unregister(self, msg) -> None:
         engine = self._engine(msg)
         if engine is not None:
-            self._drop_engine(engine, "it shut down")
+            self.drop_engine(engine, "it shut down")
 
     def on_beat(self, msg) -> None:
         if self._engine(msg) is not None:  # an engine we dropped hears nothing, and exits
@@ -278,9 +292,32 @@ class Controller:
         if msg.header.get("unmet") and task.balanced and self._move(task, engine, msg):
             self._dispatch()
             return
+        if msg.header.get("status") == "error" and self._retry(task, engine.id, msg):
+            self._dispatch()
+            return
         self.ledger.finish(task, msg.frames, str(msg.header.get("status")), msg.header.get("completed"))
         self._forward(task, msg.frames)
         self._dispatch()
+
+    def _retry(self, task: Task, eid: int, msg=None) -> bool:
+        """Send a balanced task again, preferably to another engine, if it has retries left
+        and failed by raising or by losing its engine (not by abort or timeout)."""
+        if not task.balanced or task.retries <= 0 or task.request is None:
+            return False
+        if msg is not None:
+            error = unpack(msg.content) or {}  # errors are msgpack, never pickle
+            if error.get("error") in ("TaskAborted", "TaskTimeout"):
+                return False
+        task.retries -= 1
+        task.tried.add(eid)
+        task.engine = None
+        allowed = set(self.registry.by_id) if task.targets is None else set(task.targets)
+        others = frozenset(allowed - task.tried) or task.targets
+        log.info("task %s failed on engine %d; trying again (%d retries left)", task.id, eid,
+                 task.retries)
+        # a new message id: the engine it failed on may be the only one left
+        self.scheduler.submit(Pending(task.id, others, resign(self.signer, task.request, self.ids())[1:]))
+        return True
 
     def _move(self, task: Task, engine: Engine, msg) -> bool:
         """Send a task whose dependency was unmet on `engine` to an engine not yet tried."""
@@ -306,7 +343,7 @@ class Controller:
                 setattr(task, out["name"], getattr(task, out["name"]) + out["text"])
             self._forward(task, msg.frames)
 
-    def _drop_engine(self, engine: Engine, reason: str) -> None:
+    def drop_engine(self, engine: Engine, reason: str) -> None:
         if self.registry.by_id.get(engine.id) is not engine:
             return
         log.warning("engine %d (pid %d on %s) removed: %s", engine.id, engine.pid, engine.host, reason)
@@ -314,8 +351,9 @@ class Controller:
         self.scheduler.remove_engine(engine.id)
         for task_id in sorted(engine.tasks):
             task = self.ledger.get(task_id)
-            if task is not None and task.result is None:
+            if task is not None and task.result is None and not self._retry(task, engine.id):
                 self.fail(task, EngineError(
                     "EngineError", f"engine {engine.id} (pid {engine.pid} on {engine.host}) "
                     f"stopped before finishing this task: {reason}", engine_id=engine.id))
         self._publish({"event": "engine_down", "id": engine.id, "ids": self.registry.ids()})
+        self._dispatch()  # retried tasks go to the engines left

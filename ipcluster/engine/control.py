@@ -36,6 +36,7 @@ class Running:
         self.task: str | None = None
         self.deadline: float | None = None
         self.reason: str | None = None  # why it was interrupted: "abort" or "timeout"
+        self.interrupted_at = 0.0
 
     def start(self, task: str, timeout) -> None:
         """`timeout`: seconds the task may run (anything but a positive number: no limit)."""
@@ -53,9 +54,14 @@ class Running:
         with self._lock:
             if self.task is None or (task is not None and task != self.task) or self.reason:
                 return False
-            self.reason = reason
+            self.reason, self.interrupted_at = reason, time.monotonic()
         signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
         return True
+
+    def stuck(self, grace: float) -> bool:
+        """Interrupted for its timeout more than `grace` seconds ago and still running."""
+        return (self.task is not None and self.reason == "timeout"
+                and time.monotonic() - self.interrupted_at > grace)
 
     def overdue(self) -> bool:
         return self.deadline is not None and time.monotonic() > self.deadline
@@ -134,6 +140,9 @@ class Control(threading.Thread):
             self._send_output(sock)
             if self.running.overdue():
                 self.running.interrupt(None, "timeout")
+            if self.running.stuck(self.options.kill_grace):
+                self._give_up(sock)
+                return
             now = time.monotonic()
             if now >= next_beat:
                 next_beat = now + self.options.beat_interval
@@ -146,6 +155,21 @@ class Control(threading.Thread):
                 break
         self._send_output(sock)
         self._send(sock, {"kind": "unregister"})
+
+    def _give_up(self, sock) -> None:
+        """The task ignores its interrupt (a C call that does not return): report its timeout,
+        then end the process, so that its supervisor starts a fresh engine."""
+        task = self.running.task
+        error = {"error": "TaskTimeout", "ename": "TaskTimeout", "engine_id": self.engine_id,
+                 "evalue": f"ran past its timeout and did not stop within {self.options.kill_grace} s "
+                           "of being interrupted; its engine was ended (and is restarted if the "
+                           "cluster has restart=True)", "traceback": ""}
+        self._send_output(sock)
+        self._send(sock, {"kind": "result", "parent": task, "engine": self.engine_id,
+                          "status": "error"}, pack(error))
+        log.error("task %s did not stop after its timeout; ending the engine", task)
+        self.context.close(linger_ms=2000)  # deliver the result first
+        os._exit(70)
 
     def _on_message(self, frames) -> None:
         try:

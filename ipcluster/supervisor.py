@@ -1,0 +1,81 @@
+"""Client API layer: the supervisor of a cluster's local engine processes.
+
+Whoever started the engines sees them exit before anyone else can: the supervisor tells the
+controller at once (so the engine's tasks fail or are retried within a fraction of a second,
+not after the controller's grace for silent engines), kills an engine the controller has given
+up on (a C call holding the GIL for longer than the grace), and with ``restart=True`` starts a
+replacement that registers with the same engine id.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+
+log = logging.getLogger("ipcluster.cluster")
+
+
+class Supervisor(threading.Thread):
+    def __init__(self, cluster, restart: bool, interval: float = 0.1) -> None:
+        super().__init__(name="ipcluster-supervisor", daemon=True)
+        self.cluster, self.restart, self.interval = cluster, restart, interval
+        self.host = socket.gethostname()
+        self.restarts = 0
+        self.error: BaseException | None = None
+        self._stopping = threading.Event()
+        self._seen_exit: set[int] = set()
+        self._ids: dict[int, int] = {}  # pid -> engine id, as the controller reported them
+
+    def stop(self) -> None:
+        """Stop watching (before the engines are stopped on purpose)."""
+        self._stopping.set()
+        if self.is_alive() and self is not threading.current_thread():
+            self.join(timeout=10)
+
+    def run(self) -> None:
+        from ipcluster.client import Client
+
+        try:
+            with Client(self.cluster.connection_file) as client:
+                next_query = 0.0
+                while not self._stopping.wait(self.interval):
+                    self._reap(client)
+                    if time.monotonic() >= next_query:
+                        next_query = time.monotonic() + 0.5
+                        self._kill_abandoned(client)
+        except BaseException as exc:  # kept for the cluster to report; the engines go on
+            if not self._stopping.is_set():
+                self.error = exc
+                log.warning("engine supervisor stopped: %s: %s", type(exc).__name__, exc)
+
+    def _reap(self, client) -> None:
+        for proc in list(self.cluster.launcher.processes):
+            code = proc.poll()
+            if code is None or proc.pid in self._seen_exit or self._stopping.is_set():
+                continue
+            self._seen_exit.add(proc.pid)
+            reply = client._session.request("control", {
+                "action": "engine_exited", "pid": proc.pid, "host": self.host, "code": code})
+            eid = reply["engine_id"] if reply["engine_id"] is not None else self._ids.get(proc.pid)
+            log.warning("engine %s (pid %d) exited with code %s%s", eid, proc.pid, code,
+                        "; restarting it" if self.restart and eid is not None else "")
+            if self.restart and eid is not None:
+                self.restarts += 1
+                self.cluster.launcher.start(self.cluster.engine_command() + ["--id", str(eid)], 1)
+
+    def _kill_abandoned(self, client) -> None:
+        """An engine process still running that the controller removed (silent past its grace)
+        is stuck: kill it, so that it is reaped (and restarted) like any exit."""
+        engines = client._session.request("query", {})["engines"]
+        registered = {int(e["pid"]) for e in engines.values() if e["host"] == self.host}
+        for eid, e in engines.items():
+            self._ids[int(e["pid"])] = int(eid)
+        for proc in self.cluster.launcher.processes:
+            if proc.poll() is None and proc.pid in self._ids and proc.pid not in registered:
+                log.warning("engine %d (pid %d) was given up on by the controller; killing it",
+                            self._ids[proc.pid], proc.pid)
+                os.kill(proc.pid, signal.SIGKILL)

@@ -1,0 +1,162 @@
+"""Fault tolerance: engines that exit, hang or overrun; retries; restarts; a chaos sweep."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+
+import pytest
+
+import ipcluster as ipp
+from tests.conftest import _fixture_pids
+
+
+@pytest.fixture
+def restarting():
+    """A 3-engine cluster whose dead engines are replaced, with the same ids."""
+    cluster = ipp.Cluster(n=3, restart=True)
+    rc = cluster.start_and_connect_sync()
+    try:
+        yield cluster, rc
+    finally:
+        cluster.stop_cluster_sync()
+
+
+def wait_until(predicate, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def test_an_exited_engine_fails_its_task_at_once_and_comes_back_with_its_id(restarting):
+    cluster, rc = restarting
+    pid = rc[1].apply_sync(os.getpid)
+    ar = rc[1].apply_async(time.sleep, 60)
+    time.sleep(0.2)  # let it start
+    t0 = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(ipp.EngineError, match="engine 1 .* exited"):
+        ar.get(timeout=30)
+    detected = time.monotonic() - t0
+    print(f"\nexited engine detected after {detected:.2f} s")
+    assert detected < 2
+    rc.wait_for_engines(3, timeout=30)
+    assert rc.ids == [0, 1, 2]
+    assert rc[1].apply_sync(os.getpid) != pid
+
+
+def test_an_unresponsive_engine_is_shown_then_recovers(restarting):
+    cluster, rc = restarting
+    pid = rc[2].apply_sync(os.getpid)
+    os.kill(pid, signal.SIGSTOP)  # alive, but answers nothing (as if stuck in C with the GIL)
+    try:
+        t0 = time.monotonic()
+        wait_until(lambda: rc.engine_info()[2]["state"] == "unresponsive", timeout=15)
+        print(f"\nhung engine shown unresponsive after {time.monotonic() - t0:.2f} s")
+        assert time.monotonic() - t0 < 10
+        assert rc.engine_info()[0]["state"] != "unresponsive"
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    wait_until(lambda: rc.engine_info()[2]["state"] != "unresponsive", timeout=15)
+    assert rc[2].apply_sync(os.getpid) == pid  # the same engine, not declared dead
+
+
+def test_a_timeout_stops_a_running_task_and_the_engine_goes_on(restarting):
+    cluster, rc = restarting
+    view = rc.load_balanced_view()
+    with view.temp_flags(timeout=1):
+        ar = view.apply_async(time.sleep, 60)
+    t0 = time.monotonic()
+    with pytest.raises(ipp.TaskTimeout):
+        ar.get(timeout=30)
+    assert time.monotonic() - t0 < 2.5
+    pid = ar.metadata["engine_id"]
+    assert rc[pid].apply_sync(lambda: "next") == "next"
+
+
+def stuck_in_c(seconds):
+    import ctypes
+    import signal
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # a C call no signal reaches
+    ctypes.CDLL(None).sleep(seconds)
+
+
+def test_a_task_stuck_in_c_past_its_timeout_gets_its_engine_restarted(restarting):
+    cluster, rc = restarting
+    before = {eid: e["pid"] for eid, e in rc.engine_info().items()}
+    view = rc.load_balanced_view()
+    with view.temp_flags(timeout=1):
+        ar = view.apply_async(stuck_in_c, 60)
+    t0 = time.monotonic()
+    with pytest.raises(ipp.TaskTimeout, match="did not stop"):
+        ar.get(timeout=30)
+    print(f"\nstuck task reported after {time.monotonic() - t0:.2f} s")
+    assert time.monotonic() - t0 < 5
+    eid = ar.metadata["engine_id"]
+    wait_until(lambda: rc.engine_info().get(eid, {}).get("pid", before[eid]) != before[eid])
+    assert len(set(rc[:].apply_sync(os.getpid))) == 3
+
+
+def test_retries_move_a_failing_task_to_another_engine(restarting):
+    cluster, rc = restarting
+    victim = rc[0].apply_sync(os.getpid)
+
+    def dies_on(pid):
+        import os
+        if os.getpid() == pid:
+            os._exit(1)
+        return os.getpid()
+
+    view = rc.load_balanced_view(targets=[0, 1], retries=1)
+    results = [view.apply_async(dies_on, victim) for _ in range(4)]
+    assert all(r.get(timeout=60) != victim for r in results)
+
+    def raises_on(pid):
+        import os
+        if os.getpid() == pid:
+            raise RuntimeError("not here")
+        return "elsewhere"
+
+    assert view.apply_sync(raises_on, rc[1].apply_sync(os.getpid)) == "elsewhere"
+    with view.temp_flags(retries=0):
+        with pytest.raises(ipp.RemoteError, match="not here"):
+            ipp.Client(cluster.connection_file).load_balanced_view(targets=[1]).apply_sync(
+                raises_on, rc[1].apply_sync(os.getpid))
+
+
+def slow_square(x):
+    import time
+    time.sleep(0.002)
+    return x * x
+
+
+def test_chaos_sweep_loses_and_duplicates_nothing(restarting):
+    cluster, rc = restarting
+    view = rc.load_balanced_view(retries=2)
+    stop = threading.Event()
+    kills = []
+
+    def killer():
+        rng = random.Random(5)
+        while not stop.wait(1.5):
+            pids = [p.pid for p in cluster.launcher.processes if p.poll() is None]
+            if pids:
+                victim = rng.choice(pids)
+                os.kill(victim, signal.SIGKILL)
+                kills.append(victim)
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    try:
+        ar = view.map_async(slow_square, range(5000), chunksize=1)
+        results = ar.get(timeout=240)
+    finally:
+        stop.set()
+        thread.join()
+    print(f"\n5,000 tasks with {len(kills)} engines killed, {cluster.supervisor.restarts} restarted")
+    assert results == [x * x for x in range(5000)]
+    assert len(ar.msg_ids) == 5000 and len(kills) >= 2
