@@ -91,6 +91,21 @@ def run_peer(peer: str, args, workdir: Path) -> dict:
     return entry
 
 
+def render(data: dict) -> str:
+    """The figures, the goals and the noise of one run, as markdown."""
+    lines = [report.table(data), "", goals.table(goals.check(data))]
+    for peer, entry in data["peers"].items():
+        for case, error in entry.get("errors", {}).items():
+            lines.append(f"\n{peer} {case} failed: {error}")
+    lines.append(
+        f"\n{data['mode']} run in {data['seconds']} s. Noise: CPU used by other processes "
+        "while each peer ran: " + "; ".join(
+            f"{p} {e['noise']['other_processes_cpu_s']} s "
+            f"({100 * e['noise']['other_processes_share_of_machine']:.0f} % of the machine)"
+            for p, e in data["peers"].items()))
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks",
                                      description=__doc__.splitlines()[0])
@@ -100,7 +115,12 @@ def main(argv=None) -> int:
     parser.add_argument("--peers", default=",".join(PEERS), help="comma-separated, of " + ", ".join(PEERS))
     parser.add_argument("--json", metavar="PATH", help="write all results to this file")
     parser.add_argument("--timeout", type=float, default=PEER_TIMEOUT, help="seconds per peer")
+    parser.add_argument("--from-json", metavar="PATH",
+                        help="print the tables of an earlier run's JSON; run nothing")
     args = parser.parse_args(argv)
+    if args.from_json:
+        print(render(json.loads(Path(args.from_json).read_text())))
+        return 0
     peers = [p for p in args.peers.split(",") if p]
     unknown = set(peers) - set(PEERS)
     if unknown:
@@ -118,17 +138,7 @@ def main(argv=None) -> int:
     data["cases"] = [vars(c) for c in CASES]
     data["goals"] = goals.check(data)
 
-    print(report.table(data))
-    print()
-    print(goals.table(data["goals"]))
-    for peer, entry in data["peers"].items():
-        for case, error in entry.get("errors", {}).items():
-            print(f"\n{peer} {case} failed: {error}")
-    print(f"\n{data['mode']} run in {data['seconds']} s. Noise: CPU used by other processes "
-          "while each peer ran: " + "; ".join(
-              f"{p} {e['noise']['other_processes_cpu_s']} s "
-              f"({100 * e['noise']['other_processes_share_of_machine']:.0f} % of the machine)"
-              for p, e in data["peers"].items()))
+    print(render(data))
     if args.json:
         Path(args.json).write_text(json.dumps(data, indent=1))
     return 0 if not any(e.get("errors") for e in data["peers"].values()) else 1

@@ -2,8 +2,8 @@
 
     python -m benchmarks.profile [--out benchmarks/profiles] [--rate 250] [--native]
 
-Starts a controller and two engines, then for each case (the no-op round trip, and 10,000
-no-op tasks submitted one by one) runs a client in a child process and records every
+Starts a controller and two engines, then for each case (the no-op round trip, 10,000
+no-op tasks submitted one by one, and push + pull of a 100 MB array) runs a client in a child process and records every
 process with ``py-spy record --threads --nonblocking --format raw`` while the case runs.
 Prints, per process and thread, the share of CPU samples and the functions where the time goes
 (self time, and inclusive time), which is what benchmarks/PROFILE.md summarises.
@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-CASES = {"roundtrip": 3000, "submit": 10_000}
+CASES = {"roundtrip": 3000, "submit": 10_000, "pushpull": 10}  # pushpull: 100 MB arrays
 
 
 def client(case: str, connection_file: str) -> None:
@@ -44,6 +44,13 @@ def client(case: str, connection_file: str) -> None:
     if case == "roundtrip":
         for _ in range(n):
             first.apply_sync(noop)
+    elif case == "pushpull":
+        import numpy as np
+
+        a = np.ones(100_000_000, dtype=np.uint8)
+        for _ in range(n):
+            first.push({"a": a}, block=True)
+            first.pull("a", block=True)
     else:
         for ar in [lview.apply_async(noop, i) for i in range(n)]:
             ar.get()
