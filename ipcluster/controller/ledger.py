@@ -28,6 +28,7 @@ class Task:
     request: list | None = None  # the request frames, until done
     tried: set = field(default_factory=set)  # engines where it failed or its dependency was unmet
     retries: int = 0  # times it may still be sent again after its engine died or it raised
+    priority: float = 0  # higher runs first among queued balanced tasks
     watchers: set = field(default_factory=set)  # other clients waiting for the result
     result: list | None = None  # the result frames, once done
     stdout: str = ""

@@ -24,6 +24,7 @@ class ControllerOptions:
     ip: str = "127.0.0.1"  # address to bind: loopback unless told otherwise
     location: str | None = None  # address others use to reach it; default: ip (host name for 0.0.0.0)
     curve: bool | None = None  # CurveZMQ encryption; None: on unless bound to loopback only
+    scheme: str = "leastload"  # load balancing: leastload, lru, twobin, weighted, plainrandom
     hwm: int = 2  # most load-balanced tasks waiting on one engine (0: no limit)
     unresponsive_after: float = 3.0  # seconds of engine silence before it is shown unresponsive
     engine_timeout: float = 30.0  # seconds of silence before it is declared dead: a grace,

@@ -55,10 +55,6 @@ def make_scheduler(scheme: str = "leastload", hwm: int = 2, seed: int | None = N
     return Scheduler(scheme, hwm, seed)
 
 
-def LeastLoad(hwm: int = 2) -> Scheduler:  # the default, as the server builds it today
-    return make_scheduler("leastload", hwm)
-
-
 class _Roster:
     """A set with O(1) add, discard and uniform random choice: the engines that have room."""
 

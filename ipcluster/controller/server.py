@@ -29,7 +29,8 @@ from ipcluster import connection, transport
 from ipcluster.controller import control
 from ipcluster.controller.ledger import Ledger, Task
 from ipcluster.controller.registry import Engine, Registry
-from ipcluster.controller.scheduler import LeastLoad, Pending
+from ipcluster.controller.dependencies import Dep, Graph
+from ipcluster.controller.scheduler import Pending, make_scheduler
 from ipcluster.errors import EngineError, ImpossibleDependency, NoSuchEngine, RemoteError
 from ipcluster.protocol import (
     DELIM, BadMessage, Drops, Ids, Replay, Signer, decode, encode, pack, resign, unpack,
@@ -68,7 +69,8 @@ class Controller:
         self.replay = Replay(options.replay_window)
         self.ids = Ids()
         self.registry = Registry()
-        self.scheduler = LeastLoad(options.hwm)
+        self.scheduler = make_scheduler(options.scheme, options.hwm)
+        self.graph = Graph()  # tasks waiting for others (after / follow)
         self.ledger = Ledger(options.max_results, options.max_result_bytes)
         self.stopping = False  # set by a client's shutdown(hub=True)
         self.dropped = Drops(log)  # messages dropped as bad (unsigned, forged, replayed, malformed)
@@ -151,6 +153,7 @@ class Controller:
         frames = encode(self.signer, header, pack(error.to_wire()))[1:]
         self.ledger.finish(task, frames, "error", None)
         self._forward(task, frames)
+        self._on_graph(self.graph.finished(task.id, False, task.engine))
 
     def _send_task(self, task: Task, engine: Engine, frames: list) -> None:
         task.engine = engine.id
@@ -185,8 +188,8 @@ class Controller:
             "ids": self.registry.ids(),
             "engines": {e.id: e.info() for e in engines},
             "status": {e.id: e.status(verbose) for e in engines},
-            "unassigned": [p.task_id for p in self.scheduler.pending] if verbose
-            else len(self.scheduler.pending),
+            "unassigned": [p.task_id for p in self.scheduler.pending] + list(self.graph.waiting)
+            if verbose else len(self.scheduler.pending) + len(self.graph),
             "tasks": self.ledger.open(),
         })
 
@@ -215,23 +218,32 @@ class Controller:
             if len(tasks) != 1:
                 raise BadMessage("apply: a load-balanced request carries exactly one task id")
             allowed = None if targets is None else frozenset(targets)
-            retries = header.get("retries")
+            retries, priority = header.get("retries"), header.get("priority", 0)
+            if isinstance(priority, bool) or not isinstance(priority, (int, float)):
+                raise BadMessage(f"apply: 'priority' must be a number, not {priority!r}")
+            after, follow = Dep.from_wire(header.get("after")), Dep.from_wire(header.get("follow"))
             task = Task(tasks[0], client, balanced=True, targets=allowed, label=label,
-                        request=msg.frames, retries=retries if isinstance(retries, int) else 0)
+                        request=msg.frames, retries=retries if isinstance(retries, int) else 0,
+                        priority=priority)
             self.ledger.add(task)
             if allowed is not None and not allowed & set(self.registry.by_id):
                 self.fail(task, NoSuchEngine(
                     "NoSuchEngine", f"none of the engines {sorted(allowed)} is registered; "
                     f"registered engines: {self.registry.ids()}"))
                 return
-            self.scheduler.submit(Pending(task.id, allowed, msg.frames))
-            self._dispatch()
+            state, detail = self.graph.add(task.id, after, follow)
+            if state == "impossible":
+                self.fail(task, ImpossibleDependency("ImpossibleDependency", detail))
+            elif state == "ready":
+                self._release(task, detail)
+                self._dispatch()
             return
         if targets is None or len(targets) != len(tasks):
             raise BadMessage("apply: a direct request needs one task id per target")
         for task_id, eid in zip(tasks, targets):
             task = Task(task_id, client, label=label)
             self.ledger.add(task)
+            self.graph.add(task_id)  # so that later tasks may depend on it
             engine = self.registry.by_id.get(eid)
             if engine is None:
                 self.fail(task, NoSuchEngine(
@@ -240,6 +252,31 @@ class Controller:
                 continue
             self.scheduler.started(eid)
             self._send_task(task, engine, msg.frames)
+
+    def _release(self, task: Task, allowed) -> None:
+        """Queue a balanced task whose dependencies are met; `allowed`: engines it must follow
+        to (None: any)."""
+        targets = allowed if task.targets is None else (
+            task.targets if allowed is None else task.targets & allowed)
+        if targets is not None and not targets:
+            self.fail(task, ImpossibleDependency(
+                "ImpossibleDependency", f"the tasks it follows ran on {sorted(allowed)}, outside "
+                f"its targets {sorted(task.targets)}"))
+            return
+        self.scheduler.submit(Pending(task.id, targets, task.request, task.priority))
+
+    def _on_graph(self, events: list) -> None:
+        """Tasks the dependency graph released, or found can never run."""
+        for task_id, state, detail in events:
+            task = self.ledger.get(task_id)
+            if task is None or task.result is not None:
+                continue
+            if state == "ready":
+                self._release(task, detail)
+            else:
+                self.fail(task, ImpossibleDependency("ImpossibleDependency", detail))
+        if events:
+            self._dispatch()
 
     def _dispatch(self) -> None:
         for pending, eid in self.scheduler.ready():
@@ -265,6 +302,7 @@ class Controller:
         requested = info.get("id")
         engine = self.registry.add(msg.route[0], int(info.get("pid", 0)), str(info.get("host", "?")),
                                    requested if isinstance(requested, int) else None)
+        self.graph.engine_added(engine.id)
         self.scheduler.add_engine(engine.id)
         self.reply(self.engines, msg, "register_reply", {"id": engine.id})
         log.info("engine %d registered (pid %d on %s)", engine.id, engine.pid, engine.host)
@@ -288,7 +326,9 @@ class Controller:
             raise BadMessage(f"result for unknown task {msg.header.get('parent')!r}")
         engine.tasks.pop(task.id, None)
         engine.completed += 1
-        self.scheduler.finished(engine.id)
+        h = msg.header
+        timed = all(isinstance(h.get(k), (int, float)) for k in ("started", "completed"))
+        self.scheduler.finished(engine.id, h["completed"] - h["started"] if timed else None)
         if msg.header.get("unmet") and task.balanced and self._move(task, engine, msg):
             self._dispatch()
             return
@@ -297,6 +337,7 @@ class Controller:
             return
         self.ledger.finish(task, msg.frames, str(msg.header.get("status")), msg.header.get("completed"))
         self._forward(task, msg.frames)
+        self._on_graph(self.graph.finished(task.id, msg.header.get("status") == "ok", engine.id))
         self._dispatch()
 
     def _retry(self, task: Task, eid: int, msg=None) -> bool:
@@ -316,7 +357,8 @@ class Controller:
         log.info("task %s failed on engine %d; trying again (%d retries left)", task.id, eid,
                  task.retries)
         # a new message id: the engine it failed on may be the only one left
-        self.scheduler.submit(Pending(task.id, others, resign(self.signer, task.request, self.ids())[1:]))
+        self.scheduler.submit(Pending(task.id, others, resign(self.signer, task.request, self.ids())[1:],
+                                      task.priority))
         return True
 
     def _move(self, task: Task, engine: Engine, msg) -> bool:
@@ -326,7 +368,7 @@ class Controller:
         untried = frozenset(allowed - task.tried)
         task.engine = None
         if untried:  # each engine sees the request once, so none takes it for a replay
-            self.scheduler.submit(Pending(task.id, untried, task.request))
+            self.scheduler.submit(Pending(task.id, untried, task.request, task.priority))
             return True
         reason = (unpack(msg.content) or {}).get("evalue", "")  # errors are msgpack, never pickle
         self.fail(task, ImpossibleDependency(
@@ -348,7 +390,13 @@ class Controller:
             return
         log.warning("engine %d (pid %d on %s) removed: %s", engine.id, engine.pid, engine.host, reason)
         self.registry.remove(engine)
-        self.scheduler.remove_engine(engine.id)
+        self._on_graph(self.graph.engine_gone(engine.id))
+        for pending in self.scheduler.remove_engine(engine.id):
+            task = self.ledger.get(pending.task_id)
+            if task is not None and task.result is None:
+                self.fail(task, ImpossibleDependency(
+                    "ImpossibleDependency", f"engine {engine.id} left; no registered engine in "
+                    f"{sorted(pending.targets)} may run it"))
         for task_id in sorted(engine.tasks):
             task = self.ledger.get(task_id)
             if task is not None and task.result is None and not self._retry(task, engine.id):

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from ipcluster.controller.scheduler import SCHEMES, LeastLoad, Pending, make_scheduler
+from ipcluster.controller.scheduler import SCHEMES, Pending, make_scheduler
 
 
 def task(i, targets=None, priority=0):
@@ -27,7 +27,7 @@ def sent(s):
 # -- least load (the default) --------------------------------------------------------------
 
 def test_tasks_go_to_the_least_loaded_engine_up_to_the_high_water_mark():
-    s = engines(LeastLoad(hwm=2), 0, 1)
+    s = engines(make_scheduler("leastload", 2), 0, 1)
     for i in range(5):
         s.submit(task(i))
     out = s.ready()
@@ -47,7 +47,7 @@ def test_least_load_breaks_ties_by_least_recently_used():
 
 
 def test_direct_tasks_count_toward_load():
-    s = engines(LeastLoad(hwm=0), 0, 1)
+    s = engines(make_scheduler("leastload", 0), 0, 1)
     s.started(0)
     s.submit(task(0))
     assert [eid for _, eid in s.ready()] == [1]
@@ -162,7 +162,7 @@ def test_hwm_is_the_prefetch_depth_and_zero_means_no_limit():
 # -- priority ------------------------------------------------------------------------------
 
 def test_higher_priority_first_and_arrival_order_among_equals():
-    s = engines(LeastLoad(hwm=1), 0)
+    s = engines(make_scheduler("leastload", 1), 0)
     s.started(0)  # busy: everything queues
     for i, p in enumerate([0, 5, 0, 5, -1, 10]):
         s.submit(task(i, priority=p))
@@ -174,7 +174,7 @@ def test_higher_priority_first_and_arrival_order_among_equals():
 
 
 def test_priority_holds_across_restricted_and_unrestricted_tasks():
-    s = engines(LeastLoad(hwm=1), 0, 1)
+    s = engines(make_scheduler("leastload", 1), 0, 1)
     s.started(0), s.started(1)
     s.submit(task("any", priority=1))
     s.submit(task("zero", targets=[0], priority=2))
@@ -187,7 +187,7 @@ def test_priority_holds_across_restricted_and_unrestricted_tasks():
 # -- restrictions --------------------------------------------------------------------------
 
 def test_restricted_tasks_wait_for_their_engine_without_blocking_others():
-    s = engines(LeastLoad(hwm=1), 0, 1)
+    s = engines(make_scheduler("leastload", 1), 0, 1)
     s.started(0)  # engine 0 is full
     s.submit(task(0, targets=[0]))
     s.submit(task(1))
@@ -197,7 +197,7 @@ def test_restricted_tasks_wait_for_their_engine_without_blocking_others():
 
 
 def test_tasks_wait_until_an_engine_registers():
-    s = LeastLoad()
+    s = make_scheduler("leastload")
     s.submit(task(0))
     s.submit(task(1, targets=[7, 8]))
     assert s.ready() == []
@@ -208,7 +208,7 @@ def test_tasks_wait_until_an_engine_registers():
 
 
 def test_removing_an_engine_hands_back_the_tasks_nothing_else_may_run():
-    s = engines(LeastLoad(hwm=1), 0, 1)
+    s = engines(make_scheduler("leastload", 1), 0, 1)
     s.started(0), s.started(1)
     s.submit(task(0, targets=[0]))
     s.submit(task(1, targets=[0, 1]))
@@ -221,7 +221,7 @@ def test_removing_an_engine_hands_back_the_tasks_nothing_else_may_run():
 
 
 def test_removed_tasks_are_never_sent():
-    s = engines(LeastLoad(hwm=1), 0)
+    s = engines(make_scheduler("leastload", 1), 0)
     s.started(0)
     for i in range(3):
         s.submit(task(i))
@@ -238,7 +238,7 @@ def test_removed_tasks_are_never_sent():
 def test_blocked_restricted_tasks_cost_nothing_per_event():
     """100,000 tasks restricted to full engines: an event elsewhere looks at none of them,
     and a slot freed on one of their engines looks at a few buckets, not at the queue."""
-    s = engines(LeastLoad(hwm=1), *range(10))
+    s = engines(make_scheduler("leastload", 1), *range(10))
     for eid in range(10):
         s.started(eid)  # all full
     rng = random.Random(0)
@@ -261,7 +261,7 @@ def test_blocked_restricted_tasks_cost_nothing_per_event():
 
 
 def test_unrestricted_dispatch_does_not_scan_the_engines():
-    s = engines(LeastLoad(hwm=2), *range(2000))
+    s = engines(make_scheduler("leastload", 2), *range(2000))
     for i in range(4000):
         s.submit(task(i))
     s.steps = 0
