@@ -66,6 +66,10 @@ def _parser() -> argparse.ArgumentParser:
     ctl.add_argument("--cluster-id", default=DEFAULT_CLUSTER_ID)
     ctl.add_argument("--ip", default=None)
     _curve_argument(ctl)
+    ctl.add_argument("--db", default=None, help="sqlite or sqlite:PATH: keep tasks and results on disk")
+    ctl.add_argument("--restore", action="store_true",
+                     help="take over from a controller that died: same connection file, ports and "
+                          "task store; engines and clients reconnect")
 
     eng = sub.add_parser("engine", help="run an engine (launchers call this)")
     eng.add_argument("--connection-file", default=None,
@@ -363,8 +367,8 @@ def cmd_list(args) -> int:
 def cmd_controller(args) -> int:
     from ipcluster.controller.main import ControllerOptions, run
 
-    options = resolve(ControllerOptions, "controller", {"ip": args.ip, "curve": args.curve})
-    run(args.cluster_id, options, cluster_dir(args.cluster_id) / connection.FILENAME)
+    options = resolve(ControllerOptions, "controller", {"ip": args.ip, "curve": args.curve, "db": args.db})
+    run(args.cluster_id, options, cluster_dir(args.cluster_id) / connection.FILENAME, args.restore)
     return 0
 
 

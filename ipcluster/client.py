@@ -288,13 +288,25 @@ class Client:
         engines = self._session.request("query", {})["engines"]
         return {int(k): v for k, v in engines.items()}
 
+    def db_query(self, query: dict, keys: list[str] | None = None) -> list[dict]:
+        """Records of tasks in the controller's ledger matching `query`, as ipyparallel's:
+        ``rc.db_query({"label": "sweep-1", "status": "ok"}, keys=["msg_id"])``; operators
+        $in, $nin, $eq, $ne, $lt, $lte, $gt, $gte. Durable with ``--db sqlite``."""
+        return self._session.request("control", {"action": "db_query", "query": query,
+                                                 "keys": keys})["records"]
+
     def get_result(self, indices_or_msg_ids=None, block: bool | None = None, timeout=None):
         """An AsyncResult for earlier tasks, including ones submitted by another client."""
         ids = self._task_ids(indices_or_msg_ids if indices_or_msg_ids is not None else -1)
+        ar = AsyncResult(self._fetch(ids), "single" if len(ids) == 1 else "list", client=self)
+        return ar.get(timeout) if block else ar
+
+    def _fetch(self, ids: list[str], size: int = 1) -> list[TaskFuture]:
+        """Futures for tasks by id: ours, or fetched from the controller."""
         tasks, fetch = [], []
         for task_id in ids:
             if task_id not in self._futures:
-                self._futures[task_id] = TaskFuture(task_id)
+                self._futures[task_id] = TaskFuture(task_id, size=size)
                 self._session.tasks[task_id] = self._futures[task_id]
                 fetch.append(task_id)
             tasks.append(self._futures[task_id])
@@ -305,8 +317,7 @@ class Client:
                 self._futures.pop(task_id).set_exception(RemoteError(
                     "KeyError", f"the controller has no task {task_id!r}: unknown, or its result "
                     "was culled (see ControllerOptions.max_results) or purged"))
-        ar = AsyncResult(tasks, "single" if len(tasks) == 1 else "list", client=self)
-        return ar.get(timeout) if block else ar
+        return tasks
 
     def purge_results(self, jobs=(), targets=()) -> None:
         """Forget finished results here and in the controller (``jobs="all"`` for all)."""
@@ -326,9 +337,11 @@ class Client:
     # -- submitting -------------------------------------------------------------------------
 
     def _submit(self, f, args: tuple, kwargs: dict, targets, *, balanced: bool,
-                flags: dict | None = None, sizes: int = 1):
+                flags: dict | None = None, sizes: int = 1, done: dict | None = None):
         """Send one call, to each of `targets` (direct) or to one engine chosen by the controller.
 
+        A labelled call carries a digest of itself (`key`); if `done` maps that digest to a
+        finished task (a labelled sweep run again), that task's result is fetched instead.
         Returns the tasks and a tracker (if ``track`` is set)."""
         session = self._session
         session.check_usable()
@@ -340,6 +353,9 @@ class Client:
         content, buffers = serialize.dumps_call(f, args, kwargs)
         serialize.check_size(content, buffers, session.info.max_message_size, "this call")
         label = flags.get("label")
+        key = serialize.digest(content, buffers) if label is not None else None
+        if done and key in done:
+            return self._fetch([done[key]], sizes), None
         if balanced:
             tasks = [TaskFuture(session.ids(), label=label, size=sizes)]
         else:
@@ -349,13 +365,15 @@ class Client:
             self.history.append(task.task_id)
         header = {"kind": "apply", "id": session.ids(), "tasks": [t.task_id for t in tasks],
                   "targets": targets, "balanced": balanced, "submitted": now()}
-        for key in ("label", "timeout", "retries", "priority"):
-            if flags.get(key) is not None:
-                header[key] = flags[key]
-        for key in ("after", "follow"):  # plain data: {"ids": [...], "all", "success", "failure"}
-            wire = Dependency.of(flags[key]).to_wire() if flags.get(key) is not None else None
+        if key is not None:
+            header["key"] = key
+        for name in ("label", "timeout", "retries", "priority"):
+            if flags.get(name) is not None:
+                header[name] = flags[name]
+        for name in ("after", "follow"):  # plain data: {"ids": [...], "all", "success", "failure"}
+            wire = Dependency.of(flags[name]).to_wire() if flags.get(name) is not None else None
             if wire is not None:
-                header[key] = wire
+                header[name] = wire
         tracker = session.send(header, content, buffers, track=bool(flags.get("track")))
         return tasks, tracker
 

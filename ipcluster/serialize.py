@@ -8,6 +8,7 @@ out; on the way in each is copied once into writable memory, so arrays arrive wr
 
 from __future__ import annotations
 
+import hashlib
 import io
 import pickle
 import types
@@ -64,6 +65,14 @@ def dumps_call(f, args: tuple, kwargs: dict) -> tuple[bytes, list]:
         for what, value in parts:
             dumps(value, f"{what} ({type(value).__name__} object)")
         raise
+
+
+def digest(content, buffers) -> str:
+    """A digest of a pickled call: equal for the same function and arguments."""
+    h = hashlib.blake2b(content, digest_size=16)
+    for b in buffers:
+        h.update(b)
+    return h.hexdigest()
 
 
 def check_size(content, buffers, limit: int, what: str) -> None:

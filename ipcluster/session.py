@@ -22,6 +22,7 @@ from ipcluster.protocol import Ids, Replay, Signer, decode, encode, now, pack, u
 log = logging.getLogger("ipcluster.client")
 
 
+
 class Session:
     def __init__(self, info, connection_file, timeout: float) -> None:
         self.info = info
@@ -40,6 +41,8 @@ class Session:
         self.closed = False
         self.lost: str | None = None
         self._last_heard = time.monotonic()
+        self._instance = None  # the controller's instance id; a new one means it restarted
+        self._restarted = False
         self._stopping = threading.Event()
         self._io_ready = threading.Event()
         self._io = threading.Thread(target=self._io_loop, name="ipcluster-client-io", daemon=True)
@@ -98,7 +101,9 @@ class Session:
 
     def _io_loop(self) -> None:
         curve = self.info.curve_public_key or None
-        dealer = self.context.dealer(self.info.client_url, curve_server_key=curve)
+        # a fixed identity, so a restarted controller routes our results to us again
+        dealer = self.context.dealer(self.info.client_url, identity=f"client-{self.ids.session}".encode(),
+                                     curve_server_key=curve)
         sub = self.context.subscriber(self.info.pub_url, curve_server_key=curve)
         inbox = self.context.inbox(self._inbox_name)
         self._io_ready.set()
@@ -117,13 +122,19 @@ class Session:
                     self._last_heard = time.monotonic()
                     for frames in transport.drain(sub):
                         self._on_event(frames)
-                self._check_controller()
+                self._check_controller(dealer)
         except Exception as exc:  # surfaced to every caller waiting on this client
             log.exception("client IO thread failed")
             self.lost = f"the client's IO thread failed: {type(exc).__name__}: {exc}"
             self._fail_all(ControllerLost(self.lost))
 
-    def _check_controller(self) -> None:
+    def _check_controller(self, dealer) -> None:
+        if self._restarted:  # a restarted controller may hold results it could not deliver
+            self._restarted = False  # while we reconnected: ask for everything outstanding
+            if self.tasks:
+                header = {"kind": "control", "id": self.ids()}
+                request = {"action": "fetch", "tasks": list(self.tasks)}
+                transport.send(dealer, encode(self.signer, header, pack(request)))
         silent = time.monotonic() - self._last_heard
         if silent > self.timeout and not self.lost:
             self.lost = (
@@ -193,5 +204,9 @@ class Session:
             event = unpack(decode(self.signer, frames, self.replay).content)
             if "ids" in event:
                 self.set_engine_ids(event["ids"])
+            instance = event.get("instance")
+            if instance is not None:
+                self._restarted |= self._instance is not None and instance != self._instance
+                self._instance = instance
         except Exception as exc:
             log.warning("dropped an event: %s: %s", type(exc).__name__, exc)

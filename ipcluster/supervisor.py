@@ -68,14 +68,14 @@ class Supervisor(threading.Thread):
                 self.cluster.launcher.start(self.cluster.engine_command() + ["--id", str(eid)], 1)
 
     def _kill_abandoned(self, client) -> None:
-        """An engine process still running that the controller removed (silent past its grace)
-        is stuck: kill it, so that it is reaped (and restarted) like any exit."""
-        engines = client._session.request("query", {})["engines"]
-        registered = {int(e["pid"]) for e in engines.values() if e["host"] == self.host}
-        for eid, e in engines.items():
+        """An engine process still running that the controller removed as dead (silent past
+        its grace) is stuck: kill it, so that it is reaped (and restarted) like any exit."""
+        reply = client._session.request("query", {})
+        for eid, e in reply["engines"].items():
             self._ids[int(e["pid"])] = int(eid)
+        dead = {int(pid) for pid, host in reply["dropped"] if host == self.host}
         for proc in self.cluster.launcher.processes:
-            if proc.poll() is None and proc.pid in self._ids and proc.pid not in registered:
+            if proc.poll() is None and proc.pid in dead and proc.pid in self._ids:
                 log.warning("engine %d (pid %d) was given up on by the controller; killing it",
                             self._ids[proc.pid], proc.pid)
                 os.kill(proc.pid, signal.SIGKILL)

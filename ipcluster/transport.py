@@ -49,11 +49,14 @@ class Context:
         sock.setsockopt(zmq.RCVHWM, 0)
         return sock
 
-    def _bind(self, sock: zmq.Socket, ip: str, curve_secret: str | None) -> str:
+    def _bind(self, sock: zmq.Socket, ip: str, curve_secret: str | None, port: int | None) -> str:
         if curve_secret:
             sock.setsockopt(zmq.CURVE_SERVER, 1)
             sock.setsockopt(zmq.CURVE_SECRETKEY, curve_secret.encode())
-        port = sock.bind_to_random_port(f"tcp://{ip}")
+        if port:  # a restarted controller takes the ports its engines and clients know
+            sock.bind(f"tcp://{ip}:{port}")
+        else:
+            port = sock.bind_to_random_port(f"tcp://{ip}")
         return f"tcp://{ip}:{port}"
 
     def _connect(self, sock: zmq.Socket, url: str, curve_server_key: str | None) -> zmq.Socket:
@@ -66,7 +69,7 @@ class Context:
         return sock
 
     def router(self, ip: str, curve_secret: str | None = None, max_message_size: int = -1,
-               peer_queue: int = 0) -> tuple[zmq.Socket, str]:
+               peer_queue: int = 0, port: int | None = None) -> tuple[zmq.Socket, str]:
         """A ROUTER bound to a free port on `ip`; returns it and its URL.
 
         A peer sending a frame over `max_message_size` bytes is disconnected before the frame
@@ -79,11 +82,12 @@ class Context:
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
         sock.setsockopt(zmq.MAXMSGSIZE, max_message_size)
         sock.setsockopt(zmq.RCVHWM, peer_queue)
-        return sock, self._bind(sock, ip, curve_secret)
+        return sock, self._bind(sock, ip, curve_secret, port)
 
-    def publisher(self, ip: str, curve_secret: str | None = None) -> tuple[zmq.Socket, str]:
+    def publisher(self, ip: str, curve_secret: str | None = None,
+                  port: int | None = None) -> tuple[zmq.Socket, str]:
         sock = self._socket(zmq.PUB)
-        return sock, self._bind(sock, ip, curve_secret)
+        return sock, self._bind(sock, ip, curve_secret, port)
 
     def dealer(self, url: str, identity: bytes | None = None,
                curve_server_key: str | None = None) -> zmq.Socket:

@@ -300,17 +300,27 @@ class LoadBalancedView(View):
         return max(1, math.ceil(n / (8 * max(1, len(self)))))
 
     def map(self, f, /, *sequences, block: bool | None = None, chunksize: int | None = None,
-            ordered: bool = True, return_exceptions: bool = False):
+            ordered: bool = True, return_exceptions: bool = False, label: str | None = None):
         """``map(f, *sequences)`` in chunks spread over free engines; results in order, or in
-        the order they finish with ``ordered=False``."""
+        the order they finish with ``ordered=False``.
+
+        With a `label`, the sweep can be run again after a crash of the client or controller
+        (``--db sqlite``): chunks finished before are fetched, not computed again. Labelled
+        chunks are cut from the sequence length alone (not the engine count), so they match.
+        """
         n = partition.equal_lengths(sequences)
+        flags = self._flags(label=label)
+        done = {}
+        if flags["label"] is not None:
+            chunksize = chunksize or max(1, math.ceil(n / 256))
+            done = {r["key"]: r["msg_id"] for r in self.client.db_query(
+                {"label": flags["label"], "status": "ok"}, keys=["key", "msg_id"])}
         chunksize = self._check_chunksize(chunksize, n)
-        flags = self._flags()
         tasks, tracker = [], None
         for chunk in partition.chunks(sequences, chunksize):
             new, tracker = self.client._submit(
                 namespace.map_chunk, (f, *chunk), {"return_exceptions": return_exceptions},
-                self._targets(), balanced=True, flags=flags, sizes=len(chunk[0]))
+                self._targets(), balanced=True, flags=flags, sizes=len(chunk[0]), done=done)
             tasks += new
         ar = AsyncResult(tasks, "map", client=self.client, ordered=ordered, tracker=tracker)
         return self._finish(ar, block)

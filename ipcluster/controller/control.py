@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+from ipcluster.controller.ledger import Task
 from ipcluster.errors import TaskAborted
 from ipcluster.protocol import encode, pack, resign
 
@@ -66,6 +67,11 @@ def fetch(ctl, client: bytes, request: dict) -> dict:
     missing = []
     for task_id in request.get("tasks", []):
         task = ctl.ledger.get(task_id)
+        if task is None and ctl.ledger.store is not None and isinstance(task_id, str):
+            stored = ctl.ledger.store.result(task_id)  # culled from memory, or before a restart
+            if stored is not None:
+                frames, stdout, stderr, engine = stored
+                task = Task(task_id, b"", engine=engine, result=frames, stdout=stdout, stderr=stderr)
         if task is None:
             missing.append(task_id)
         elif task.result is None:
@@ -86,8 +92,16 @@ def purge(ctl, client: bytes, request: dict) -> dict:
     ids = request.get("tasks")
     ids = ctl.ledger.finished_ids() if ids == "all" else ids or []
     for task_id in ids:
-        ctl.ledger.forget(task_id)
+        ctl.ledger.purge(task_id)
     return {"purged": len(ids)}
+
+
+def db_query(ctl, client: bytes, request: dict) -> dict:
+    """Tasks matching a query, from the store (or the memory ledger without one)."""
+    query = request.get("query") or {}
+    if not isinstance(query, dict):
+        raise ValueError(f"a query is a dict of field conditions, not {query!r}")
+    return {"records": ctl.ledger.query(query, request.get("keys"))}
 
 
 def history(ctl, client: bytes, request: dict) -> dict:
@@ -103,4 +117,5 @@ def engine_exited(ctl, client: bytes, request: dict) -> dict:
     return {"engine_id": engine.id}
 
 
-ACTIONS = {f.__name__: f for f in (abort, signal, shutdown, fetch, purge, history, engine_exited)}
+ACTIONS = {f.__name__: f for f in (abort, signal, shutdown, fetch, purge, history, engine_exited,
+                                   db_query)}

@@ -9,9 +9,16 @@ the oldest are culled past `max_results` tasks or `max_bytes` of result frames.
 
 from __future__ import annotations
 
+import operator
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+
+# the fields and operators of db_query, shared with the SQLite store
+COLUMNS = ("msg_id", "label", "key", "status", "engine_id", "submitted", "completed", "stdout",
+           "stderr")
+OPERATORS = {"$eq": ("=", operator.eq), "$ne": ("!=", operator.ne), "$lt": ("<", operator.lt),
+             "$lte": ("<=", operator.le), "$gt": (">", operator.gt), "$gte": (">=", operator.ge)}
 
 
 @dataclass
@@ -21,6 +28,7 @@ class Task:
     balanced: bool = False
     targets: frozenset | None = None  # engines a balanced task may run on; None: any
     label: str | None = None
+    key: str | None = None  # digest of the call, for resumable labelled sweeps
     engine: int | None = None  # None while queued for load balancing
     submitted: float = field(default_factory=time.time)
     completed: float | None = None
@@ -42,7 +50,27 @@ class Task:
 
     def summary(self) -> dict:
         return {"msg_id": self.id, "state": self.state, "status": self.status, "engine_id": self.engine,
-                "label": self.label, "submitted": self.submitted, "completed": self.completed}
+                "label": self.label, "key": self.key, "submitted": self.submitted,
+                "completed": self.completed, "stdout": self.stdout, "stderr": self.stderr}
+
+
+def matches(record: dict, query: dict) -> bool:
+    """ipyparallel's query form, on one record (the store runs the same query as SQL)."""
+    for field_name, condition in query.items():
+        if field_name not in COLUMNS:
+            raise ValueError(f"cannot query on {field_name!r}; valid fields: {', '.join(COLUMNS)}")
+        value = record.get(field_name)
+        for op, wanted in (condition if isinstance(condition, dict) else {"$eq": condition}).items():
+            if op == "$in" and value not in wanted or op == "$nin" and value in wanted:
+                return False
+            if op in OPERATORS:
+                if value is None and op not in ("$eq", "$ne"):
+                    return False
+                if not OPERATORS[op][1](value, wanted):
+                    return False
+            elif op not in ("$in", "$nin"):
+                raise ValueError(f"unknown operator {op!r}; valid: $in, $nin, {', '.join(OPERATORS)}")
+    return True
 
 
 def _size(frames: list) -> int:
@@ -50,8 +78,9 @@ def _size(frames: list) -> int:
 
 
 class Ledger:
-    def __init__(self, max_results: int = 100_000, max_bytes: int = 1 << 30) -> None:
+    def __init__(self, max_results: int = 100_000, max_bytes: int = 1 << 30, store=None) -> None:
         self.tasks: dict[str, Task] = {}
+        self.store = store  # the durable SQLite store, or None (memory only)
         self.max_results, self.max_bytes = max_results, max_bytes
         self._done: OrderedDict[str, int] = OrderedDict()  # finished task id -> result bytes
         self._done_bytes = 0
@@ -62,6 +91,8 @@ class Ledger:
 
     def add(self, task: Task) -> None:
         self.tasks[task.id] = task
+        if self.store is not None:
+            self.store.submitted(task)
 
     def get(self, task_id) -> Task | None:
         return self.tasks.get(task_id) if isinstance(task_id, str) else None
@@ -72,6 +103,8 @@ class Ledger:
     def finish(self, task: Task, frames: list, status: str, completed: float | None) -> None:
         task.result, task.status, task.request = frames, status, None
         task.completed = completed or time.time()
+        if self.store is not None:
+            self.store.finished(task)
         size = _size(frames)
         self._done[task.id] = size
         self._done_bytes += size
@@ -86,5 +119,21 @@ class Ledger:
             self._done_bytes -= size
             self.tasks.pop(task_id, None)
 
+    def purge(self, task_id: str) -> None:
+        """Forget a finished task here and in the store."""
+        self.forget(task_id)
+        if self.store is not None:
+            self.store.forget(task_id)
+
     def finished_ids(self) -> list[str]:
         return list(self._done)
+
+    def query(self, query: dict, keys: list[str] | None) -> list[dict]:
+        if self.store is not None:
+            return self.store.query(query, keys)
+        keys = list(keys or COLUMNS)
+        bad = sorted(set(keys) - set(COLUMNS))
+        if bad:
+            raise ValueError(f"unknown keys {bad}; valid: {', '.join(COLUMNS)}")
+        found = [t.summary() for t in self.tasks.values()]
+        return [{k: r[k] for k in keys} for r in found if matches(r, query)]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ipcluster import connection, transport
 from ipcluster.controller.server import Controller
+from ipcluster.controller.store import Store
 from ipcluster.errors import ConnectionFileError
 
 log = logging.getLogger("ipcluster.controller")
@@ -37,6 +38,7 @@ class ControllerOptions:
     client_queue: int = 10_000  # messages queued per peer before TCP back-pressure slows it
     replay_window: int = 100_000  # message ids remembered to refuse replays
     max_age: float = 600.0  # seconds; an older (or as much newer) message is refused
+    db: str | None = None  # "sqlite" (tasks.db in the cluster directory) or "sqlite:PATH": durable
 
 
 def is_loopback(ip: str) -> bool:
@@ -57,19 +59,37 @@ def wants_curve(options: ControllerOptions) -> bool:
     return options.curve
 
 
-def run(cluster_id: str, options: ControllerOptions, connection_file: Path) -> None:
+def open_store(options: ControllerOptions, connection_file: Path) -> Store | None:
+    if options.db is None:
+        return None
+    kind, _, path = options.db.partition(":")
+    if kind != "sqlite":
+        raise ValueError(f"db must be 'sqlite' or 'sqlite:PATH', not {options.db!r}")
+    return Store(Path(path) if path else connection_file.parent / "tasks.db")
+
+
+def run(cluster_id: str, options: ControllerOptions, connection_file: Path, restore: bool = False) -> None:
     """Run a controller until SIGTERM or SIGINT (or a client's shutdown), with its connection
-    file written meanwhile."""
+    file written meanwhile. With `restore`, take over from a controller that died: the same
+    key, ports and task store, so engines and clients reconnect to it."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s controller %(levelname)s %(message)s")
     stop = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.append(True))
-    public, secret = transport.curve_keypair() if wants_curve(options) else ("", "")
-    controller = Controller(cluster_id, options, connection.new_key(), public, secret)
+    store = open_store(options, connection_file)
+    if restore:
+        old = connection.read(connection_file)
+        ports = [int(u.rsplit(":", 1)[1]) for u in (old.client_url, old.engine_url, old.pub_url)]
+        controller = Controller(cluster_id, options, old.key, old.curve_public_key,
+                                old.curve_secret_key, ports=ports, store=store)
+        controller.restore()
+    else:
+        public, secret = transport.curve_keypair() if wants_curve(options) else ("", "")
+        controller = Controller(cluster_id, options, connection.new_key(), public, secret, store=store)
     connection.write(connection_file, controller.info)
-    log.info("controller of cluster %r on %s (pid %d, host %s, curve %s)", cluster_id,
+    log.info("controller of cluster %r on %s (pid %d, host %s, curve %s%s)", cluster_id,
              controller.info.client_url, os.getpid(), socket.gethostname(),
-             "on" if public else "off")
+             "on" if controller.info.curve_public_key else "off", ", restored" if restore else "")
     try:
         controller.serve(lambda: bool(stop))
     finally:
@@ -77,4 +97,6 @@ def run(cluster_id: str, options: ControllerOptions, connection_file: Path) -> N
             if connection.read(connection_file).controller_pid == os.getpid():
                 connection_file.unlink()
         controller.close()
+        if store is not None:
+            store.close()
         log.info("controller stopped")

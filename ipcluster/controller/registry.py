@@ -43,6 +43,7 @@ class Registry:
         self.by_id: dict[int, Engine] = {}
         self.by_identity: dict[bytes, Engine] = {}
         self.version = 0  # bumped on every change, so clients can tell their list is stale
+        self.dropped: dict[tuple, float] = {}  # (pid, host) of engines removed as dead -> when
         self._next_id = 0
 
     def __len__(self) -> int:
@@ -64,7 +65,11 @@ class Registry:
         self.version += 1
         return engine
 
-    def remove(self, engine: Engine) -> None:
+    def remove(self, engine: Engine, dead: bool = False) -> None:
+        if dead:  # its supervisor, if any, should make sure the process is gone
+            self.dropped[(engine.pid, engine.host)] = time.time()
+            while len(self.dropped) > 1000:
+                self.dropped.pop(next(iter(self.dropped)))
         self.by_id.pop(engine.id, None)
         self.by_identity.pop(engine.identity, None)
         self.version += 1

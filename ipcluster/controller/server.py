@@ -25,6 +25,8 @@ import os
 import socket
 import time
 
+import msgpack
+
 from ipcluster import connection, transport
 from ipcluster.controller import control
 from ipcluster.controller.ledger import Ledger, Task
@@ -49,16 +51,16 @@ def _url(bound: str, location: str) -> str:
 
 class Controller:
     def __init__(self, cluster_id: str, options, key: str, curve_public: str = "",
-                 curve_secret: str = "") -> None:
+                 curve_secret: str = "", ports=(None, None, None), store=None) -> None:
         self.options = options
         self.cluster_id = cluster_id
         self.context = transport.Context()
         curve = curve_secret or None
         self.clients, client_url = self.context.router(
-            options.ip, curve, options.max_message_size, options.client_queue)
+            options.ip, curve, options.max_message_size, options.client_queue, ports[0])
         self.engines, engine_url = self.context.router(
-            options.ip, curve, options.max_message_size, options.client_queue)
-        self.pub, pub_url = self.context.publisher(options.ip, curve)
+            options.ip, curve, options.max_message_size, options.client_queue, ports[1])
+        self.pub, pub_url = self.context.publisher(options.ip, curve, ports[2])
         location = options.location or (
             socket.gethostname() if options.ip in ("0.0.0.0", "*", "::") else options.ip)
         self.info = connection.ConnectionInfo(
@@ -71,8 +73,9 @@ class Controller:
         self.registry = Registry()
         self.scheduler = make_scheduler(options.scheme, options.hwm)
         self.graph = Graph()  # tasks waiting for others (after / follow)
-        self.ledger = Ledger(options.max_results, options.max_result_bytes)
+        self.ledger = Ledger(options.max_results, options.max_result_bytes, store)
         self.stopping = False  # set by a client's shutdown(hub=True)
+        self.restored = False  # took over from a controller that died
         self.dropped = Drops(log)  # messages dropped as bad (unsigned, forged, replayed, malformed)
         self._next_beat = 0.0
 
@@ -91,7 +94,8 @@ class Controller:
             now = time.monotonic()
             if now >= self._next_beat:
                 self._next_beat = now + self.options.beat_interval
-                self._publish({"event": "beat", "ids": self.registry.ids()})
+                self._publish({"event": "beat", "ids": self.registry.ids(),
+                               "instance": self.ids.session})
                 self._check_engines(now)
 
     def close(self) -> None:
@@ -158,6 +162,8 @@ class Controller:
     def _send_task(self, task: Task, engine: Engine, frames: list) -> None:
         task.engine = engine.id
         engine.tasks[task.id] = task.balanced
+        if self.ledger.store is not None:
+            self.ledger.store.sent(task)
         if not self.send(self.engines, engine.identity, [DELIM, *frames]):
             self.drop_engine(engine, "its connection is gone")
 
@@ -191,6 +197,7 @@ class Controller:
             "unassigned": [p.task_id for p in self.scheduler.pending] + list(self.graph.waiting)
             if verbose else len(self.scheduler.pending) + len(self.graph),
             "tasks": self.ledger.open(),
+            "dropped": [list(k) for k in self.registry.dropped],
         })
 
     def on_control(self, msg) -> None:
@@ -214,6 +221,7 @@ class Controller:
         if any(self.ledger.get(t) is not None for t in tasks):
             raise BadMessage("apply: a task id is in use already")
         label = header.get("label") if isinstance(header.get("label"), str) else None
+        key = header.get("key") if isinstance(header.get("key"), str) else None
         if header.get("balanced"):
             if len(tasks) != 1:
                 raise BadMessage("apply: a load-balanced request carries exactly one task id")
@@ -224,7 +232,7 @@ class Controller:
             after, follow = Dep.from_wire(header.get("after")), Dep.from_wire(header.get("follow"))
             task = Task(tasks[0], client, balanced=True, targets=allowed, label=label,
                         request=msg.frames, retries=retries if isinstance(retries, int) else 0,
-                        priority=priority)
+                        priority=priority, key=key)
             self.ledger.add(task)
             if allowed is not None and not allowed & set(self.registry.by_id):
                 self.fail(task, NoSuchEngine(
@@ -241,7 +249,7 @@ class Controller:
         if targets is None or len(targets) != len(tasks):
             raise BadMessage("apply: a direct request needs one task id per target")
         for task_id, eid in zip(tasks, targets):
-            task = Task(task_id, client, label=label)
+            task = Task(task_id, client, label=label, key=key)
             self.ledger.add(task)
             self.graph.add(task_id)  # so that later tasks may depend on it
             engine = self.registry.by_id.get(eid)
@@ -315,13 +323,20 @@ class Controller:
             self.drop_engine(engine, "it shut down")
 
     def on_beat(self, msg) -> None:
-        if self._engine(msg) is not None:  # an engine we dropped hears nothing, and exits
+        if self._engine(msg) is not None:
             header = {"kind": "beat", "id": self.ids()}
             self.send(self.engines, msg.route[0], encode(self.signer, header))
+        elif self.restored:  # an engine of the controller we took over from: welcome it back
+            self.send(self.engines, msg.route[0],
+                      encode(self.signer, {"kind": "reregister", "id": self.ids()}))
+        # else: an engine we dropped hears nothing, and exits
 
     def on_result(self, msg) -> None:
         engine = self._engine(msg)
         task = self.ledger.get(msg.header.get("parent"))
+        if engine is None and self.restored and task is not None and task.result is None:
+            self._restored_result(task, msg)  # finished while we were down
+            return
         if task is None or engine is None or task.result is not None or task.engine != engine.id:
             raise BadMessage(f"result for unknown task {msg.header.get('parent')!r}")
         engine.tasks.pop(task.id, None)
@@ -339,6 +354,37 @@ class Controller:
         self._forward(task, msg.frames)
         self._on_graph(self.graph.finished(task.id, msg.header.get("status") == "ok", engine.id))
         self._dispatch()
+
+    def _restored_result(self, task: Task, msg) -> None:
+        """A result sent to the controller that died, by an engine not yet registered again:
+        signed with the key, so it is a real result; take it (once)."""
+        self.scheduler.remove(task.id)  # it was to be sent again
+        again = self.registry.by_id.get(task.engine)
+        if again is not None and again.tasks.pop(task.id, None) is not None:
+            self.scheduler.finished(again.id)  # sent again already: that copy's answer is dropped
+        self.ledger.finish(task, msg.frames, str(msg.header.get("status")), msg.header.get("completed"))
+        self._forward(task, msg.frames)
+        self._on_graph(self.graph.finished(task.id, msg.header.get("status") == "ok", task.engine))
+
+    def restore(self) -> None:
+        """Take over the unfinished work of the controller that died (from the store): queued
+        and running balanced tasks are sent again (a result that arrives first wins; a second
+        is dropped)."""
+        self.restored = True
+        store = self.ledger.store
+        if store is None:
+            raise ValueError("restore needs the task store: start the controller with --db sqlite")
+        count = 0
+        for row in store.rows("WHERE status IS NULL AND request IS NOT NULL"):
+            request = msgpack.unpackb(row["request"])
+            targets = None if row["targets"] is None else frozenset(msgpack.unpackb(row["targets"]))
+            task = Task(row["msg_id"], row["client"], balanced=True, targets=targets,
+                        label=row["label"], key=row["key"], submitted=row["submitted"],
+                        request=request)
+            self.ledger.tasks[task.id] = task  # already in the store
+            self.scheduler.submit(Pending(task.id, targets, resign(self.signer, request, self.ids())[1:]))
+            count += 1
+        log.info("restored: %d unfinished tasks will be sent again as engines register", count)
 
     def _retry(self, task: Task, eid: int, msg=None) -> bool:
         """Send a balanced task again, preferably to another engine, if it has retries left
@@ -389,7 +435,7 @@ class Controller:
         if self.registry.by_id.get(engine.id) is not engine:
             return
         log.warning("engine %d (pid %d on %s) removed: %s", engine.id, engine.pid, engine.host, reason)
-        self.registry.remove(engine)
+        self.registry.remove(engine, dead=reason.startswith("silent"))
         self._on_graph(self.graph.engine_gone(engine.id))
         for pending in self.scheduler.remove_engine(engine.id):
             task = self.ledger.get(pending.task_id)

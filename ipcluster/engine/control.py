@@ -120,8 +120,8 @@ class Control(threading.Thread):
         return False
 
     def _run(self) -> None:
-        sock = self.context.dealer(self.info.engine_url, identity=uuid.uuid4().bytes,
-                                   curve_server_key=self.info.curve_public_key or None)
+        sock = self._sock = self.context.dealer(self.info.engine_url, identity=uuid.uuid4().bytes,
+                                                curve_server_key=self.info.curve_public_key or None)
         inbox = self.context.inbox(RESULTS)
         if not self._register(sock):
             return
@@ -178,6 +178,12 @@ class Control(threading.Thread):
                 self.tasks.put((self._task_id(msg.header), msg))
             elif msg.kind == "control":
                 self._on_control(unpack(msg.content))
+            elif msg.kind == "reregister":  # a restarted controller: same id, namespace intact
+                log.info("the controller restarted; registering again as engine %s", self.engine_id)
+                self._send(self._sock, {"kind": "register"}, pack({
+                    "pid": os.getpid(), "host": socket.gethostname(), "id": self.engine_id}))
+            elif msg.kind == "register_reply":
+                log.info("registered again as engine %s", unpack(msg.content).get("id"))
             elif msg.kind != "beat":
                 raise BadMessage(f"a {msg.kind!r} message is not for engines")
         except Exception as exc:  # nothing a message says may stop this thread

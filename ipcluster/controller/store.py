@@ -1,0 +1,179 @@
+"""Processes layer: the durable task ledger, in SQLite (WAL), written off the hot path.
+
+The controller's loop only puts records on a queue; a writer thread commits them in batches
+(at most every `interval` seconds), so a task costs the loop a queue put, not a disk write.
+What is committed survives a crash of the controller: finished results (the engine's frames,
+as sent), and the requests of tasks not yet done, so that ``--restore`` sends them again.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import msgpack
+
+from ipcluster.controller.ledger import COLUMNS, OPERATORS  # one query language for both
+
+log = logging.getLogger("ipcluster.controller")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    msg_id TEXT PRIMARY KEY,
+    client BLOB,
+    label TEXT,
+    key TEXT,              -- digest of the call, so a labelled sweep run again skips done work
+    balanced INTEGER,
+    targets BLOB,          -- msgpack list of allowed engine ids, or NULL
+    engine_id INTEGER,
+    submitted REAL,
+    completed REAL,
+    status TEXT,           -- NULL until done; then ok or error
+    stdout TEXT,
+    stderr TEXT,
+    request BLOB,          -- msgpack list of the request frames, until done
+    result BLOB            -- msgpack list of the result frames, once done
+);
+CREATE INDEX IF NOT EXISTS tasks_label ON tasks (label);
+"""
+_STOP = object()
+
+
+def frames_blob(frames) -> bytes:
+    return msgpack.packb([bytes(f.buffer) if hasattr(f, "buffer") else bytes(f) for f in frames])
+
+
+class Store:
+    def __init__(self, path: Path, interval: float = 0.05) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.interval = interval
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.error: BaseException | None = None
+        with self._connect() as db:
+            db.executescript(SCHEMA)
+        self._writer = threading.Thread(target=self._write_loop, name="ipcluster-store", daemon=True)
+        self._writer.start()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=30)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        return db
+
+    # -- writing (from the controller's loop: queue puts only) ----------------------------
+
+    def submitted(self, task) -> None:
+        targets = msgpack.packb(sorted(task.targets)) if task.targets is not None else None
+        request = task.request if task.balanced else None  # direct requests are not resent
+        self._queue.put(("INSERT OR REPLACE INTO tasks (msg_id, client, label, key, balanced, "
+                         "targets, submitted, request) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                         (task.id, task.client, task.label, task.key, int(task.balanced), targets,
+                          task.submitted, request)))
+
+    def sent(self, task) -> None:
+        self._queue.put(("UPDATE tasks SET engine_id = ? WHERE msg_id = ?", (task.engine, task.id)))
+
+    def result(self, task_id: str):
+        """``(frames, stdout, stderr, engine_id)`` of a finished task, or None."""
+        rows = self.rows("WHERE msg_id = ? AND result IS NOT NULL", (task_id,),
+                         "result, stdout, stderr, engine_id")
+        if not rows:
+            return None
+        row = rows[0]
+        return msgpack.unpackb(row["result"]), row["stdout"] or "", row["stderr"] or "", row["engine_id"]
+
+    def finished(self, task) -> None:
+        self._queue.put(("UPDATE tasks SET status = ?, completed = ?, engine_id = ?, stdout = ?, "
+                         "stderr = ?, result = ?, request = NULL WHERE msg_id = ?",
+                         (task.status, task.completed, task.engine, task.stdout, task.stderr,
+                          task.result, task.id)))
+
+    def forget(self, task_id: str) -> None:
+        self._queue.put(("DELETE FROM tasks WHERE msg_id = ?", (task_id,)))
+
+    def _write_loop(self) -> None:
+        db = self._connect()
+        try:
+            while True:
+                batch = [self._queue.get()]
+                deadline = time.monotonic() + self.interval  # commit at least this often
+                try:
+                    while len(batch) < 10_000 and (left := deadline - time.monotonic()) > 0:
+                        batch.append(self._queue.get(timeout=left))
+                except queue.Empty:
+                    pass
+                done = _STOP in batch
+                with db:  # one transaction per batch
+                    for item in batch:
+                        if isinstance(item, tuple):
+                            sql, args = item
+                            db.execute(sql, tuple(frames_blob(a) if isinstance(a, list) else a
+                                                  for a in args))
+                for item in batch:
+                    if isinstance(item, threading.Event):
+                        item.set()  # flush(): everything before it is committed
+                if done:
+                    return
+        except BaseException as exc:  # the loop goes on without durability; the log says so
+            self.error = exc
+            log.exception("the task store failed; results are no longer written to %s", self.path)
+        finally:
+            db.close()
+
+    def flush(self, timeout: float = 10) -> None:
+        """Wait until everything queued so far is committed (before a query reads it)."""
+        committed = threading.Event()
+        self._queue.put(committed)
+        committed.wait(timeout)
+
+    def close(self) -> None:
+        """Commit everything queued, then stop the writer."""
+        self._queue.put(_STOP)
+        self._writer.join(timeout=30)
+
+    # -- reading (restore, queries) -----------------------------------------------------
+
+    def rows(self, where: str = "", args: tuple = (), columns: str = "*") -> list[sqlite3.Row]:
+        self.flush()
+        with self._connect() as db:
+            db.row_factory = sqlite3.Row
+            return db.execute(f"SELECT {columns} FROM tasks {where}", args).fetchall()
+
+    def query(self, query: dict, keys: list[str] | None) -> list[dict]:
+        """Tasks matching `query` (ipyparallel's form: ``{"label": "x", "completed":
+        {"$gt": t}}``, with $in, $nin, $eq, $ne, $lt, $lte, $gt, $gte)."""
+        where, args = sql_where(query)
+        keys = list(keys or COLUMNS)
+        bad = sorted(set(keys) - set(COLUMNS))
+        if bad:
+            raise ValueError(f"unknown keys {bad}; valid: {', '.join(COLUMNS)}")
+        return [dict(row) for row in self.rows(where, args, ", ".join(keys))]
+
+
+def sql_where(query: dict) -> tuple[str, tuple]:
+    clauses, args = [], []
+    for field, condition in query.items():
+        if field not in COLUMNS:
+            raise ValueError(f"cannot query on {field!r}; valid fields: {', '.join(COLUMNS)}")
+        if not isinstance(condition, dict):
+            condition = {"$eq": condition}
+        for op, value in condition.items():
+            if op in ("$in", "$nin"):
+                values = list(value)
+                marks = ", ".join("?" * len(values)) or "NULL"
+                clauses.append(f"{field} {'NOT ' if op == '$nin' else ''}IN ({marks})")
+                args += values
+            elif op in OPERATORS:
+                if value is None and op in ("$eq", "$ne"):
+                    clauses.append(f"{field} IS {'NOT ' if op == '$ne' else ''}NULL")
+                else:
+                    clauses.append(f"{field} {OPERATORS[op][0]} ?")
+                    args.append(value)
+            else:
+                raise ValueError(f"unknown operator {op!r}; valid: $in, $nin, {', '.join(OPERATORS)}")
+    return ("WHERE " + " AND ".join(clauses)) if clauses else "", tuple(args)

@@ -1,0 +1,129 @@
+"""The task ledger: queries, results after a client dies, a controller that dies and is
+restored (with --db sqlite), and labelled sweeps that resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+import ipcluster as ipp
+from tests.conftest import _fixture_pids
+
+
+@pytest.fixture
+def durable(monkeypatch):
+    """A cluster whose controller keeps its ledger in SQLite."""
+    monkeypatch.setenv("DASK_IPCLUSTER__CONTROLLER__DB", "sqlite")
+    cluster = ipp.Cluster(n=2, restart=True)
+    rc = cluster.start_and_connect_sync()
+    try:
+        yield cluster, rc
+    finally:
+        cluster.stop_cluster_sync()
+
+
+def test_db_query_by_label_and_time(rc):
+    view = rc.load_balanced_view(label="q-test")
+    t0 = time.time()
+    ars = [view.apply_async(abs, -i) for i in range(5)]
+    [ar.get(timeout=10) for ar in ars]
+    found = rc.db_query({"label": "q-test", "status": "ok", "submitted": {"$gte": t0 - 1}},
+                        keys=["msg_id", "engine_id"])
+    assert sorted(r["msg_id"] for r in found) == sorted(ar.msg_ids[0] for ar in ars)
+    assert rc.db_query({"label": {"$in": ["nope"]}}) == []
+    with pytest.raises(ipp.RemoteError, match="cannot query on 'colour'"):
+        rc.db_query({"colour": "red"})
+
+
+SWEEP = """
+import sys, time, ipcluster
+rc = ipcluster.Client(sys.argv[1])
+def slow(x):
+    import time
+    time.sleep(0.02)
+    return x * 10
+view = rc.load_balanced_view()
+ar = view.map_async(slow, range(400), chunksize=4, label="sweep-dies")
+while ar.progress < 20:
+    time.sleep(0.01)
+print("HALFWAY", flush=True)
+time.sleep(60)  # killed here
+"""
+
+
+def test_a_new_client_gets_every_finished_result_of_a_killed_client(durable, tmp_path):
+    cluster, rc = durable
+    script = tmp_path / "sweep.py"
+    script.write_text(SWEEP)
+    proc = subprocess.Popen([sys.executable, str(script), str(cluster.connection_file)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "HALFWAY"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    rc.wait(timeout=1)
+    deadline = time.monotonic() + 60
+    while rc.db_query({"label": "sweep-dies", "status": None}, keys=["msg_id"]) and time.monotonic() < deadline:
+        time.sleep(0.1)  # the dead client's queued work still runs
+    records = rc.db_query({"label": "sweep-dies", "status": "ok"}, keys=["msg_id"])
+    assert len(records) == 100
+    chunks = rc.get_result([r["msg_id"] for r in records]).get(timeout=30)
+    assert sorted(x for chunk in chunks for x in chunk) == [x * 10 for x in range(400)]
+
+
+def slow_times_ten(x):
+    import time
+    time.sleep(0.01)
+    return x * 10
+
+
+def test_a_labelled_sweep_run_again_computes_only_what_is_missing(durable):
+    cluster, rc = durable
+    view = rc.load_balanced_view()
+    first = view.map_async(slow_times_ten, range(200), chunksize=10, label="resume-me")
+    first.get(timeout=60)
+    before = rc.queue_status()
+    completed_before = sum(s["completed"] for k, s in before.items() if k != "unassigned")
+    again = view.map_sync(slow_times_ten, range(200), chunksize=10, label="resume-me")
+    assert again == [x * 10 for x in range(200)]
+    after = rc.queue_status()
+    assert sum(s["completed"] for k, s in after.items() if k != "unassigned") == completed_before
+    changed = view.map_sync(slow_times_ten, range(210), chunksize=10, label="resume-me")
+    assert changed == [x * 10 for x in range(210)]
+    done = sum(s["completed"] for k, s in rc.queue_status().items() if k != "unassigned")
+    assert done == completed_before + 1  # only the new chunk ran
+
+
+def test_a_killed_controller_restored_keeps_engines_namespaces_and_the_sweep(durable):
+    cluster, rc = durable
+    rc[:].push({"kept": "namespace"}, block=True)
+    pids = rc[:].apply_sync(os.getpid)
+    view = rc.load_balanced_view()
+    ar = view.map_async(slow_times_ten, range(300), chunksize=3, label="survives")
+    while ar.progress < 10:
+        time.sleep(0.01)
+    os.kill(cluster.controller.pid, signal.SIGKILL)
+    cluster.controller.wait()
+    log = open(cluster.cluster_dir / "controller.log", "ab")
+    restored = subprocess.Popen([sys.executable, "-m", "ipcluster", "controller", "--cluster-id",
+                                 cluster.cluster_id, "--restore"], stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    cluster.controller = restored  # the cluster stops this one at the end
+    _fixture_pids.add(restored.pid)
+    try:
+        assert ar.get(timeout=60) == [x * 10 for x in range(300)]
+    except BaseException:
+        print(open(cluster.cluster_dir / "controller.log").read()[-4000:])
+        for i in range(len(cluster.launcher.processes)):
+            print(open(cluster.cluster_dir / f"engine-{i}.log").read()[-1500:])
+        raise
+    rc.wait_for_engines(2, timeout=30)
+    assert rc.ids == [0, 1]
+    assert sorted(rc[:].apply_sync(os.getpid)) == sorted(pids)  # the same engine processes
+    assert rc[:].pull("kept", block=True) == ["namespace", "namespace"]
