@@ -22,6 +22,7 @@ import time
 
 from ipcluster import connection
 from ipcluster.cluster import CONNECTION_VARIABLE, STATE_FILE, Cluster, _tail
+from ipcluster.report import alive, cluster_ids, read_state, cmd_list, cmd_status
 from ipcluster.config import DEFAULT_CLUSTER_ID, cluster_dir, ipcluster_dir, resolve
 
 
@@ -58,6 +59,10 @@ def _parser() -> argparse.ArgumentParser:
 
     stop = sub.add_parser("stop", help="stop a running cluster")
     stop.add_argument("--cluster-id", default=DEFAULT_CLUSTER_ID)
+
+    status = sub.add_parser("status", help="engines of a running cluster, their work and resources")
+    status.add_argument("--cluster-id", default=DEFAULT_CLUSTER_ID)
+    status.add_argument("-o", "--output", choices=["table", "json"], default="table")
 
     ls = sub.add_parser("list", help="list clusters")
     ls.add_argument("-o", "--output", choices=["table", "json"], default="table")
@@ -179,7 +184,7 @@ def _start_daemon(args) -> int:
             print(f"ipcluster: the cluster failed to start; {log} ends with:\n{_tail(log)}",
                   file=sys.stderr)
             return 1
-        state = _read_state(args.cluster_id)
+        state = read_state(args.cluster_id)
         if state and state.get("ready") and state.get("supervisor_pid") == proc.pid:
             print(f"cluster {args.cluster_id!r} running in the background with "
                   f"{len(state['engine_pids'])} engines (pid {proc.pid}, log {log})")
@@ -190,38 +195,19 @@ def _start_daemon(args) -> int:
     return 1
 
 
-def _read_state(cluster_id: str) -> dict | None:
-    try:
-        return json.loads((cluster_dir(cluster_id) / STATE_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _alive(pid: int | None) -> bool:
-    import psutil
-
-    if not pid:
-        return False
-    try:
-        proc = psutil.Process(pid)
-        return proc.status() != psutil.STATUS_ZOMBIE and "ipcluster" in " ".join(proc.cmdline())
-    except psutil.Error:
-        return False
-
-
 def _wait_gone(pids: list[int], timeout: float) -> list[int]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        pids = [p for p in pids if _alive(p)]
+        pids = [p for p in pids if alive(p)]
         if not pids:
             break
         time.sleep(0.05)
-    return [p for p in pids if _alive(p)]
+    return [p for p in pids if alive(p)]
 
 
 def _kill(pids: list[int], sig: int) -> None:
     for pid in pids:
-        if _alive(pid):
+        if alive(pid):
             try:
                 os.killpg(pid, sig) if os.getpgid(pid) == pid else os.kill(pid, sig)
             except (ProcessLookupError, PermissionError):
@@ -229,23 +215,23 @@ def _kill(pids: list[int], sig: int) -> None:
 
 
 def cmd_stop(args) -> int:
-    state = _read_state(args.cluster_id)
+    state = read_state(args.cluster_id)
     if state is None:
-        known = ", ".join(_cluster_ids()) or "none"
+        known = ", ".join(cluster_ids()) or "none"
         print(f"ipcluster: no cluster {args.cluster_id!r} in {ipcluster_dir()}; running: {known}",
               file=sys.stderr)
         return 1
     for argv in state.get("cancel", []):  # batch jobs added by `ipcluster engines`
         subprocess.run(argv, capture_output=True)
     children = [state.get("controller_pid")] + list(state.get("engine_pids", []))
-    if state.get("owner") == "cli" and _alive(state.get("supervisor_pid")):
+    if state.get("owner") == "cli" and alive(state.get("supervisor_pid")):
         _kill([state["supervisor_pid"]], signal.SIGTERM)  # it stops its engines and controller
         _wait_gone([state["supervisor_pid"]], 20)
     _kill(children, signal.SIGTERM)
     left = _wait_gone(children, 5)
     _kill(left, signal.SIGKILL)
     left = _wait_gone(left, 5)
-    if not _alive(state.get("supervisor_pid")) or state.get("owner") != "cli":
+    if not alive(state.get("supervisor_pid")) or state.get("owner") != "cli":
         import shutil
 
         shutil.rmtree(cluster_dir(args.cluster_id), ignore_errors=True)
@@ -262,9 +248,9 @@ def cmd_engines(args) -> int:
     """Add engines to a running cluster; `ipcluster stop` stops them with the rest."""
     from ipcluster.client import Client
 
-    state = _read_state(args.cluster_id)
+    state = read_state(args.cluster_id)
     if state is None or not (cluster_dir(args.cluster_id) / connection.FILENAME).exists():
-        known = ", ".join(_cluster_ids()) or "none"
+        known = ", ".join(cluster_ids()) or "none"
         print(f"ipcluster: no running cluster {args.cluster_id!r} in {ipcluster_dir()}; "
               f"running: {known}", file=sys.stderr)
         return 1
@@ -294,7 +280,7 @@ def cmd_engines(args) -> int:
 
 
 def _record_added_engines(cluster_id: str, launcher) -> None:
-    state = _read_state(cluster_id) or {}
+    state = read_state(cluster_id) or {}
     state["engine_pids"] = list(state.get("engine_pids", [])) + list(launcher.pids)
     jobs = list(getattr(launcher, "jobs", []))
     if jobs:
@@ -325,40 +311,6 @@ def cmd_config(args) -> int:
         command += ["--connection-file", str(cluster_dir("<cluster-id>") / connection.FILENAME)]
     print(f"# what `ipcluster start -n {args.n} --engines {args.launcher}` runs or submits:")
     print(launcher.script(command, args.n), end="")
-    return 0
-
-
-# -- list ---------------------------------------------------------------------------------------
-
-def _cluster_ids() -> list[str]:
-    root = ipcluster_dir()
-    return sorted(p.parent.name for p in root.glob(f"*/{STATE_FILE}")) if root.is_dir() else []
-
-
-def cmd_list(args) -> int:
-    rows = []
-    for cid in _cluster_ids():
-        state = _read_state(cid) or {}
-        engines = sum(1 for p in state.get("engine_pids", []) if _alive(p))
-        rows.append({
-            "cluster_id": cid,
-            "state": "running" if _alive(state.get("controller_pid")) else "stopped",
-            "engines": engines,
-            "owner": state.get("owner"),
-            "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(state.get("created", 0))),
-            "connection_file": str(cluster_dir(cid) / connection.FILENAME),
-        })
-    if args.output == "json":
-        print(json.dumps(rows, indent=1))
-        return 0
-    if not rows:
-        print(f"no clusters in {ipcluster_dir()}")
-        return 0
-    cols = ["cluster_id", "state", "engines", "owner", "created"]
-    widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in cols]
-    print("  ".join(c.upper().ljust(w) for c, w in zip(cols, widths)))
-    for r in rows:
-        print("  ".join(str(r[c]).ljust(w) for c, w in zip(cols, widths)))
     return 0
 
 
@@ -406,6 +358,6 @@ def cmd_engine(args) -> int:
     return engine.run()
 
 
-COMMANDS = {"start": cmd_start, "stop": cmd_stop, "list": cmd_list, "engines": cmd_engines,
+COMMANDS = {"status": cmd_status, "start": cmd_start, "stop": cmd_stop, "list": cmd_list, "engines": cmd_engines,
             "config": cmd_config,
             "controller": cmd_controller, "engine": cmd_engine}

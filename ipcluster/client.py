@@ -22,7 +22,7 @@ from ipcluster import connection, serialize
 from ipcluster.asyncresult import AsyncResult, TaskFuture
 from ipcluster.dependency import Dependency
 from ipcluster.engine import namespace
-from ipcluster.errors import NoEnginesRegistered, NoSuchEngine, RemoteError, TimeoutError
+from ipcluster.errors import NoEnginesRegistered, NoSuchEngine, RemoteError
 from ipcluster.protocol import now
 from ipcluster.session import Session
 from ipcluster.views import BroadcastView, DirectView, LoadBalancedView, activate_magics

@@ -95,3 +95,22 @@ def test_console_script_is_installed():
     exe = os.path.join(os.path.dirname(sys.executable), "ipcluster")
     out = subprocess.run([exe, "list"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
+
+
+def test_status_shows_each_engine_and_the_queue(cluster):
+    import ipcluster as ipp
+
+    with ipp.Client(cluster.connection_file) as rc:
+        busy = rc[1].apply_async(__import__("time").sleep, 3)
+        out = ipcluster("status", "--cluster-id", cluster.cluster_id, "-o", "json")
+        assert out.returncode == 0, out.stderr
+        status = json.loads(out.stdout)
+        engines = {e["engine"]: e for e in status["engines"]}
+        assert sorted(engines) == rc.ids and status["queued"] == 0
+        assert engines[1]["state"] == "busy" and engines[1]["task"] == busy.msg_ids[0]
+        assert engines[0]["state"] == "idle" and engines[0]["rss"] > 10 << 20
+        table = ipcluster("status", "--cluster-id", cluster.cluster_id)
+        assert "ENGINE" in table.stdout and "CPU%" in table.stdout and "4 engines" in table.stdout
+        busy.get(timeout=30)
+    out = ipcluster("status", "--cluster-id", "nope")
+    assert out.returncode == 1 and "no connection file" in out.stderr

@@ -11,7 +11,6 @@ import time
 import pytest
 
 import ipcluster as ipp
-from tests.conftest import _fixture_pids
 
 
 @pytest.fixture

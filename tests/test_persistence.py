@@ -3,12 +3,10 @@ restored (with --db sqlite), and labelled sweeps that resume."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest

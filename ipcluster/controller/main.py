@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ipcluster import connection, transport
+from ipcluster.controller import recovery
 from ipcluster.controller.server import Controller
 from ipcluster.controller.store import Store
 from ipcluster.errors import ConnectionFileError
@@ -82,7 +83,7 @@ def run(cluster_id: str, options: ControllerOptions, connection_file: Path, rest
         ports = [int(u.rsplit(":", 1)[1]) for u in (old.client_url, old.engine_url, old.pub_url)]
         controller = Controller(cluster_id, options, old.key, old.curve_public_key,
                                 old.curve_secret_key, ports=ports, store=store)
-        controller.restore()
+        recovery.restore(controller)
     else:
         public, secret = transport.curve_keypair() if wants_curve(options) else ("", "")
         controller = Controller(cluster_id, options, connection.new_key(), public, secret, store=store)

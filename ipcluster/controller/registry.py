@@ -21,6 +21,7 @@ class Engine:
     def info(self) -> dict:
         return {"id": self.id, "pid": self.pid, "host": self.host, "tasks": len(self.tasks),
                 "completed": self.completed, "state": self.state,
+                "current": next(iter(self.tasks), None),
                 "silent": round(time.monotonic() - self.last_seen, 3)}
 
     @property

@@ -25,17 +25,15 @@ import os
 import socket
 import time
 
-import msgpack
-
 from ipcluster import connection, transport
-from ipcluster.controller import control
+from ipcluster.controller import control, recovery
 from ipcluster.controller.ledger import Ledger, Task
 from ipcluster.controller.registry import Engine, Registry
 from ipcluster.controller.dependencies import Dep, Graph
 from ipcluster.controller.scheduler import Pending, make_scheduler
 from ipcluster.errors import EngineError, ImpossibleDependency, NoSuchEngine, RemoteError
 from ipcluster.protocol import (
-    DELIM, BadMessage, Drops, Ids, Replay, Signer, decode, encode, pack, resign, unpack,
+    DELIM, BadMessage, Drops, Ids, Replay, Signer, decode, encode, pack, unpack,
 )
 
 log = logging.getLogger("ipcluster.controller")
@@ -335,7 +333,7 @@ class Controller:
         engine = self._engine(msg)
         task = self.ledger.get(msg.header.get("parent"))
         if engine is None and self.restored and task is not None and task.result is None:
-            self._restored_result(task, msg)  # finished while we were down
+            recovery.restored_result(self, task, msg)  # finished while we were down
             return
         if task is None or engine is None or task.result is not None or task.engine != engine.id:
             raise BadMessage(f"result for unknown task {msg.header.get('parent')!r}")
@@ -344,83 +342,16 @@ class Controller:
         h = msg.header
         timed = all(isinstance(h.get(k), (int, float)) for k in ("started", "completed"))
         self.scheduler.finished(engine.id, h["completed"] - h["started"] if timed else None)
-        if msg.header.get("unmet") and task.balanced and self._move(task, engine, msg):
+        if msg.header.get("unmet") and task.balanced and recovery.move(self, task, engine, msg):
             self._dispatch()
             return
-        if msg.header.get("status") == "error" and self._retry(task, engine.id, msg):
+        if msg.header.get("status") == "error" and recovery.retry(self, task, engine.id, msg):
             self._dispatch()
             return
         self.ledger.finish(task, msg.frames, str(msg.header.get("status")), msg.header.get("completed"))
         self._forward(task, msg.frames)
         self._on_graph(self.graph.finished(task.id, msg.header.get("status") == "ok", engine.id))
         self._dispatch()
-
-    def _restored_result(self, task: Task, msg) -> None:
-        """A result sent to the controller that died, by an engine not yet registered again:
-        signed with the key, so it is a real result; take it (once)."""
-        self.scheduler.remove(task.id)  # it was to be sent again
-        again = self.registry.by_id.get(task.engine)
-        if again is not None and again.tasks.pop(task.id, None) is not None:
-            self.scheduler.finished(again.id)  # sent again already: that copy's answer is dropped
-        self.ledger.finish(task, msg.frames, str(msg.header.get("status")), msg.header.get("completed"))
-        self._forward(task, msg.frames)
-        self._on_graph(self.graph.finished(task.id, msg.header.get("status") == "ok", task.engine))
-
-    def restore(self) -> None:
-        """Take over the unfinished work of the controller that died (from the store): queued
-        and running balanced tasks are sent again (a result that arrives first wins; a second
-        is dropped)."""
-        self.restored = True
-        store = self.ledger.store
-        if store is None:
-            raise ValueError("restore needs the task store: start the controller with --db sqlite")
-        count = 0
-        for row in store.rows("WHERE status IS NULL AND request IS NOT NULL"):
-            request = msgpack.unpackb(row["request"])
-            targets = None if row["targets"] is None else frozenset(msgpack.unpackb(row["targets"]))
-            task = Task(row["msg_id"], row["client"], balanced=True, targets=targets,
-                        label=row["label"], key=row["key"], submitted=row["submitted"],
-                        request=request)
-            self.ledger.tasks[task.id] = task  # already in the store
-            self.scheduler.submit(Pending(task.id, targets, resign(self.signer, request, self.ids())[1:]))
-            count += 1
-        log.info("restored: %d unfinished tasks will be sent again as engines register", count)
-
-    def _retry(self, task: Task, eid: int, msg=None) -> bool:
-        """Send a balanced task again, preferably to another engine, if it has retries left
-        and failed by raising or by losing its engine (not by abort or timeout)."""
-        if not task.balanced or task.retries <= 0 or task.request is None:
-            return False
-        if msg is not None:
-            error = unpack(msg.content) or {}  # errors are msgpack, never pickle
-            if error.get("error") in ("TaskAborted", "TaskTimeout"):
-                return False
-        task.retries -= 1
-        task.tried.add(eid)
-        task.engine = None
-        allowed = set(self.registry.by_id) if task.targets is None else set(task.targets)
-        others = frozenset(allowed - task.tried) or task.targets
-        log.info("task %s failed on engine %d; trying again (%d retries left)", task.id, eid,
-                 task.retries)
-        # a new message id: the engine it failed on may be the only one left
-        self.scheduler.submit(Pending(task.id, others, resign(self.signer, task.request, self.ids())[1:],
-                                      task.priority))
-        return True
-
-    def _move(self, task: Task, engine: Engine, msg) -> bool:
-        """Send a task whose dependency was unmet on `engine` to an engine not yet tried."""
-        task.tried.add(engine.id)
-        allowed = set(self.registry.by_id) if task.targets is None else set(task.targets)
-        untried = frozenset(allowed - task.tried)
-        task.engine = None
-        if untried:  # each engine sees the request once, so none takes it for a replay
-            self.scheduler.submit(Pending(task.id, untried, task.request, task.priority))
-            return True
-        reason = (unpack(msg.content) or {}).get("evalue", "")  # errors are msgpack, never pickle
-        self.fail(task, ImpossibleDependency(
-            "ImpossibleDependency", f"no engine meets the task's dependencies (tried engines "
-            f"{sorted(task.tried)}); the last said: {reason}"))
-        return True
 
     def on_output(self, msg) -> None:
         self._engine(msg)
@@ -445,7 +376,7 @@ class Controller:
                     f"{sorted(pending.targets)} may run it"))
         for task_id in sorted(engine.tasks):
             task = self.ledger.get(task_id)
-            if task is not None and task.result is None and not self._retry(task, engine.id):
+            if task is not None and task.result is None and not recovery.retry(self, task, engine.id):
                 self.fail(task, EngineError(
                     "EngineError", f"engine {engine.id} (pid {engine.pid} on {engine.host}) "
                     f"stopped before finishing this task: {reason}", engine_id=engine.id))

@@ -1,0 +1,113 @@
+"""Surfaces layer: what is running: the clusters in $IPCLUSTER_DIR (``ipcluster list``) and
+the engines of one, with their work and resources (``ipcluster status``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from ipcluster import connection
+from ipcluster.cluster import STATE_FILE
+from ipcluster.config import cluster_dir, ipcluster_dir
+
+
+def read_state(cluster_id: str) -> dict | None:
+    try:
+        return json.loads((cluster_dir(cluster_id) / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def alive(pid: int | None) -> bool:
+    import psutil
+
+    if not pid:
+        return False
+    try:
+        proc = psutil.Process(pid)
+        return proc.status() != psutil.STATUS_ZOMBIE and "ipcluster" in " ".join(proc.cmdline())
+    except psutil.Error:
+        return False
+
+
+# -- status -------------------------------------------------------------------------------------
+
+def _resources(pid: int, host: str) -> tuple:
+    """CPU % and RSS of an engine process on this host (unknown elsewhere)."""
+    import socket
+
+    import psutil
+
+    if host != socket.gethostname():
+        return None, None
+    try:
+        proc = psutil.Process(pid)
+        return proc.cpu_percent(interval=0.05), proc.memory_info().rss
+    except psutil.Error:
+        return None, None
+
+
+def cmd_status(args) -> int:
+    from ipcluster.client import Client
+    from ipcluster.errors import IpclusterError
+
+    try:
+        with Client(args.cluster_id, timeout=5) as rc:
+            engines = rc.engine_info()
+            queue = rc.queue_status()["unassigned"]
+    except IpclusterError as exc:
+        print(f"ipcluster: {exc}", file=sys.stderr)
+        return 1
+    rows = []
+    for eid, e in sorted(engines.items()):
+        cpu, rss = _resources(e["pid"], e["host"])
+        rows.append({"engine": eid, "host": e["host"], "pid": e["pid"], "state": e["state"],
+                     "task": e["current"], "done": e["completed"], "cpu_percent": cpu, "rss": rss})
+    if args.output == "json":
+        print(json.dumps({"engines": rows, "queued": queue}, indent=1))
+        return 0
+    cols = ["engine", "host", "pid", "state", "task", "done", "cpu_percent", "rss"]
+    shown = [{**r, "cpu_percent": "-" if r["cpu_percent"] is None else f"{r['cpu_percent']:.0f}",
+              "rss": "-" if r["rss"] is None else f"{r['rss'] / 2**20:.0f} MiB",
+              "task": r["task"] or "-"} for r in rows]
+    widths = [max(len(c), *(len(str(r[c])) for r in shown)) if shown else len(c) for c in cols]
+    print("  ".join(c.upper().replace("_PERCENT", "%").ljust(w) for c, w in zip(cols, widths)))
+    for r in shown:
+        print("  ".join(str(r[c]).ljust(w) for c, w in zip(cols, widths)))
+    print(f"{len(rows)} engines; {queue} tasks queued")
+    return 0
+
+
+# -- list ---------------------------------------------------------------------------------------
+
+def cluster_ids() -> list[str]:
+    root = ipcluster_dir()
+    return sorted(p.parent.name for p in root.glob(f"*/{STATE_FILE}")) if root.is_dir() else []
+
+
+def cmd_list(args) -> int:
+    rows = []
+    for cid in cluster_ids():
+        state = read_state(cid) or {}
+        engines = sum(1 for p in state.get("engine_pids", []) if alive(p))
+        rows.append({
+            "cluster_id": cid,
+            "state": "running" if alive(state.get("controller_pid")) else "stopped",
+            "engines": engines,
+            "owner": state.get("owner"),
+            "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(state.get("created", 0))),
+            "connection_file": str(cluster_dir(cid) / connection.FILENAME),
+        })
+    if args.output == "json":
+        print(json.dumps(rows, indent=1))
+        return 0
+    if not rows:
+        print(f"no clusters in {ipcluster_dir()}")
+        return 0
+    cols = ["cluster_id", "state", "engines", "owner", "created"]
+    widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in cols]
+    print("  ".join(c.upper().ljust(w) for c, w in zip(cols, widths)))
+    for r in rows:
+        print("  ".join(str(r[c]).ljust(w) for c, w in zip(cols, widths)))
+    return 0
