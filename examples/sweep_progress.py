@@ -4,7 +4,9 @@ driving strengths and damping, each point integrated on an engine.
     python examples/sweep_progress.py [--engines N] [--points N]
 
 The tasks carry a label ("pendulum-sweep"), which shows on the progress bar and in the
-controller's record of the work (rc.db_history()). Results arrive as chunks finish.
+controller's record of the work (rc.db_history()). Results arrive as chunks finish. A labelled
+map run again (after the client crashed, say; with `ipcluster start --db sqlite` also after the
+controller crashed) fetches the chunks already done and computes only what is missing.
 """
 
 import argparse
@@ -38,12 +40,18 @@ def main():
     dampings = [0.25, 0.5]
     grid = [(d, g) for g in dampings for d in drives]
     with ipcluster.Cluster(n=args.engines) as rc:
-        view = rc.load_balanced_view(label="pendulum-sweep")
-        ar = view.map_async(pendulum, *zip(*grid), chunksize=max(1, len(grid) // 32))
+        view = rc.load_balanced_view()
+        chunksize = max(1, len(grid) // 32)
+        ar = view.map_async(pendulum, *zip(*grid), chunksize=chunksize, label="pendulum-sweep")
         ar.wait_interactive()
         swings = ar.get()
         labels = {task["label"] for task in rc.db_history()}
+        done = sum(s["completed"] for e, s in rc.queue_status().items() if e != "unassigned")
+        again = view.map_sync(pendulum, *zip(*grid), chunksize=chunksize, label="pendulum-sweep")
+        ran = sum(s["completed"] for e, s in rc.queue_status().items() if e != "unassigned") - done
     print(f"{len(grid)} points; tasks labelled {sorted(labels)}")
+    print(f"run again with the same label: {ran} chunks computed, {len(ar) - ran} fetched; "
+          f"results {'identical' if again == swings else 'DIFFERENT'}")
     for damping in dampings:
         row = [s for (d, g), s in zip(grid, swings) if g == damping]
         big = next((d for (d, g), s in zip(grid, swings) if g == damping and s > math.pi), None)

@@ -72,7 +72,7 @@ def test_a_timeout_stops_a_running_task_and_the_engine_goes_on(restarting):
     t0 = time.monotonic()
     with pytest.raises(ipp.TaskTimeout):
         ar.get(timeout=30)
-    assert time.monotonic() - t0 < 2.5
+    assert time.monotonic() - t0 < 2
     pid = ar.metadata["engine_id"]
     assert rc[pid].apply_sync(lambda: "next") == "next"
 
@@ -94,7 +94,7 @@ def test_a_task_stuck_in_c_past_its_timeout_gets_its_engine_restarted(restarting
     with pytest.raises(ipp.TaskTimeout, match="did not stop"):
         ar.get(timeout=30)
     print(f"\nstuck task reported after {time.monotonic() - t0:.2f} s")
-    assert time.monotonic() - t0 < 5
+    assert time.monotonic() - t0 < 2
     eid = ar.metadata["engine_id"]
     wait_until(lambda: rc.engine_info().get(eid, {}).get("pid", before[eid]) != before[eid])
     assert len(set(rc[:].apply_sync(os.getpid))) == 3

@@ -31,7 +31,7 @@ class EngineOptions:
     register_timeout: float = 30.0  # seconds to wait for the controller to accept the engine
     controller_timeout: float = 60.0  # seconds of controller silence after which the engine exits
     beat_interval: float = 1.0  # seconds between beats to the controller
-    kill_grace: float = 1.0  # seconds a task may run on after its timeout interrupt before the
+    kill_grace: float = 0.5  # seconds a task may run on after its timeout interrupt before the
     # engine gives up on it and exits (to be restarted by its supervisor)
 
 

@@ -109,7 +109,9 @@ def test_engines_on_other_hosts_reach_the_controller_and_a_cut_link_is_noticed(h
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER.format(sw=ns("sw"), h1=HOSTS["h1"], h2=HOSTS["h2"], ssh_args=SSH_ARGS,
                                     prefix=PREFIX))
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+           # a cut link is a silent engine: declared dead after this grace (30 s by default)
+           "DASK_IPCLUSTER__CONTROLLER__ENGINE_TIMEOUT": "5"}
     proc = subprocess.run(["ip", "netns", "exec", ns("ctl"), sys.executable, str(driver)],
                           capture_output=True, text=True, timeout=100, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
