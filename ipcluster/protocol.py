@@ -55,7 +55,7 @@ KINDS = {k.name: k for k in [
     Kind("register", "engine", "msgpack", "an engine asks to join; answered by register_reply"),
     Kind("register_reply", "controller", "msgpack", "the engine's id"),
     Kind("reregister", "controller", "none", "a restarted controller asks an engine to register"),
-    Kind("unregister", "engine", "none", "an engine leaves cleanly"),
+    Kind("unregister", "engine", "msgpack", "an engine leaves cleanly, saying why"),
     Kind("beat", "engine", "none", "an engine is alive; the controller answers with a beat"),
     Kind("event", "controller", "msgpack", "published: engine_up, engine_down, beat"),
     Kind("control", "client", "msgpack",

@@ -8,6 +8,7 @@ out; on the way in each is copied once into writable memory, so arrays arrive wr
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import io
 import pickle
@@ -87,10 +88,27 @@ def check_size(content, buffers, limit: int, what: str) -> None:
             "controller with a larger max_message_size")
 
 
+def writable(frame):
+    """A writable view of a received frame, without copying it when numpy can tell us where
+    its memory is (zmq hands out read-only views of memory that is ours alone once received
+    over TCP); a copy otherwise. Arrays built on it are writable and keep the frame alive."""
+    view = getattr(frame, "buffer", frame)
+    if view is frame or not len(view):
+        return bytearray(view)
+    try:
+        import numpy
+    except ImportError:
+        return bytearray(view)
+    address = numpy.frombuffer(view, numpy.uint8).ctypes.data
+    memory = (ctypes.c_char * len(view)).from_address(address)
+    memory.frame = frame  # the frame owns the memory: it lives as long as the view
+    return memoryview(memory).cast("B")
+
+
 def loads(content, buffers=()) -> object:
     """Unpickle; call only on content whose signature has been checked."""
     try:
-        return pickle.loads(content, buffers=[bytearray(getattr(b, "buffer", b)) for b in buffers])
+        return pickle.loads(content, buffers=[writable(b) for b in buffers])
     except ModuleNotFoundError as exc:
         raise SerializationError(
             f"cannot unpickle the result: module {exc.name!r} is not installed here; "

@@ -318,7 +318,12 @@ class Controller:
     def on_unregister(self, msg) -> None:
         engine = self._engine(msg)
         if engine is not None:
-            self.drop_engine(engine, "it shut down")
+            try:
+                said = unpack(msg.content)
+            except (ValueError, TypeError):  # an engine leaving is dropped whatever else it says
+                said = None
+            reason = said.get("reason") if isinstance(said, dict) else None
+            self.drop_engine(engine, reason if isinstance(reason, str) else "it shut down")
 
     def on_beat(self, msg) -> None:
         if self._engine(msg) is not None:

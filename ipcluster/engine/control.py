@@ -81,6 +81,7 @@ class Control(threading.Thread):
         self.running = Running()
         self.aborted: set[str] = set()
         self.error: str | None = None
+        self.stop_reason = "it shut down"  # told to the controller, which tells the clients
         self._stopping = threading.Event()
 
     def stop(self) -> None:
@@ -154,7 +155,7 @@ class Control(threading.Thread):
                 os.kill(os.getpid(), signal.SIGTERM)
                 break
         self._send_output(sock)
-        self._send(sock, {"kind": "unregister"})
+        self._send(sock, {"kind": "unregister"}, pack({"reason": self.stop_reason}))
 
     def _give_up(self, sock) -> None:
         """The task ignores its interrupt (a C call that does not return): report its timeout,

@@ -43,4 +43,5 @@ class Walltime(threading.Thread):
                     ends, control.engine_id, self.margin)
         while self.engine.running.task is not None and time.time() < self.end:
             time.sleep(0.1)  # poll: the main thread offers no event for "task finished"
+        control.stop_reason = f"its job's walltime ends at {ends} (walltime_margin {self.margin:.0f} s)"
         control.stop()

@@ -69,4 +69,6 @@ def test_engines_stop_taking_work_a_margin_before_the_walltime_and_say_why():
             time.sleep(0.1)
         assert rc.ids == []
         log = (cluster.cluster_dir / "engine-0.log").read_text()
+        controller = (cluster.cluster_dir / "controller.log").read_text()
     assert "walltime ends at" in log and "takes no new work" in log
+    assert "removed: its job's walltime ends at" in controller  # the reason its tasks would get
