@@ -10,11 +10,11 @@ from __future__ import annotations
 import ipaddress
 import socket
 
-import psutil
-
 
 def interfaces() -> dict[str, list[str]]:
     """Interface name -> its IPv4 addresses."""
+    import psutil  # here, not at the top: every engine imports this module, few call this
+
     return {name: [a.address for a in addrs if a.family == socket.AF_INET]
             for name, addrs in psutil.net_if_addrs().items()}
 

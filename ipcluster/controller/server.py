@@ -24,6 +24,7 @@ import logging
 import os
 import socket
 import time
+from collections import Counter
 
 from ipcluster import connection, transport
 from ipcluster.controller import control, recovery
@@ -75,6 +76,7 @@ class Controller:
         self.stopping = False  # set by a client's shutdown(hub=True)
         self.restored = False  # took over from a controller that died
         self.dropped = Drops(log)  # messages dropped as bad (unsigned, forged, replayed, malformed)
+        self.received: Counter = Counter()  # accepted messages by kind: a machine-free cost measure
         self._next_beat = 0.0
 
     # -- the loop ---------------------------------------------------------------------------
@@ -119,6 +121,7 @@ class Controller:
         try:
             if msg.kind not in allowed:
                 raise BadMessage(f"{msg.kind!r} is not accepted on this socket")
+            self.received[msg.kind] += 1
             getattr(self, f"on_{msg.kind}")(msg)
         except Exception as exc:  # a signed request we cannot accept: say so, keep serving
             self.dropped(exc)
@@ -196,6 +199,7 @@ class Controller:
             if verbose else len(self.scheduler.pending) + len(self.graph),
             "tasks": self.ledger.open(),
             "dropped": [list(k) for k in self.registry.dropped],
+            "received": dict(self.received),
         })
 
     def on_control(self, msg) -> None:
