@@ -10,6 +10,8 @@ FAILED, and `failure()` names the job, the scheduler's reason and the job's outp
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import os
 import re
 import shlex
@@ -94,30 +96,38 @@ class BatchLauncher(Launcher):
 
     # -- what each system fills in ----------------------------------------------------------
 
+    @abstractmethod
     def directives(self, n: int) -> list[str]:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def launch(self, command: list[str], n: int) -> str:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def submit_argv(self, script: Path) -> list[str]:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def status_argv(self, jobs: list[str]) -> list[str]:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def parse_status(self, out: str) -> dict[str, tuple[str, str]]:
         """Job id -> (native state, reason) from the status command's output."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def cancel_argv(self, jobs: list[str]) -> list[str]:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def signal_argv(self, jobs: list[str], sig: int) -> list[str]:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def output_path(self, job_id: str) -> Path:
-        raise NotImplementedError
+        ...
 
     def merge(self, found: dict, job: str, native: str, reason: str = "") -> None:
         """Record one line of status output in `found`; a job listed once per array element
