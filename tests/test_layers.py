@@ -17,7 +17,7 @@ LAYERS = [  # lowest first
      "ipcluster.asyncresult", "ipcluster.remotefunction", "ipcluster.views", "ipcluster.client",
      "ipcluster.cluster", "ipcluster.executor", "ipcluster.session", "ipcluster.partition",
      "ipcluster.imports", "ipcluster.dependency", "ipcluster.supervisor", "ipcluster.output"},
-    {"ipcluster.magics", "ipcluster.cli", "ipcluster.report", "ipcluster.__main__", "ipcluster"},
+    {"ipcluster.magics", "ipcluster.celloutput", "ipcluster.cli", "ipcluster.report", "ipcluster.__main__", "ipcluster"},
 ]
 
 
