@@ -39,6 +39,11 @@ def _parser() -> argparse.ArgumentParser:
                             "engines' hosts reach)")
     start.add_argument("--interface", default=None, help="bind the controller to this interface's address")
     _curve_argument(start)
+    start.add_argument("--db", default=None,
+                       help="sqlite or sqlite:PATH: tasks and results survive a controller crash "
+                            "(then `ipcluster controller --restore`)")
+    start.add_argument("--restart", action="store_true",
+                       help="start a replacement, with the same id, for a local engine that exits")
     start.add_argument("--daemonize", action="store_true",
                        help="run in the background; return once the engines are up")
     start.add_argument("--timeout", type=float, default=60.0,
@@ -126,6 +131,7 @@ def cmd_start(args) -> int:
     try:
         cluster = Cluster(args.n, engines=args.engines, cluster_id=args.cluster_id,
                           controller_ip=args.ip, interface=args.interface, curve=args.curve,
+                          db=args.db, restart=args.restart,
                           start_timeout=args.timeout, owner="cli", **_options(args.set))
     except (TypeError, ValueError) as exc:  # an unknown launcher or option: the message lists them
         print(f"ipcluster: {exc}", file=sys.stderr)
@@ -174,6 +180,8 @@ def _start_daemon(args) -> int:
     argv += ["--ip", args.ip] if args.ip else []
     argv += ["--interface", args.interface] if args.interface else []
     argv += [] if args.curve is None else ["--curve" if args.curve else "--no-curve"]
+    argv += ["--db", args.db] if args.db else []
+    argv += ["--restart"] if args.restart else []
     argv += [f"--set={pair}" for pair in args.set]
     with open(log, "ab") as out:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,

@@ -86,7 +86,8 @@ class Cluster:
 
     def __init__(self, n: int | None = None, *, engines: str | None = None, cluster_id: str | None = None,
                  controller_ip: str | None = None, interface: str | None = None,
-                 curve: bool | None = None, restart: bool = False, start_timeout: float = 60.0,
+                 curve: bool | None = None, restart: bool = False, db: str | None = None,
+                 start_timeout: float = 60.0,
                  owner: str = "python", **launcher_options) -> None:
         self.allocation = allocation.detect() if engines is None else None
         if self.allocation is not None:
@@ -100,6 +101,7 @@ class Cluster:
         self.controller_ip = controller_ip
         self.curve = curve  # CurveZMQ; None: on unless the controller binds loopback only
         self.restart = restart  # start a replacement (same engine id) for an engine that exits
+        self.db = db  # "sqlite" or "sqlite:PATH": tasks and results survive a controller crash
         self.supervisor: Supervisor | None = None
         self.start_timeout = start_timeout
         self.owner = owner  # "cli" when `ipcluster start` supervises it
@@ -130,6 +132,8 @@ class Cluster:
             argv += ["--ip", ip]
         if self.curve is not None:
             argv.append("--curve" if self.curve else "--no-curve")
+        if self.db is not None:
+            argv += ["--db", self.db]
         log = self.cluster_dir / "controller.log"
         with open(log, "ab") as out:
             self.controller = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,

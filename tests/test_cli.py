@@ -114,3 +114,17 @@ def test_status_shows_each_engine_and_the_queue(cluster):
         busy.get(timeout=30)
     out = ipcluster("status", "--cluster-id", "nope")
     assert out.returncode == 1 and "no connection file" in out.stderr
+
+
+def test_start_with_a_durable_ledger():
+    started = ipcluster("start", "-n", "1", "--daemonize", "--cluster-id", "durable", "--db", "sqlite")
+    assert started.returncode == 0, started.stderr
+    try:
+        code = ("import ipcluster; rc = ipcluster.Client('durable'); "
+                "rc.load_balanced_view(label='kept').apply_sync(abs, -3); "
+                "print(rc.db_query({'label': 'kept'}, keys=['status']))")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        assert out.stdout.strip() == "[{'status': 'ok'}]", out.stderr
+        assert (ipcluster_dir() / "durable" / "tasks.db").exists()
+    finally:
+        assert ipcluster("stop", "--cluster-id", "durable").returncode == 0

@@ -16,10 +16,9 @@ from tests.conftest import _fixture_pids
 
 
 @pytest.fixture
-def durable(monkeypatch):
+def durable():
     """A cluster whose controller keeps its ledger in SQLite."""
-    monkeypatch.setenv("DASK_IPCLUSTER__CONTROLLER__DB", "sqlite")
-    cluster = ipp.Cluster(n=2, restart=True)
+    cluster = ipp.Cluster(n=2, restart=True, db="sqlite")
     rc = cluster.start_and_connect_sync()
     try:
         yield cluster, rc

@@ -77,6 +77,8 @@ def run(cluster_id: str, options: ControllerOptions, connection_file: Path, rest
     stop = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.append(True))
+    if restore and options.db is None:
+        options.db = "sqlite"  # the store a durable controller keeps in its cluster directory
     store = open_store(options, connection_file)
     if restore:
         old = connection.read(connection_file)
