@@ -155,11 +155,21 @@ def cmd_start(args) -> int:
     cluster.client = None
     code = 0
     while not stop.wait(0.5):
-        if cluster.controller.poll() is not None:
+        if cluster.controller.poll() is None:
+            continue
+        if cluster.db is not None:  # durable: a new controller takes over, engines reconnect
+            print(f"ipcluster: the controller exited with code {cluster.controller.returncode}; "
+                  f"starting one that takes over (--restore)", file=sys.stderr, flush=True)
+            try:
+                cluster.start_controller_sync(restore=True)
+                continue
+            except Exception as exc:
+                print(f"ipcluster: could not restore the controller: {exc}", file=sys.stderr)
+        else:
             print(f"ipcluster: the controller exited with code {cluster.controller.returncode}; "
                   f"stopping the engines", file=sys.stderr)
-            code = 1
-            break
+        code = 1
+        break
     cluster.stop_cluster_sync()
     print(f"cluster {cluster.cluster_id!r} stopped", flush=True)
     return code

@@ -117,10 +117,12 @@ class Cluster:
 
     # -- controller -------------------------------------------------------------------------
 
-    async def start_controller(self) -> None:
+    async def start_controller(self, restore: bool = False) -> None:
+        """Start the controller; with `restore`, one that takes over from a controller that
+        died (its connection file, ports and task store: engines and clients reconnect)."""
         if self.controller is not None and self.controller.poll() is None:
             raise IpclusterError(f"the controller of cluster {self.cluster_id!r} is already running")
-        if self.connection_file.exists():
+        if self.connection_file.exists() and not restore:
             raise IpclusterError(
                 f"cluster {self.cluster_id!r} already has a connection file at "
                 f"{self.connection_file}; stop it first (`ipcluster stop --cluster-id "
@@ -134,6 +136,8 @@ class Cluster:
             argv.append("--curve" if self.curve else "--no-curve")
         if self.db is not None:
             argv += ["--db", self.db]
+        if restore:
+            argv.append("--restore")
         log = self.cluster_dir / "controller.log"
         with open(log, "ab") as out:
             self.controller = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
@@ -308,8 +312,8 @@ class Cluster:
 
     # -- sync forms -------------------------------------------------------------------------
 
-    def start_controller_sync(self) -> None:
-        return run_sync(self.start_controller())
+    def start_controller_sync(self, restore: bool = False) -> None:
+        return run_sync(self.start_controller(restore))
 
     def start_engines_sync(self, n: int | None = None) -> None:
         return run_sync(self.start_engines(n))

@@ -38,15 +38,19 @@ class Supervisor(threading.Thread):
 
     def run(self) -> None:
         from ipcluster.client import Client
+        from ipcluster.errors import ControllerLost
 
         try:
             with Client(self.cluster.connection_file) as client:
                 next_query = 0.0
                 while not self._stopping.wait(self.interval):
-                    self._reap(client)
-                    if time.monotonic() >= next_query:
-                        next_query = time.monotonic() + 0.5
-                        self._kill_abandoned(client)
+                    try:
+                        self._reap(client)
+                        if time.monotonic() >= next_query:
+                            next_query = time.monotonic() + 0.5
+                            self._kill_abandoned(client)
+                    except ControllerLost:  # restarting, perhaps: keep watching
+                        time.sleep(1)
         except BaseException as exc:  # kept for the cluster to report; the engines go on
             if not self._stopping.is_set():
                 self.error = exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import os
 import signal
 import subprocess
@@ -101,7 +102,7 @@ def test_status_shows_each_engine_and_the_queue(cluster):
     import ipcluster as ipp
 
     with ipp.Client(cluster.connection_file) as rc:
-        busy = rc[1].apply_async(__import__("time").sleep, 3)
+        busy = rc[1].apply_async(time.sleep, 3)
         out = ipcluster("status", "--cluster-id", cluster.cluster_id, "-o", "json")
         assert out.returncode == 0, out.stderr
         status = json.loads(out.stdout)
@@ -128,3 +129,33 @@ def test_start_with_a_durable_ledger():
         assert (ipcluster_dir() / "durable" / "tasks.db").exists()
     finally:
         assert ipcluster("stop", "--cluster-id", "durable").returncode == 0
+
+
+def test_a_durable_cluster_replaces_a_controller_that_dies():
+    from ipcluster import connection
+
+    started = ipcluster("start", "-n", "2", "--daemonize", "--cluster-id", "phoenix", "--db", "sqlite")
+    assert started.returncode == 0, started.stderr
+    conn = ipcluster_dir() / "phoenix" / "connection.json"
+    try:
+        code = ("import ipcluster, os, sys; rc = ipcluster.Client('phoenix', timeout=30); "
+                "rc.wait_for_engines(2, timeout=60); rc[:].push({'kept': 7}, block=True); "
+                "print(sorted(rc[:].apply_sync(os.getpid)), rc[:].pull('kept', block=True))")
+        first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=90)
+        assert first.returncode == 0, first.stderr
+        old = connection.read(conn).controller_pid
+        os.kill(old, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if connection.read(conn).controller_pid not in (old, 0):
+                    break
+            except Exception:
+                pass
+            time.sleep(0.1)
+        again = subprocess.run([sys.executable, "-c", code.replace("rc[:].push({'kept': 7}, block=True); ", "")],
+                               capture_output=True, text=True, timeout=90)
+        assert again.returncode == 0, again.stderr
+        assert again.stdout == first.stdout  # the same engine processes, their namespaces intact
+    finally:
+        assert ipcluster("stop", "--cluster-id", "phoenix").returncode == 0
