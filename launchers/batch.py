@@ -269,6 +269,7 @@ class BatchLauncher(Launcher):
                           f"{self.options.stop_timeout} s after `{self.quote(self.cancel_argv(active))}`")
 
     def signal(self, sig: int = signals.SIGINT) -> None:
+        self.poll(force=True)  # the cached state may still say pending for a job now running
         active = [j for j in self.jobs if self.job_state(j) is State.RUNNING]
         if active:
             self.run(self.signal_argv(active, sig), f"sending {signals.Signals(sig).name}")

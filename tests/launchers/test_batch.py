@@ -227,6 +227,18 @@ def test_stop_cancels_running_jobs_and_waits_for_them_to_leave(stand_ins, tmp_pa
     assert launcher.state() is State.STOPPED  # EXIT after our bkill is not a failure
 
 
+def test_signal_asks_the_scheduler_first_rather_than_trust_a_stale_state(stand_ins, tmp_path):
+    answers, calls = stand_ins
+    (answers / "bsub").write_text("Job <301> is submitted to queue <normal>.\n")
+    (answers / "bjobs").write_text("301 alice PEND normal login1 - ipcluster-engines[1] Mar  5 10:12\n")
+    launcher = LSFLauncher(log_dir=str(tmp_path), poll_interval=3600)  # the cache would not refresh
+    launcher.start(COMMAND, 1)
+    assert launcher.state() is State.PENDING
+    (answers / "bjobs").write_text(LSF_BJOBS)  # running now
+    launcher.signal(2)
+    assert "bkill -s INT 301" in calls.read_text()
+
+
 def test_every_built_in_is_registered_with_an_options_schema():
     for name in ["local", "mpi", "ssh", "slurm", "pbs", "sge", "lsf", "htcondor"]:
         cls = launchers.get(name)
