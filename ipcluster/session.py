@@ -43,6 +43,7 @@ class Session:
         self._last_heard = time.monotonic()
         self._instance = None  # the controller's instance id; a new one means it restarted
         self._restarted = False
+        self._resyncs: list[float] = []  # when to ask a restarted controller for our results
         self._stopping = threading.Event()
         self._io_ready = threading.Event()
         self._io = threading.Thread(target=self._io_loop, name="ipcluster-client-io", daemon=True)
@@ -130,7 +131,11 @@ class Session:
 
     def _check_controller(self, dealer) -> None:
         if self._restarted:  # a restarted controller may hold results it could not deliver
-            self._restarted = False  # while we reconnected: ask for everything outstanding
+            self._restarted = False  # while we reconnected: ask for everything outstanding,
+            now = time.monotonic()  # now and twice more, as results finishing meanwhile may
+            self._resyncs = [now, now + 2, now + 6]  # also have found us not yet reconnected
+        while self._resyncs and time.monotonic() >= self._resyncs[0]:
+            self._resyncs.pop(0)
             if self.tasks:
                 header = {"kind": "control", "id": self.ids()}
                 request = {"action": "fetch", "tasks": list(self.tasks)}

