@@ -75,6 +75,7 @@ def publish(name: str, content: dict) -> None:
 def _shell_class():
     """Define the shell classes once IPython is imported (never at import of this module)."""
     from IPython.core.displayhook import DisplayHook
+    from IPython.core.error import UsageError
     from IPython.core.displaypub import DisplayPublisher
     from IPython.core.interactiveshell import InteractiveShell
     from traitlets.config import Config
@@ -115,7 +116,8 @@ def _shell_class():
             self.last_error = ("UsageError", str(exc), f"UsageError: {exc}")
 
         def enable_gui(self, gui=None):
-            raise NotImplementedError("engines have no GUI event loop; use %matplotlib inline")
+            # IPython asks a shell with no event loop to refuse; say so as a usage error
+            raise UsageError(f"engines have no GUI event loop for {gui!r}; use %matplotlib inline")
 
     # An engine's history is its own and short-lived: keep it in memory, not in the user's
     # history database, which several engines would otherwise write at once.
