@@ -24,13 +24,13 @@ from pathlib import Path
 
 import dataclasses
 
-import launchers
+from ipcluster import launchers
 from ipcluster import connection
 from ipcluster.client import Client
 from ipcluster.supervisor import Supervisor
 from ipcluster.config import cluster_dir, resolve
 from ipcluster.errors import IpclusterError, NoEnginesRegistered
-from launchers import allocation, network
+from ipcluster.launchers import allocation, network
 
 __all__ = ["Cluster"]
 

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, TypeVar
 
-from launchers.options import check_keys
+from ipcluster.launchers.options import check_keys
 
 T = TypeVar("T")
 

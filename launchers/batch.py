@@ -22,8 +22,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from launchers.base import Launcher, LaunchError, State, tail
-from launchers.options import build
+from ipcluster.launchers.base import Launcher, LaunchError, State, tail
+from ipcluster.launchers.options import build
 
 GRACE = 10.0  # seconds a job just submitted may be missing from the status output
 

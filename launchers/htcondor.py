@@ -12,8 +12,8 @@ import string
 from dataclasses import dataclass
 from pathlib import Path
 
-from launchers.base import LaunchError, State
-from launchers.batch import BatchLauncher, BatchOptions, seconds
+from ipcluster.launchers.base import LaunchError, State
+from ipcluster.launchers.batch import BatchLauncher, BatchOptions, seconds
 
 # JobStatus codes, from the HTCondor manual, "Job ClassAd Attributes"
 TABLE = {

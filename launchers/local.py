@@ -10,9 +10,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from launchers import starters
-from launchers.base import Launcher, State, tail
-from launchers.options import build
+from ipcluster.launchers import starters
+from ipcluster.launchers.base import Launcher, State, tail
+from ipcluster.launchers.options import build
 
 
 @dataclass

@@ -7,8 +7,8 @@ import signal as signals
 from dataclasses import dataclass
 from pathlib import Path
 
-from launchers.base import State
-from launchers.batch import BatchLauncher, BatchOptions, seconds
+from ipcluster.launchers.base import State
+from ipcluster.launchers.batch import BatchLauncher, BatchOptions, seconds
 
 # bjobs STAT, from the LSF documentation, "About job states"
 TABLE = {

@@ -10,8 +10,8 @@ import signal as signals
 from dataclasses import dataclass
 from pathlib import Path
 
-from launchers.base import State
-from launchers.batch import BatchLauncher, BatchOptions, hms
+from ipcluster.launchers.base import State
+from ipcluster.launchers.batch import BatchLauncher, BatchOptions, hms
 
 # job_state letters, from the PBS Professional Reference Guide, "Job States"
 TABLE = {

@@ -10,8 +10,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from launchers.base import LaunchError, State
-from launchers.batch import BatchLauncher, BatchOptions, hms
+from ipcluster.launchers.base import LaunchError, State
+from ipcluster.launchers.batch import BatchLauncher, BatchOptions, hms
 
 # qstat's state column, from `man qstat`: combinations of d(eletion) E(rror) h(old) r(unning)
 # R(estarted) s/S(uspended) t(ransferring) T(hreshold) w(aiting) q(ueued)

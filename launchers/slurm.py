@@ -8,9 +8,9 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from launchers import starters
-from launchers.base import State
-from launchers.batch import BatchLauncher, BatchOptions, hms
+from ipcluster.launchers import starters
+from ipcluster.launchers.base import State
+from ipcluster.launchers.batch import BatchLauncher, BatchOptions, hms
 
 # squeue's long state names (`%T`), from `man squeue`, JOB STATE CODES
 TABLE = {

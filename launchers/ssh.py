@@ -15,8 +15,8 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 
-from launchers.base import Launcher, LaunchError, State
-from launchers.options import build
+from ipcluster.launchers.base import Launcher, LaunchError, State
+from ipcluster.launchers.options import build
 
 
 @dataclass

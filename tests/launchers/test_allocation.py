@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from launchers import allocation, network
+from ipcluster.launchers import allocation, network
 
 
 def test_slurm_allocation_uses_srun_on_its_nodes():

@@ -15,13 +15,13 @@ import sys
 
 import pytest
 
-import launchers
-from launchers.base import State
-from launchers.batch import seconds
-from launchers.htcondor import HTCondorLauncher
-from launchers.lsf import LSFLauncher
-from launchers.pbs import PBSLauncher
-from launchers.sge import SGELauncher
+from ipcluster import launchers
+from ipcluster.launchers.base import State
+from ipcluster.launchers.batch import seconds
+from ipcluster.launchers.htcondor import HTCondorLauncher
+from ipcluster.launchers.lsf import LSFLauncher
+from ipcluster.launchers.pbs import PBSLauncher
+from ipcluster.launchers.sge import SGELauncher
 
 COMMAND = ["python", "-m", "ipcluster", "engine"]
 

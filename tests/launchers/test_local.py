@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-import launchers
-from launchers.local import LocalLauncher
+from ipcluster import launchers
+from ipcluster.launchers.local import LocalLauncher
 
 
 def test_built_in_launchers_are_found_by_name():

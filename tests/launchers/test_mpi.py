@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import ipcluster
-from launchers.local import MPILauncher
+from ipcluster.launchers.local import MPILauncher
 from tests.launchers.conftest import require
 
 VENV_MPIEXEC = str(Path(sys.executable).parent / "mpiexec")

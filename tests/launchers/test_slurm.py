@@ -13,8 +13,8 @@ import time
 import pytest
 
 import ipcluster
-import launchers
-from launchers.slurm import SlurmLauncher
+from ipcluster import launchers
+from ipcluster.launchers.slurm import SlurmLauncher
 
 # Captured from squeue 22.05 on the test machine: a failed, a held, a running and a cancelled job
 SQUEUE = """\

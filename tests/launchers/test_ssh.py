@@ -10,8 +10,8 @@ import psutil
 import pytest
 
 import ipcluster
-import launchers
-from launchers.ssh import SSHLauncher
+from ipcluster import launchers
+from ipcluster.launchers.ssh import SSHLauncher
 from tests.launchers.conftest import SSH_ARGS, SSH_PORT
 
 
