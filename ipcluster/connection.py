@@ -1,7 +1,8 @@
 """Messages layer: the connection file, which tells clients and engines where a cluster is.
 
 A JSON file, mode 0600 inside a 0700 cluster directory, holding full URLs (``tcp://host:port``)
-and the cluster key (hex, field ``key``). Anyone who can read it can run code on the cluster.
+and the cluster key (hex, field ``key``). Anyone who can read it can run code on the cluster;
+anyone who can replace it can run code in the client, so it is read only from a safe folder.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import dataclasses
 import json
 import os
 import secrets
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,17 +58,50 @@ def write(path: Path, info: ConnectionInfo) -> None:
     os.replace(tmp, path)
 
 
-def read(path: str | os.PathLike) -> ConnectionInfo:
-    path = Path(path)
+def check_private(path: Path) -> None:
+    """Refuse a connection file that someone else could have read, written or replaced.
+
+    Checked as OpenSSH's StrictModes checks ``~/.ssh``: the file is yours and private; its
+    folder is yours (or root's) and nobody else may write it, since whoever can write the
+    folder can replace the file with one naming their own controller and key, whose results
+    your client would unpickle. A group-writable folder is accepted only with the sticky bit
+    (``chmod g+w,+t``), which stops the group renaming or deleting a file it does not own.
+    """
     try:
-        mode = path.stat().st_mode & 0o777
+        st = path.stat()
     except FileNotFoundError:
-        mode = 0o600  # reported as missing below
+        return  # reported as missing by the reader
+    uid, mode = os.getuid(), stat.S_IMODE(st.st_mode)
+    if st.st_uid != uid:
+        raise ConnectionFileError(
+            f"connection file {path} is owned by uid {st.st_uid}, not by you (uid {uid}); "
+            "a cluster's files must belong to the user who uses it. Start your own cluster, or "
+            "ask its owner to share it through a copy you own (`cp` it, then `chmod 600`)")
     if mode & 0o077:
         raise ConnectionFileError(
             f"connection file {path} is readable by others (mode {mode:o}); anyone who can read "
             f"it can run code on the cluster. Treat the key as leaked: stop the cluster and start "
             f"a new one (its files are made private), or at least `chmod 600 {path}`")
+    folder = path.absolute().parent
+    fst = folder.stat()
+    fmode = stat.S_IMODE(fst.st_mode)
+    if fst.st_uid not in (uid, 0):
+        raise ConnectionFileError(
+            f"the folder {folder} of connection file {path} is owned by uid {fst.st_uid}, not by "
+            f"you (uid {uid}) or root, so its owner could replace the file; keep connection files "
+            "in a folder of your own (the default, ~/.ipcluster/<cluster-id>, is made 0700)")
+    if fmode & 0o002 or (fmode & 0o020 and not fmode & stat.S_ISVTX):
+        who = "everyone" if fmode & 0o002 else "its group"
+        raise ConnectionFileError(
+            f"the folder {folder} of connection file {path} is writable by {who} (mode "
+            f"{fmode:o}), so they could replace the file with one naming their own controller; "
+            f"`chmod go-w {folder}`, or for a group-shared folder `chmod o-w,+t {folder}` (the "
+            "sticky bit stops others replacing a file they do not own)")
+
+
+def read(path: str | os.PathLike) -> ConnectionInfo:
+    path = Path(path)
+    check_private(path)
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:

@@ -52,3 +52,26 @@ def test_find_resolves_ids_paths_and_the_single_running_cluster(tmp_path, monkey
         connection.find(None)
     connection.write(tmp_path / "default" / "connection.json", info("default"))
     assert connection.find(None) == tmp_path / "default" / "connection.json"
+
+
+def test_a_file_or_folder_others_could_replace_is_refused_like_openssh_strictmodes(tmp_path):
+    path = tmp_path / "shared" / "connection.json"
+    connection.write(path, info())
+    folder = path.parent
+    os.chmod(folder, 0o777)
+    with pytest.raises(ConnectionFileError, match="writable by everyone.*chmod go-w"):
+        connection.read(path)
+    os.chmod(folder, 0o770)
+    with pytest.raises(ConnectionFileError, match="writable by its group"):
+        connection.read(path)
+    os.chmod(folder, 0o770 | stat.S_ISVTX)  # a group-shared folder with the sticky bit
+    assert connection.read(path).cluster_id == "c1"
+    os.chmod(folder, 0o700)
+    nobody = 65534
+    os.chown(folder, nobody, -1)
+    with pytest.raises(ConnectionFileError, match=f"owned by uid {nobody}, not by you"):
+        connection.read(path)
+    os.chown(folder, os.getuid(), -1)
+    os.chown(path, nobody, -1)
+    with pytest.raises(ConnectionFileError, match=f"owned by uid {nobody}, not by you"):
+        connection.read(path)
