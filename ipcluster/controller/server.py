@@ -27,7 +27,7 @@ import time
 from collections import Counter
 
 from ipcluster import connection, transport
-from ipcluster.controller import control, recovery
+from ipcluster.controller import actions, recovery
 from ipcluster.controller.ledger import Ledger, Task
 from ipcluster.controller.registry import Engine, Registry
 from ipcluster.controller.dependencies import Dep, Graph
@@ -204,10 +204,10 @@ class Controller:
 
     def on_control(self, msg) -> None:
         request = unpack(msg.content) or {}
-        action = control.ACTIONS.get(request.get("action"))
+        action = actions.ACTIONS.get(request.get("action"))
         if action is None:
             raise BadMessage(f"unknown control action {request.get('action')!r}; "
-                             f"known: {', '.join(control.ACTIONS)}")
+                             f"known: {', '.join(actions.ACTIONS)}")
         self.reply(self.clients, msg, "control_reply", action(self, msg.route[0], request))
 
     def on_apply(self, msg) -> None:
