@@ -30,7 +30,7 @@ from ipcluster import connection, transport
 from ipcluster.controller import actions, recovery
 from ipcluster.controller.ledger import Ledger, Task
 from ipcluster.controller.registry import Engine, Registry
-from ipcluster.controller.dependencies import Dep, Graph
+from ipcluster.controller.graph import Dep, Graph
 from ipcluster.controller.scheduler import Pending, make_scheduler
 from ipcluster.errors import EngineError, ImpossibleDependency, NoSuchEngine, RemoteError
 from ipcluster.protocol import (

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from ipcluster.controller.dependencies import Dep, Graph
+from ipcluster.controller.graph import Dep, Graph
 
 
 def dep(*ids, **flags):
