@@ -8,6 +8,6 @@ name in the entry-point group ``ipcluster.launchers``; the built-in ones are reg
 """
 
 from ipcluster.launchers.base import Launcher, LaunchError, State
-from ipcluster.launchers.registry import get, names
+from ipcluster.launchers.catalog import get, names
 
 __all__ = ["Launcher", "LaunchError", "State", "get", "names"]
