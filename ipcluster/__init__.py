@@ -9,7 +9,7 @@ from ipcluster.asyncresult import AsyncResult
 from ipcluster.client import Client
 from ipcluster.cluster import Cluster
 from ipcluster.dependency import Dependency
-from ipcluster.engine.namespace import Reference
+from ipcluster.namespace import Reference
 from ipcluster.errors import (
     ClientClosed,
     CompositeError,

@@ -18,10 +18,9 @@ import sys
 import time
 from collections.abc import Mapping
 
-from ipcluster import connection, serialize
+from ipcluster import connection, namespace, serialize
 from ipcluster.asyncresult import AsyncResult, TaskFuture
 from ipcluster.dependency import Dependency
-from ipcluster.engine import namespace
 from ipcluster.errors import NoEnginesRegistered, NoSuchEngine, RemoteError
 from ipcluster.protocol import now
 from ipcluster.session import Session

@@ -15,7 +15,7 @@ import contextlib
 import sys
 import types
 
-from ipcluster.engine import namespace
+from ipcluster import namespace
 
 
 def _bindings(frame_ns: dict, before: dict, imported: set) -> list[tuple[str, str, str | None]]:

@@ -12,9 +12,8 @@ from __future__ import annotations
 import functools
 import types
 
-from ipcluster import partition
+from ipcluster import namespace, partition
 from ipcluster.asyncresult import AsyncResult
-from ipcluster.engine import namespace
 
 __all__ = ["interactive", "require", "depend", "RemoteFunction", "ParallelFunction"]
 

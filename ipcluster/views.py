@@ -19,10 +19,9 @@ import math
 from collections import deque
 from itertools import islice
 
-from ipcluster import partition
+from ipcluster import namespace, partition
 from ipcluster.asyncresult import AsyncResult
 from ipcluster.dependency import Dependency
-from ipcluster.engine import namespace
 
 __all__ = ["View", "DirectView", "BroadcastView", "LoadBalancedView"]
 

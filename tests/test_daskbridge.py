@@ -23,7 +23,7 @@ def dask_threads():
 
 
 def from_namespace(name):
-    from ipcluster.engine import namespace
+    from ipcluster import namespace
 
     return namespace.user_ns[name]
 

@@ -13,7 +13,7 @@ LAYERS = [  # lowest first
     {"ipcluster.launchers"},  # the repository's launchers/ folder
     {"ipcluster.config", "ipcluster.errors"},
     {"ipcluster.transport"},
-    {"ipcluster.protocol", "ipcluster.serialize", "ipcluster.connection"},
+    {"ipcluster.protocol", "ipcluster.serialize", "ipcluster.connection", "ipcluster.namespace"},
     {"ipcluster.controller", "ipcluster.engine"},
     {"ipcluster.daskbridge", "ipcluster.joblib_backend",
      "ipcluster.asyncresult", "ipcluster.remotefunction", "ipcluster.views", "ipcluster.client",

@@ -75,7 +75,7 @@ def start_worker(scheduler_address: str, nanny: bool = False, **worker_args) -> 
     if _worker is not None:
         raise RuntimeError(f"a dask worker already runs on this engine at {_worker.address}; "
                            "call rc.stop_dask() first")
-    from ipcluster.engine import namespace
+    from ipcluster import namespace
     import distributed
 
     worker_args.setdefault("nthreads", 1)  # one engine is one core's worth of work

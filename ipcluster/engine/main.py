@@ -15,9 +15,9 @@ import sys
 import traceback
 from dataclasses import dataclass
 
-from ipcluster import serialize, transport
+from ipcluster import namespace, serialize, transport
 from ipcluster.connection import ConnectionInfo
-from ipcluster.engine import namespace
+from ipcluster.engine import shell
 from ipcluster.engine.capture import Capture
 from ipcluster.engine.control import RESULTS, STOP, Control
 from ipcluster.errors import RemoteError, TaskAborted, TaskTimeout, UnmetDependency
@@ -64,7 +64,7 @@ class Engine:
             if self.control.error:
                 log.error("%s", self.control.error)
                 return 1
-            namespace.install(self.control.engine_id)
+            namespace.install(self.control.engine_id, shell.run_cell)
             log.info("registered as engine %d", self.control.engine_id)
             self.capture.install()
             outbox = self.context.outbox(RESULTS)

@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 import sys
 
-from ipcluster.engine import capture, namespace
+from ipcluster import namespace
+from ipcluster.engine import capture
 from ipcluster.errors import RemoteError
 
 _shell = None  # the engine's EngineShell, made on the first cell

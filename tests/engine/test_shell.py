@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from ipcluster.engine import capture, namespace, shell
+from ipcluster import namespace
+from ipcluster.engine import capture, shell
 from ipcluster.errors import RemoteError
 
 pytest.importorskip("IPython")
@@ -29,6 +30,7 @@ def task(monkeypatch):
     cap = capture.Capture()
     cap.task = "t1"
     monkeypatch.setattr(capture, "current", cap)
+    monkeypatch.setattr(namespace, "cell_runner", shell.run_cell)  # as the engine installs it
     yield cap
     _forget_shell()
     namespace.user_ns.clear()
@@ -114,7 +116,8 @@ def test_without_ipython_cells_run_with_exec_and_say_so_once(task, monkeypatch, 
 
 
 def test_apply_does_not_import_ipython():
-    code = ("import sys\nfrom ipcluster.engine import main, namespace\n"
+    code = ("import sys\nfrom ipcluster import namespace\nfrom ipcluster.engine import main, shell\n"
+            "namespace.cell_runner = shell.run_cell\n"
             "namespace.push({'a': 1}); namespace.pull('a')\n"
             "namespace.map_chunk(abs, [-1])\nassert 'IPython' not in sys.modules, 'imported'\n"
             "namespace.execute('b = 2')\nassert 'IPython' in sys.modules\n")

@@ -1,6 +1,7 @@
-"""Processes layer: the engine's user namespace, and the small functions clients send to it.
+"""Messages layer: the engine's user namespace, and the small functions clients send to it.
 
-Clients pickle *references* to the functions here (a few dozen bytes), and the engine runs them
+This is code that travels: clients pickle *references* to the functions here (a few dozen
+bytes), so they import it, and the engine runs them
 like any other task. A function defined in the client's ``__main__`` (a script or a notebook
 cell) is rebound to this namespace on the engine, so it sees names pushed earlier, as in
 ipyparallel; names it captured on the client fill in only what the engine does not have.
@@ -20,12 +21,14 @@ main_module = types.ModuleType("__main__")
 user_ns: dict = main_module.__dict__
 user_ns["__builtins__"] = builtins
 engine_id: int | None = None  # set by the engine once registered
+cell_runner = None  # runs a code cell: set by the engine (engine/shell.py, IPython if installed)
 
 
-def install(eid: int | None) -> None:
-    """Make the namespace the engine's ``__main__``, so objects defined there pickle by value."""
-    global engine_id
-    engine_id = eid
+def install(eid: int | None, run_cell) -> None:
+    """Make the namespace the engine's ``__main__``, so objects defined there pickle by value;
+    `run_cell(code, silent=...)` runs `execute`'s code cells."""
+    global engine_id, cell_runner
+    engine_id, cell_runner = eid, run_cell
     sys.modules["__main__"] = main_module
 
 
@@ -126,9 +129,10 @@ def pull(names):
 def execute(code: str, silent: bool = True) -> None:
     """Run a code cell; through IPython's shell (magics, display, ``Out``) when IPython is
     installed, else with exec. `silent` cells keep no history and show no ``Out`` value."""
-    from ipcluster.engine import shell  # imports IPython on the first cell only
-
-    shell.run_cell(code, silent=silent)
+    if cell_runner is None:
+        raise RuntimeError("execute runs code cells on an engine, and this process is not one "
+                           "(no cell runner installed); send it with view.execute(code)")
+    cell_runner(code, silent=silent)
 
 
 def run_file(code: str, filename: str) -> None:

@@ -7,7 +7,8 @@ import types
 import pytest
 
 from ipcluster import serialize
-from ipcluster.engine import namespace
+from ipcluster import namespace
+from ipcluster.engine import shell
 from ipcluster.engine.capture import Capture
 
 
@@ -48,7 +49,8 @@ def test_functions_from_importable_modules_are_left_alone():
     assert namespace.bind(plain) is plain
 
 
-def test_pull_and_execute():
+def test_pull_and_execute(monkeypatch):
+    monkeypatch.setattr(namespace, "cell_runner", shell.run_cell)  # as the engine installs it
     namespace.execute("x = 6 * 7\ny = [x]")
     assert namespace.pull("x") == 42
     assert namespace.pull(["x", "y"]) == [42, [42]]
@@ -70,3 +72,9 @@ def test_capture_tags_output_with_the_running_task_and_joins_writes():
     assert capture.take() == [("t1", "stdout", "ab\n"), ("t1", "stderr", "oops\n")]
     assert capture.take() == []
     assert log.getvalue() == "before any task\n"
+
+
+def test_execute_outside_an_engine_says_where_it_runs(monkeypatch):
+    monkeypatch.setattr(namespace, "cell_runner", None)
+    with pytest.raises(RuntimeError, match="runs code cells on an engine"):
+        namespace.execute("x = 1")
