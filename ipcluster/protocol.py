@@ -56,10 +56,13 @@ KINDS = {k.name: k for k in [
     Kind("register_reply", "controller", "msgpack", "the engine's id"),
     Kind("reregister", "controller", "none", "a restarted controller asks an engine to register"),
     Kind("unregister", "engine", "msgpack", "an engine leaves cleanly, saying why"),
+    Kind("withdrawn", "engine", "msgpack",
+         "the answer to a withdraw control: queued tasks given back, and those already started"),
     Kind("beat", "engine", "none", "an engine is alive; the controller answers with a beat"),
     Kind("event", "controller", "msgpack", "published: engine_up, engine_down, beat"),
     Kind("control", "client", "msgpack",
-         "abort, signal, shutdown, fetch, purge; the controller passes abort/signal/shutdown on"),
+         "abort, signal, shutdown, fetch, purge; the controller passes abort/signal/shutdown on"
+         " and asks engines to withdraw queued tasks"),
     Kind("control_reply", "controller", "msgpack", "the outcome of a control request"),
     Kind("error", "controller", "msgpack", "a signed request the controller could not accept"),
 ]}

@@ -58,6 +58,14 @@ def no_leaked_processes():
         pytest.fail(f"the test left processes behind: {names}")
 
 
+def wait_until(predicate, timeout: float = 30) -> None:
+    """Poll `predicate` until it is true; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
 def start_cluster(n: int, **kwargs) -> ipcluster.Cluster:
     cluster = ipcluster.Cluster(n=n, **kwargs)
     cluster.start_and_connect_sync()

@@ -11,6 +11,7 @@ import time
 import pytest
 
 import ipcluster as ipp
+from tests.conftest import wait_until
 
 
 @pytest.fixture
@@ -22,13 +23,6 @@ def restarting():
         yield cluster, rc
     finally:
         cluster.stop_cluster_sync()
-
-
-def wait_until(predicate, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 def test_an_exited_engine_fails_its_task_at_once_and_comes_back_with_its_id(restarting):

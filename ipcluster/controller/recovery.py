@@ -1,6 +1,13 @@
-"""Processes layer: what becomes of work when something fails: a task sent again after its
-engine died or it raised (`retry`), moved off an engine that cannot meet its dependency
-(`move`), and the unfinished work taken over from a controller that died (`restore`)."""
+"""Processes layer: what becomes of work when something fails or waits: a task sent again after
+its engine died or it raised (`retry`), moved off an engine that cannot meet its dependency
+(`move`), taken back from an engine that has not started it (`withdraw`, `withdrawn`), and the
+unfinished work taken over from a controller that died (`restore`).
+
+The "not started" handshake: the controller asks an engine to give back queued balanced tasks;
+the engine's control thread answers, under the same lock its main thread takes to start a task,
+which it gave back ("withdrawn") and which had started. Only a withdrawn task is queued again
+here, so a task moved this way never runs twice.
+"""
 
 from __future__ import annotations
 
@@ -82,3 +89,38 @@ def move(ctl, task: Task, engine, msg) -> bool:
         "ImpossibleDependency", f"no engine meets the task's dependencies (tried engines "
         f"{sorted(task.tried)}); the last said: {reason}"))
     return True
+
+
+def requeue(ctl, task: Task) -> None:
+    """Queue a balanced task again for the scheduler to place (as a new message, so that an
+    engine that saw it before does not take it for a replay)."""
+    task.engine = None
+    ctl.scheduler.submit(Pending(task.id, task.targets,
+                                 resign(ctl.signer, task.request, ctl.ids())[1:], task.priority))
+
+
+def withdraw(ctl, engine, task_ids) -> list[str]:
+    """Ask `engine` to give back the balanced tasks among `task_ids` that it has queued and not
+    started; `withdrawn` queues again those it gives back. Returns the ids asked for."""
+    asked = [t for t in task_ids if engine.tasks.get(t) and t not in engine.withdrawing]
+    if asked:
+        engine.withdrawing.update(asked)
+        ctl.send_control(engine, {"action": "withdraw", "tasks": asked})
+    return asked
+
+
+def withdrawn(ctl, engine, reply: dict) -> list[str]:
+    """The engine's answer to `withdraw`: tasks it gave back are queued again (unless they were
+    moved off it meanwhile); tasks it had started stay with it. Returns the ids queued again."""
+    given = [t for t in reply.get("withdrawn", []) if isinstance(t, str)]
+    engine.withdrawing.difference_update(given)
+    engine.withdrawing.difference_update(t for t in reply.get("started", []) if isinstance(t, str))
+    queued = []
+    for task_id in given:
+        task = ctl.ledger.get(task_id)
+        if engine.tasks.pop(task_id, None) is None or task is None or task.result is not None:
+            continue  # moved off it already (it froze), or finished
+        ctl.scheduler.finished(engine.id)
+        requeue(ctl, task)
+        queued.append(task_id)
+    return queued

@@ -15,6 +15,7 @@ class Engine:
     registered: float = field(default_factory=time.time)
     last_seen: float = field(default_factory=time.monotonic)
     tasks: dict = field(default_factory=dict)  # task id -> balanced?, sent and not yet answered
+    withdrawing: set = field(default_factory=set)  # task ids asked back, not yet answered
     completed: int = 0
     responsive: bool = True  # False once silent for the controller's `unresponsive_after`
 

@@ -41,7 +41,7 @@ log = logging.getLogger("ipcluster.controller")
 
 EVENT_TOPIC = b"ev"
 CLIENT_KINDS = {"hello", "query", "apply", "control"}
-ENGINE_KINDS = {"register", "unregister", "beat", "result", "output"}
+ENGINE_KINDS = {"register", "unregister", "beat", "result", "output", "withdrawn"}
 
 
 def _url(bound: str, location: str) -> str:
@@ -361,6 +361,13 @@ class Controller:
         self._forward(task, msg.frames)
         self._on_graph(self.graph.finished(task.id, msg.header.get("status") == "ok", engine.id))
         self._dispatch()
+
+    def on_withdrawn(self, msg) -> None:
+        engine = self._engine(msg)
+        reply = unpack(msg.content)
+        if engine is not None and isinstance(reply, dict):
+            if recovery.withdrawn(self, engine, reply):
+                self._dispatch()
 
     def on_output(self, msg) -> None:
         self._engine(msg)

@@ -4,7 +4,8 @@ The main thread runs tasks; this thread answers the controller meanwhile. It reg
 engine, hands incoming work to the main thread through a queue, forwards results the main thread
 sends it over an in-process socket, streams captured output while tasks run, and beats so the
 controller knows the engine is alive. It also acts on control messages while a task runs:
-abort (skip a queued task, interrupt a running one), signal, shutdown, and a task's timeout.
+abort (skip a queued task, interrupt a running one), withdraw (give back queued tasks not yet
+started), signal, shutdown, and a task's timeout.
 If the controller is silent for `controller_timeout`, it stops the engine (SIGTERM to itself),
 so an engine never outlives its cluster.
 """
@@ -29,7 +30,9 @@ STOP = object()  # put on the task queue to end the main loop
 
 
 class Running:
-    """The task the main thread is running, shared with the control thread."""
+    """The task the main thread is running and the tasks queued for it, shared with the
+    control thread. A queued task is either started by the main thread or withdrawn by the
+    control thread, never both: one lock decides (the "not started" handshake)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -37,6 +40,30 @@ class Running:
         self.deadline: float | None = None
         self.reason: str | None = None  # why it was interrupted: "abort" or "timeout"
         self.interrupted_at = 0.0
+        self.queued: set[str] = set()  # received, not yet started
+        self._withdrawn: set[str] = set()  # given back: the main thread skips them
+
+    def enqueue(self, task: str) -> None:
+        with self._lock:
+            self.queued.add(task)
+
+    def withdraw(self, task: str) -> bool:
+        """Give back a task that has not started; False if it started (or is not here)."""
+        with self._lock:
+            if task not in self.queued:
+                return False
+            self.queued.discard(task)
+            self._withdrawn.add(task)
+            return True
+
+    def claim(self, task: str) -> bool:
+        """The main thread takes `task` from the queue; False if it was withdrawn (skip it)."""
+        with self._lock:
+            if task in self._withdrawn:
+                self._withdrawn.discard(task)
+                return False
+            self.queued.discard(task)
+            return True
 
     def start(self, task: str, timeout) -> None:
         """`timeout`: seconds the task may run (anything but a positive number: no limit)."""
@@ -176,7 +203,9 @@ class Control(threading.Thread):
         try:
             msg = decode(self.signer, frames, self.replay)
             if msg.kind == "apply":
-                self.tasks.put((self._task_id(msg.header), msg))
+                task = self._task_id(msg.header)
+                self.running.enqueue(task)
+                self.tasks.put((task, msg))
             elif msg.kind == "control":
                 self._on_control(unpack(msg.content))
             elif msg.kind == "reregister":  # a restarted controller: same id, namespace intact
@@ -215,6 +244,11 @@ class Control(threading.Thread):
                 self.running.interrupt(None, "signal")  # only ever interrupts a task
             else:
                 os.kill(os.getpid(), sig)
+        elif action == "withdraw":  # give back queued tasks, so they can run elsewhere
+            tasks = [t for t in request.get("tasks", []) if isinstance(t, str)]
+            given = [t for t in tasks if self.running.withdraw(t)]
+            self._send(self._sock, {"kind": "withdrawn", "engine": self.engine_id},
+                       pack({"withdrawn": given, "started": [t for t in tasks if t not in given]}))
         elif action == "shutdown":
             log.info("shutdown requested by the controller")
             os.kill(os.getpid(), signal.SIGTERM)

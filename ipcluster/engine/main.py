@@ -69,7 +69,9 @@ class Engine:
             self.capture.install()
             outbox = self.context.outbox(RESULTS)
             while (item := self.tasks.get()) is not STOP:
-                transport.send(outbox, self.run_task(*item))
+                reply = self.run_task(*item)
+                if reply is not None:  # None: withdrawn before it started
+                    transport.send(outbox, reply)
         except SystemExit:
             log.info("engine %s stopping", self.control.engine_id)
         finally:
@@ -81,11 +83,13 @@ class Engine:
             return 1
         return 0
 
-    def run_task(self, task_id: str, msg) -> list:
+    def run_task(self, task_id: str, msg) -> list | None:
         header = msg.header
         eid = self.control.engine_id
         reply = {"kind": "result", "id": self.control.ids(), "parent": task_id, "engine": eid}
         started = now()
+        if not self.running.claim(task_id):
+            return None  # given back to the controller, which sends it elsewhere
         if task_id in self.control.aborted:
             self.control.aborted.discard(task_id)
             error = TaskAborted("TaskAborted", "aborted before it started", engine_id=eid)

@@ -1,0 +1,96 @@
+"""The "not started" handshake: an engine gives back a queued task it has not started, and
+keeps one it has; a task given back runs elsewhere, once."""
+
+from __future__ import annotations
+
+import os
+import queue
+import subprocess
+import sys
+import threading
+
+import ipcluster as ipp
+from ipcluster import connection
+from ipcluster.controller import recovery
+from ipcluster.controller.main import ControllerOptions
+from ipcluster.controller.server import Controller
+from tests.conftest import wait_until
+
+
+def wait_for_flag(path):
+    import os
+    import time
+    print("started", flush=True)
+    while not os.path.exists(path):
+        time.sleep(0.02)
+    return os.getpid()
+
+
+def note_pid(path):
+    import os
+    with open(path, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    return os.getpid()
+
+
+class InProcessController:
+    """A controller served by a thread of the test, which can run code on its loop."""
+
+    def __init__(self, path) -> None:
+        self.ctl = Controller("withdraw-test", ControllerOptions(), connection.new_key())
+        connection.write(path, self.ctl.info)
+        self.calls: queue.SimpleQueue = queue.SimpleQueue()
+        self.stopped = False
+        self.thread = threading.Thread(target=self.ctl.serve, args=(self._between,))
+        self.thread.start()
+
+    def _between(self) -> bool:  # runs on the loop's thread between two polls
+        while not self.calls.empty():
+            f, out = self.calls.get()
+            out.put(f())
+        return self.stopped
+
+    def call(self, f):
+        out: queue.SimpleQueue = queue.SimpleQueue()
+        self.calls.put((f, out))
+        return out.get(timeout=10)
+
+    def close(self) -> None:
+        self.stopped = True
+        self.thread.join(timeout=10)
+        self.ctl.close()
+
+
+def test_a_queued_task_given_back_runs_elsewhere_once_and_a_started_one_stays(tmp_path):
+    path = tmp_path / "cluster.json"
+    served = InProcessController(path)
+    engine = [sys.executable, "-m", "ipcluster", "engine", "--connection-file", str(path)]
+    procs = [subprocess.Popen(engine, stderr=subprocess.DEVNULL)]
+    try:
+        rc = ipp.Client(path)
+        rc.wait_for_engines(1, timeout=30)
+        flag, runs = tmp_path / "flag", tmp_path / "runs"
+        view = rc.load_balanced_view()
+        held = view.apply_async(wait_for_flag, str(flag))
+        queued = view.apply_async(note_pid, str(runs))  # behind it, on the same engine
+        wait_until(lambda: "started" in held.stdout)
+        procs.append(subprocess.Popen(engine, stderr=subprocess.DEVNULL))
+        rc.wait_for_engines(2, timeout=30)
+        first = served.ctl.registry.by_id[0]
+        assert set(first.tasks) == {held.msg_ids[0], queued.msg_ids[0]}
+
+        asked = served.call(lambda: recovery.withdraw(served.ctl, first, list(first.tasks)))
+        assert sorted(asked) == sorted([held.msg_ids[0], queued.msg_ids[0]])
+        assert queued.get(timeout=30) == procs[1].pid  # given back, run by the idle engine
+        assert not held.done()  # started: it stayed where it runs
+        flag.touch()
+        assert held.get(timeout=30) == procs[0].pid
+        rc[0].apply_sync(os.getpid)  # engine 0 has nothing left queued
+        assert runs.read_text().split() == [str(procs[1].pid)]  # ran once
+        assert served.call(lambda: (first.withdrawing, served.ctl.received["withdrawn"])) == (set(), 1)
+        rc.close()
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=10)
+        served.close()
