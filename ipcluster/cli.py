@@ -21,8 +21,10 @@ import threading
 import time
 
 from ipcluster import connection
-from ipcluster.cluster import CONNECTION_VARIABLE, STATE_FILE, Cluster, _tail
-from ipcluster.report import alive, cluster_ids, read_state, cmd_list, cmd_status
+from ipcluster.cluster import CONNECTION_VARIABLE, Cluster
+from ipcluster.launchers.base import tail
+from ipcluster.report import alive, cmd_list, cmd_status
+from ipcluster.state import append as append_state, read as read_state
 from ipcluster.config import DEFAULT_CLUSTER_ID, cluster_dir, ipcluster_dir, resolve
 
 
@@ -199,7 +201,7 @@ def _start_daemon(args) -> int:
     deadline = time.monotonic() + args.timeout + 10
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            print(f"ipcluster: the cluster failed to start; {log} ends with:\n{_tail(log)}",
+            print(f"ipcluster: the cluster failed to start; {log} ends with:\n{tail(log)}",
                   file=sys.stderr)
             return 1
         state = read_state(args.cluster_id)
@@ -235,7 +237,7 @@ def _kill(pids: list[int], sig: int) -> None:
 def cmd_stop(args) -> int:
     state = read_state(args.cluster_id)
     if state is None:
-        known = ", ".join(cluster_ids()) or "none"
+        known = ", ".join(connection.running_cluster_ids()) or "none"
         print(f"ipcluster: no cluster {args.cluster_id!r} in {ipcluster_dir()}; running: {known}",
               file=sys.stderr)
         return 1
@@ -268,7 +270,7 @@ def cmd_engines(args) -> int:
 
     state = read_state(args.cluster_id)
     if state is None or not (cluster_dir(args.cluster_id) / connection.FILENAME).exists():
-        known = ", ".join(cluster_ids()) or "none"
+        known = ", ".join(connection.running_cluster_ids()) or "none"
         print(f"ipcluster: no running cluster {args.cluster_id!r} in {ipcluster_dir()}; "
               f"running: {known}", file=sys.stderr)
         return 1
@@ -283,7 +285,6 @@ def cmd_engines(args) -> int:
     try:
         before = len(client.ids)
         cluster.client = client
-        cluster._write_state = lambda: None  # cluster.json belongs to the cluster's supervisor
         cluster.start_engines_sync(args.n)
         _record_added_engines(args.cluster_id, cluster.launcher)
         cluster.wait_for_engines_sync(before + args.n)
@@ -298,15 +299,9 @@ def cmd_engines(args) -> int:
 
 
 def _record_added_engines(cluster_id: str, launcher) -> None:
-    state = read_state(cluster_id) or {}
-    state["engine_pids"] = list(state.get("engine_pids", [])) + list(launcher.pids)
     jobs = list(getattr(launcher, "jobs", []))
-    if jobs:
-        state["cancel"] = list(state.get("cancel", [])) + [launcher.cancel_argv(jobs)]
-    path = cluster_dir(cluster_id) / STATE_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=1))
-    os.replace(tmp, path)
+    append_state(cluster_id, engine_pids=launcher.pids,
+                        cancel=[launcher.cancel_argv(jobs)] if jobs else [])
 
 
 def cmd_config(args) -> int:

@@ -20,21 +20,20 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import dataclasses
 
 from ipcluster import launchers
-from ipcluster import connection
+from ipcluster import connection, state
 from ipcluster.client import Client
 from ipcluster.supervisor import Supervisor
 from ipcluster.config import cluster_dir, resolve
 from ipcluster.errors import IpclusterError, NoEnginesRegistered
 from ipcluster.launchers import allocation, network
+from ipcluster.launchers.base import tail
 
 __all__ = ["Cluster"]
 
-STATE_FILE = "cluster.json"
 CONNECTION_VARIABLE = "IPCLUSTER_CONNECTION"  # the connection info, for engines in batch jobs
 
 
@@ -58,14 +57,6 @@ def run_sync(coro):
     if "error" in box:
         raise box["error"]
     return box["value"]
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        text = path.read_text(errors="replace").splitlines()[-lines:]
-    except OSError:
-        return "(no log)"
-    return "\n".join("    " + line for line in text)
 
 
 def make_launcher(engines: str, log_dir, **options) -> launchers.Launcher:
@@ -152,7 +143,7 @@ class Cluster:
             if self.controller.poll() is not None:
                 raise IpclusterError(
                     f"the controller exited with code {self.controller.returncode} before it "
-                    f"was ready; its log {log} ends with:\n{_tail(log)}")
+                    f"was ready; its log {log} ends with:\n{tail(log)}")
             if time.monotonic() > deadline:
                 raise IpclusterError(f"the controller was not ready after {self.start_timeout} s; "
                                      f"see its log at {log}")
@@ -297,18 +288,16 @@ class Cluster:
             shutil.rmtree(self.cluster_dir, ignore_errors=True)
 
     def _write_state(self) -> None:
-        state = {
+        if self.controller is None:  # engines added to a cluster another process owns: its record
+            return
+        state.write(self.cluster_id, {
             "cluster_id": self.cluster_id, "n": self.n, "engines": self.engines,
             "owner": self.owner, "supervisor_pid": os.getpid(),
             "controller_pid": self.controller.pid if self.controller else None,
             "engine_pids": list(self.launcher.pids),
             "jobs": list(getattr(self.launcher, "jobs", [])),
             "created": time.time(), "ready": self.ready,
-        }
-        path = self.cluster_dir / STATE_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=1))
-        os.replace(tmp, path)
+        })
 
     # -- sync forms -------------------------------------------------------------------------
 

@@ -131,6 +131,7 @@ def read(path: str | os.PathLike) -> ConnectionInfo:
 
 
 def running_cluster_ids() -> list[str]:
+    """Clusters with a connection file in $IPCLUSTER_DIR (running, or crashed and not cleaned)."""
     root = ipcluster_dir()
     if not root.is_dir():
         return []

@@ -8,15 +8,8 @@ import sys
 import time
 
 from ipcluster import connection
-from ipcluster.cluster import STATE_FILE
 from ipcluster.config import cluster_dir, ipcluster_dir
-
-
-def read_state(cluster_id: str) -> dict | None:
-    try:
-        return json.loads((cluster_dir(cluster_id) / STATE_FILE).read_text())
-    except (OSError, ValueError):
-        return None
+from ipcluster.state import read as read_state
 
 
 def alive(pid: int | None) -> bool:
@@ -81,14 +74,9 @@ def cmd_status(args) -> int:
 
 # -- list ---------------------------------------------------------------------------------------
 
-def cluster_ids() -> list[str]:
-    root = ipcluster_dir()
-    return sorted(p.parent.name for p in root.glob(f"*/{STATE_FILE}")) if root.is_dir() else []
-
-
 def cmd_list(args) -> int:
     rows = []
-    for cid in cluster_ids():
+    for cid in connection.running_cluster_ids():
         state = read_state(cid) or {}
         engines = sum(1 for p in state.get("engine_pids", []) if alive(p))
         rows.append({

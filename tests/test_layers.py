@@ -18,7 +18,8 @@ LAYERS = [  # lowest first
     {"ipcluster.daskbridge", "ipcluster.joblib_backend",
      "ipcluster.asyncresult", "ipcluster.remotefunction", "ipcluster.views", "ipcluster.client",
      "ipcluster.cluster", "ipcluster.executor", "ipcluster.session", "ipcluster.partition",
-     "ipcluster.imports", "ipcluster.dependency", "ipcluster.supervisor", "ipcluster.output"},
+     "ipcluster.imports", "ipcluster.dependency", "ipcluster.supervisor", "ipcluster.output",
+     "ipcluster.state"},
     {"ipcluster.magics", "ipcluster.celloutput", "ipcluster.cli", "ipcluster.report", "ipcluster.__main__", "ipcluster"},
 ]
 
