@@ -202,14 +202,9 @@ class Cluster:
             raise IpclusterError(f"could not start {n} engines with the {self.engines} launcher: "
                                  f"{exc}") from None
         self._write_state()
-        if self.supervisor is None and self._supervisable():
+        if self.supervisor is None and self.launcher.local_processes() is not None:
             self.supervisor = Supervisor(self, self.restart)
             self.supervisor.start()
-
-    def _supervisable(self) -> bool:
-        """Local engines started one process each: their exits are ours to see."""
-        options = getattr(self.launcher, "options", None)
-        return hasattr(self.launcher, "processes") and getattr(options, "starter", "plain") == "plain"
 
     async def stop_engines(self) -> None:
         if self.supervisor is not None:

@@ -16,6 +16,10 @@ import socket
 import threading
 import time
 
+from ipcluster import connection
+from ipcluster.errors import ControllerLost
+from ipcluster.session import Session
+
 log = logging.getLogger("ipcluster.cluster")
 
 
@@ -37,32 +41,34 @@ class Supervisor(threading.Thread):
             self.join(timeout=10)
 
     def run(self) -> None:
-        from ipcluster.client import Client
-        from ipcluster.errors import ControllerLost
-
         try:
-            with Client(self.cluster.connection_file) as client:
+            # a session, not a Client: the supervisor asks the controller, it submits no work
+            session = Session(connection.read(self.cluster.connection_file),
+                              self.cluster.connection_file, timeout=10)
+            try:
                 next_query = 0.0
                 while not self._stopping.wait(self.interval):
                     try:
-                        self._reap(client)
+                        self._reap(session)
                         if time.monotonic() >= next_query:
                             next_query = time.monotonic() + 0.5
-                            self._kill_abandoned(client)
+                            self._kill_abandoned(session)
                     except ControllerLost:  # restarting, perhaps: keep watching
                         time.sleep(1)
+            finally:
+                session.close()
         except BaseException as exc:  # kept for the cluster to report; the engines go on
             if not self._stopping.is_set():
                 self.error = exc
                 log.warning("engine supervisor stopped: %s: %s", type(exc).__name__, exc)
 
-    def _reap(self, client) -> None:
-        for proc in list(self.cluster.launcher.processes):
+    def _reap(self, session) -> None:
+        for proc in list(self.cluster.launcher.local_processes() or ()):
             code = proc.poll()
             if code is None or proc.pid in self._seen_exit or self._stopping.is_set():
                 continue
             self._seen_exit.add(proc.pid)
-            reply = client._session.request("control", {
+            reply = session.request("control", {
                 "action": "engine_exited", "pid": proc.pid, "host": self.host, "code": code})
             eid = reply["engine_id"] if reply["engine_id"] is not None else self._ids.get(proc.pid)
             log.warning("engine %s (pid %d) exited with code %s%s", eid, proc.pid, code,
@@ -71,14 +77,14 @@ class Supervisor(threading.Thread):
                 self.restarts += 1
                 self.cluster.launcher.start(self.cluster.engine_command() + ["--id", str(eid)], 1)
 
-    def _kill_abandoned(self, client) -> None:
+    def _kill_abandoned(self, session) -> None:
         """An engine process still running that the controller removed as dead (silent past
         its grace) is stuck: kill it, so that it is reaped (and restarted) like any exit."""
-        reply = client._session.request("query", {})
+        reply = session.request("query", {})
         for eid, e in reply["engines"].items():
             self._ids[int(e["pid"])] = int(eid)
         dead = {int(pid) for pid, host in reply["dropped"] if host == self.host}
-        for proc in self.cluster.launcher.processes:
+        for proc in self.cluster.launcher.local_processes() or ():
             if proc.poll() is None and proc.pid in dead and proc.pid in self._ids:
                 log.warning("engine %d (pid %d) was given up on by the controller; killing it",
                             self._ids[proc.pid], proc.pid)

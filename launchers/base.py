@@ -54,6 +54,12 @@ class Launcher(ABC):
         """Hosts processes may run on, to choose an address they reach; None: this one only."""
         return None
 
+    def local_processes(self) -> list | None:
+        """The `subprocess.Popen` of each copy when every copy is a child of this process, so
+        its exit can be watched and one copy restarted (`start(command, 1)`); None when this
+        launcher cannot offer that (copies on other hosts, in a batch job, under mpiexec)."""
+        return None
+
     @property
     def pids(self) -> list[int]:
         """Local process ids (for `ipcluster list` and `ipcluster stop`)."""

@@ -68,6 +68,9 @@ class LocalLauncher(Launcher):
                     out.close()
             self.processes.append(proc)
 
+    def local_processes(self) -> list | None:
+        return self.processes if self.options.starter == "plain" else None
+
     @property
     def pids(self) -> list[int]:
         return [p.pid for p in self.processes]

@@ -67,3 +67,14 @@ def test_script_shows_what_will_run():
 def test_unknown_options_list_the_valid_ones():
     with pytest.raises(TypeError, match=r"unknown local option\(s\) 'log_directory'; valid .*log_dir=None"):
         LocalLauncher(log_directory="/tmp")
+
+
+def test_local_processes_are_offered_only_when_each_copy_is_our_child(tmp_path):
+    launcher = LocalLauncher(log_dir=str(tmp_path))
+    launcher.start([sys.executable, "-c", "pass"], 2)
+    try:
+        assert launcher.local_processes() is launcher.processes and len(launcher.processes) == 2
+    finally:
+        launcher.stop()
+    assert LocalLauncher(starter="mpiexec").local_processes() is None  # one mpiexec, n ranks
+    assert launchers.get("slurm")().local_processes() is None  # the Launcher default
