@@ -13,7 +13,6 @@ import functools
 import types
 
 from ipcluster import namespace, partition
-from ipcluster.asyncresult import AsyncResult
 
 __all__ = ["interactive", "require", "depend", "RemoteFunction", "ParallelFunction"]
 
@@ -89,26 +88,6 @@ class ParallelFunction(RemoteFunction):
         self.dist, self.chunksize = dist, chunksize
 
     def __call__(self, *sequences):
-        from ipcluster.views import DirectView
-
-        n = partition.equal_lengths(sequences)
-        if isinstance(self.view, DirectView):
-            targets = self.view._target_list()
-            cut = [partition.parts(s, len(targets), self.dist) for s in sequences]
-            calls = [([eid], parts) for eid, parts in zip(targets, zip(*cut)) if len(parts[0])]
-            balanced = False
-        else:
-            size = self.chunksize or self.view._default_chunksize(n)
-            calls = [(self.view._targets(), [s[i:i + size] for s in sequences])
-                     for i in range(0, n, size)]
-            balanced = True
-        tasks = []
-        flags = self.view._flags(**self.flags)
-        for targets, parts in calls:
-            new, _ = self.view.client._submit(namespace.call_on_partition, (self.func, *parts), {},
-                                              targets, balanced=balanced, flags=flags)
-            tasks += new
-        dist = self.dist if not balanced else "b"
-        ar = AsyncResult(tasks, "list", client=self.view.client,
-                         reduce=lambda values: partition.join(values, dist))
+        ar = self.view.map_partitions(self.func, *sequences, dist=self.dist,
+                                      chunksize=self.chunksize, **self.flags)
         return ar.get() if (self.view.block if self.block is None else self.block) else ar

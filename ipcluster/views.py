@@ -140,6 +140,22 @@ class DirectView(View):
     def apply_async(self, f, /, *args, **kwargs) -> AsyncResult:
         return self._call(f, args, kwargs)
 
+    def map_partitions(self, f, /, *sequences, dist: str = "b", chunksize: int | None = None,
+                       **flags) -> AsyncResult:
+        """`f` once per engine on that engine's part of each sequence, cut by `dist` (``b``:
+        blocks, ``c``: round robin); the results are joined in order (`@view.parallel`)."""
+        partition.equal_lengths(sequences)
+        targets = self._target_list()
+        cut = [partition.parts(s, len(targets), dist) for s in sequences]
+        tasks, flags = [], self._flags(**flags)
+        for eid, parts in zip(targets, zip(*cut)):
+            if len(parts[0]):
+                new, _ = self.client._submit(namespace.call_on_partition, (f, *parts), {}, [eid],
+                                             balanced=False, flags=flags)
+                tasks += new
+        return AsyncResult(tasks, "list", client=self.client,
+                           reduce=lambda values: partition.join(values, dist))
+
     def map(self, f, /, *sequences, block: bool | None = None, track: bool | None = None,
             return_exceptions: bool = False):
         """``map(f, *sequences)`` with one consecutive chunk per engine, results in order."""
@@ -293,6 +309,21 @@ class LoadBalancedView(View):
         tasks, tracker = self.client._submit(f, args, kwargs, self._targets(), balanced=True,
                                              flags=flags)
         return AsyncResult(tasks, "single", client=self.client, tracker=tracker)
+
+    def map_partitions(self, f, /, *sequences, dist: str = "b", chunksize: int | None = None,
+                       **flags) -> AsyncResult:
+        """`f` once per chunk of `chunksize` items of each sequence, on free engines; the
+        results are joined in order (`@view.parallel`)."""
+        n = partition.equal_lengths(sequences)
+        size = chunksize or self._default_chunksize(n)
+        tasks, flags = [], self._flags(**flags)
+        for i in range(0, n, size):
+            new, _ = self.client._submit(namespace.call_on_partition,
+                                         (f, *[s[i:i + size] for s in sequences]), {},
+                                         self._targets(), balanced=True, flags=flags)
+            tasks += new
+        return AsyncResult(tasks, "list", client=self.client,
+                           reduce=lambda values: partition.join(values, "b"))
 
     def _default_chunksize(self, n: int) -> int:
         # about 8 chunks per engine: slow items balance out, tiny ones share a round trip
