@@ -77,6 +77,7 @@ class Client:
             self._session.close()
             raise
         self._session.set_engine_ids(reply["ids"])
+        self._session.store_problem = reply.get("store")
         self._activate_in_ipython()
 
     def _activate_in_ipython(self) -> None:
@@ -280,6 +281,12 @@ class Client:
         status = {int(k): v for k, v in reply["status"].items()}
         status["unassigned"] = reply["unassigned"]
         return status
+
+    @property
+    def store_problem(self) -> str | None:
+        """Why the controller's durable store (``--db sqlite``) cannot write, or None. Also
+        shown by ``ipcluster status``, and warned about (RuntimeWarning) on the next call."""
+        return self._session.store_problem
 
     def engine_info(self) -> dict:
         """``{engine_id: {"pid", "host", "state", "tasks", "completed", "silent"}}`` for every

@@ -49,6 +49,7 @@ def cmd_status(args) -> int:
         with Client(args.cluster_id, timeout=5) as rc:
             engines = rc.engine_info()
             queue = rc.queue_status()["unassigned"]
+            store = rc.store_problem
     except IpclusterError as exc:
         print(f"ipcluster: {exc}", file=sys.stderr)
         return 1
@@ -58,7 +59,7 @@ def cmd_status(args) -> int:
         rows.append({"engine": eid, "host": e["host"], "pid": e["pid"], "state": e["state"],
                      "task": e["current"], "done": e["completed"], "cpu_percent": cpu, "rss": rss})
     if args.output == "json":
-        print(json.dumps({"engines": rows, "queued": queue}, indent=1))
+        print(json.dumps({"engines": rows, "queued": queue, "store": store}, indent=1))
         return 0
     cols = ["engine", "host", "pid", "state", "task", "done", "cpu_percent", "rss"]
     shown = [{**r, "cpu_percent": "-" if r["cpu_percent"] is None else f"{r['cpu_percent']:.0f}",
@@ -69,6 +70,8 @@ def cmd_status(args) -> int:
     for r in shown:
         print("  ".join(str(r[c]).ljust(w) for c, w in zip(cols, widths)))
     print(f"{len(rows)} engines; {queue} tasks queued")
+    if store:
+        print(f"WARNING: {store}")
     return 0
 
 

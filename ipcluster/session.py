@@ -13,6 +13,7 @@ import concurrent.futures
 import logging
 import threading
 import time
+import warnings
 
 from ipcluster import serialize, transport
 from ipcluster.asyncresult import TaskFuture
@@ -40,6 +41,9 @@ class Session:
         self.engines_changed = threading.Condition()
         self.closed = False
         self.lost: str | None = None
+        self.store_problem: str | None = None  # the controller's durable store is failing
+        self.warn_store = True  # warn on the next call once a store problem is known
+        self._warned: str | None = None
         self._last_heard = time.monotonic()
         self._instance = None  # the controller's instance id; a new one means it restarted
         self._restarted = False
@@ -67,6 +71,11 @@ class Session:
             raise ClientClosed("this client is closed; create a new Client() to reconnect")
         if self.lost:
             raise ControllerLost(self.lost)
+        problem = self.store_problem
+        if problem != self._warned and self.warn_store:  # once per problem, on the next call after it is known
+            self._warned = problem
+            if problem:
+                warnings.warn(f"the controller says: {problem}", RuntimeWarning, stacklevel=3)
 
     def send(self, header: dict, content=b"", buffers=(), track: bool = False):
         sock = getattr(self._local, "outbox", None)
@@ -209,6 +218,8 @@ class Session:
             event = unpack(decode(self.signer, frames, self.replay).content)
             if "ids" in event:
                 self.set_engine_ids(event["ids"])
+            if "store" in event:
+                self.store_problem = event["store"]
             instance = event.get("instance")
             if instance is not None:
                 self._restarted |= self._instance is not None and instance != self._instance

@@ -45,6 +45,7 @@ class Supervisor(threading.Thread):
             # a session, not a Client: the supervisor asks the controller, it submits no work
             session = Session(connection.read(self.cluster.connection_file),
                               self.cluster.connection_file, timeout=10)
+            session.warn_store = False  # the user's own client warns of it
             try:
                 next_query = 0.0
                 while not self._stopping.wait(self.interval):

@@ -1,7 +1,8 @@
 """Processes layer: what a client's ``control`` request can ask of the controller.
 
 Each action is a function ``(controller, client identity, request) -> reply dict``, found by
-name in `ACTIONS`. Actions on engines (abort, signal, shutdown) are passed on to them as
+name in `ACTIONS`; one that reads the SQLite store returns a `Later` instead, so that the read
+runs off the loop. Actions on engines (abort, signal, shutdown) are passed on to them as
 ``control`` messages; the rest act on the ledger.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 
 from ipcluster.controller.ledger import Task
+from ipcluster.controller.reader import Later
 from ipcluster.errors import TaskAborted
 from ipcluster.protocol import encode, pack, resign
 
@@ -62,16 +64,27 @@ def shutdown(ctl, client: bytes, request: dict) -> dict:
     return {"engines": [e.id for e in engines]}
 
 
-def fetch(ctl, client: bytes, request: dict) -> dict:
-    """Send finished results (and their output) to `client`; unfinished ones when they finish."""
+def fetch(ctl, client: bytes, request: dict):
+    """Send finished results (and their output) to `client`; unfinished ones when they finish.
+    Results no longer in memory (culled, or before a restart) are read from the store off the
+    loop, all in one query."""
+    tasks = request.get("tasks", [])
+    if not isinstance(tasks, list):
+        raise ValueError(f"fetch: 'tasks' must be a list of task ids, not {tasks!r}")
+    store = ctl.ledger.store
+    unknown = [t for t in tasks if isinstance(t, str) and ctl.ledger.get(t) is None]
+    if store is None or not unknown:
+        return _send(ctl, client, tasks, {})
+    return Later(lambda: store.results(unknown), lambda found: _send(ctl, client, tasks, found))
+
+
+def _send(ctl, client: bytes, tasks: list, stored: dict) -> dict:
     missing = []
-    for task_id in request.get("tasks", []):
+    for task_id in tasks:
         task = ctl.ledger.get(task_id)
-        if task is None and ctl.ledger.store is not None and isinstance(task_id, str):
-            stored = ctl.ledger.store.result(task_id)  # culled from memory, or before a restart
-            if stored is not None:
-                frames, stdout, stderr, engine = stored
-                task = Task(task_id, b"", engine=engine, result=frames, stdout=stdout, stderr=stderr)
+        if task is None and task_id in stored:
+            frames, stdout, stderr, engine = stored[task_id]
+            task = Task(task_id, b"", engine=engine, result=frames, stdout=stdout, stderr=stderr)
         if task is None:
             missing.append(task_id)
         elif task.result is None:
@@ -96,12 +109,16 @@ def purge(ctl, client: bytes, request: dict) -> dict:
     return {"purged": len(ids)}
 
 
-def db_query(ctl, client: bytes, request: dict) -> dict:
-    """Tasks matching a query, from the store (or the memory ledger without one)."""
+def db_query(ctl, client: bytes, request: dict):
+    """Tasks matching a query, from the store (off the loop) or the memory ledger."""
     query = request.get("query") or {}
     if not isinstance(query, dict):
         raise ValueError(f"a query is a dict of field conditions, not {query!r}")
-    return {"records": ctl.ledger.query(query, request.get("keys"))}
+    keys = request.get("keys")
+    store = ctl.ledger.store
+    if store is None:
+        return {"records": ctl.ledger.query(query, keys)}
+    return Later(lambda: store.query(query, keys), lambda records: {"records": records})
 
 
 def history(ctl, client: bytes, request: dict) -> dict:

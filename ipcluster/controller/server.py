@@ -29,6 +29,7 @@ from collections import Counter
 from ipcluster import connection, transport
 from ipcluster.controller import actions, recovery
 from ipcluster.controller.ledger import Ledger, Task
+from ipcluster.controller.reader import Later, Reader
 from ipcluster.controller.registry import Engine, Registry
 from ipcluster.controller.graph import Dep, Graph
 from ipcluster.controller.scheduler import Pending, make_scheduler
@@ -73,6 +74,8 @@ class Controller:
         self.scheduler = make_scheduler(options.scheme, options.hwm)
         self.graph = Graph()  # tasks waiting for others (after / follow)
         self.ledger = Ledger(options.max_results, options.max_result_bytes, store)
+        self.reader = Reader(self.context, f"reader-{self.ids.session}")  # store reads
+        self._store_problem: str | None = None  # as last published
         self.stopping = False  # set by a client's shutdown(hub=True)
         self.restored = False  # took over from a controller that died
         self.dropped = Drops(log)  # messages dropped as bad (unsigned, forged, replayed, malformed)
@@ -82,7 +85,7 @@ class Controller:
     # -- the loop ---------------------------------------------------------------------------
 
     def serve(self, should_stop) -> None:
-        poller = transport.Poller(self.clients, self.engines)
+        poller = transport.Poller(self.clients, self.engines, self.reader.inbox)
         while not should_stop() and not self.stopping:
             ready = poller.poll(self.options.beat_interval / 2)
             if self.engines in ready:
@@ -91,15 +94,23 @@ class Controller:
             if self.clients in ready:
                 for frames in transport.drain(self.clients):
                     self._handle(self.clients, frames, CLIENT_KINDS)
+            if self.reader.inbox in ready:
+                self.reader.finish_ready()
             now = time.monotonic()
-            if now >= self._next_beat:
+            if now >= self._next_beat or self._store_problem != self.store_problem():
                 self._next_beat = now + self.options.beat_interval
+                self._store_problem = self.store_problem()
                 self._publish({"event": "beat", "ids": self.registry.ids(),
-                               "instance": self.ids.session})
+                               "instance": self.ids.session, "store": self._store_problem})
                 self._check_engines(now)
 
     def close(self) -> None:
+        self.reader.close()
         self.context.close(linger_ms=200)
+
+    def store_problem(self) -> str | None:
+        """Why the durable store is not writing, or None: every client is told, in each beat."""
+        return None if self.ledger.store is None else self.ledger.store.problem
 
     def _check_engines(self, now: float) -> None:
         """Silent engines are shown unresponsive, then after the grace declared dead."""
@@ -184,6 +195,7 @@ class Controller:
             "ids": self.registry.ids(), "cluster_id": self.cluster_id,
             "beat_interval": self.options.beat_interval,
             "max_message_size": self.options.max_message_size,
+            "store": self.store_problem(),
         })
 
     def on_query(self, msg) -> None:
@@ -200,6 +212,7 @@ class Controller:
             "tasks": self.ledger.open(),
             "dropped": [list(k) for k in self.registry.dropped],
             "received": dict(self.received),
+            "store": self.store_problem(),
         })
 
     def on_control(self, msg) -> None:
@@ -208,7 +221,21 @@ class Controller:
         if action is None:
             raise BadMessage(f"unknown control action {request.get('action')!r}; "
                              f"known: {', '.join(actions.ACTIONS)}")
-        self.reply(self.clients, msg, "control_reply", action(self, msg.route[0], request))
+        reply = action(self, msg.route[0], request)
+        if isinstance(reply, Later):  # it reads the store: off the loop, answered when read
+            self.reader.submit(reply, lambda found, error: self._answer(msg, reply, found, error))
+        else:
+            self.reply(self.clients, msg, "control_reply", reply)
+
+    def _answer(self, msg, later: Later, found, error: Exception | None) -> None:
+        try:
+            if error is not None:
+                raise error
+            self.reply(self.clients, msg, "control_reply", later.then(found))
+        except Exception as exc:
+            self.dropped(exc)
+            self.reply(self.clients, msg, "error", {"ename": type(exc).__name__,
+                                                    "evalue": str(exc), "tasks": []})
 
     def on_apply(self, msg) -> None:
         header = msg.header

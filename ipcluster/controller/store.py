@@ -43,17 +43,22 @@ CREATE INDEX IF NOT EXISTS tasks_label ON tasks (label);
 _STOP = object()
 
 
+class StoreError(RuntimeError):
+    """The store cannot answer truthfully (it failed to write): reported to the client."""
+
+
 def frames_blob(frames) -> bytes:
     return msgpack.packb([bytes(f.buffer) if hasattr(f, "buffer") else bytes(f) for f in frames])
 
 
 class Store:
-    def __init__(self, path: Path, interval: float = 0.05) -> None:
+    def __init__(self, path: Path, interval: float = 0.05, retry_interval: float = 1.0) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.interval = interval
+        self.interval, self.retry_interval = interval, retry_interval
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self.error: BaseException | None = None
+        self._stopping = threading.Event()
+        self.error: BaseException | None = None  # why the last write failed, until one succeeds
         with self._connect() as db:
             db.executescript(SCHEMA)
         self._writer = threading.Thread(target=self._write_loop, name="ipcluster-store", daemon=True)
@@ -78,14 +83,18 @@ class Store:
     def sent(self, task) -> None:
         self._queue.put(("UPDATE tasks SET engine_id = ? WHERE msg_id = ?", (task.engine, task.id)))
 
-    def result(self, task_id: str):
-        """``(frames, stdout, stderr, engine_id)`` of a finished task, or None."""
-        rows = self.rows("WHERE msg_id = ? AND result IS NOT NULL", (task_id,),
-                         "result, stdout, stderr, engine_id")
-        if not rows:
-            return None
-        row = rows[0]
-        return msgpack.unpackb(row["result"]), row["stdout"] or "", row["stderr"] or "", row["engine_id"]
+    def results(self, task_ids: list[str]) -> dict:
+        """``{task_id: (frames, stdout, stderr, engine_id)}`` of those tasks that finished, in
+        one query (a chunk per 10,000 ids, SQLite's limit on parameters being near 32,000)."""
+        found = {}
+        for i in range(0, len(task_ids), 10_000):
+            chunk = task_ids[i:i + 10_000]
+            rows = self.rows(f"WHERE result IS NOT NULL AND msg_id IN ({', '.join('?' * len(chunk))})",
+                             tuple(chunk), "msg_id, result, stdout, stderr, engine_id")
+            for row in rows:
+                found[row["msg_id"]] = (msgpack.unpackb(row["result"]), row["stdout"] or "",
+                                        row["stderr"] or "", row["engine_id"])
+        return found
 
     def finished(self, task) -> None:
         self._queue.put(("UPDATE tasks SET status = ?, completed = ?, engine_id = ?, stdout = ?, "
@@ -97,43 +106,81 @@ class Store:
         self._queue.put(("DELETE FROM tasks WHERE msg_id = ?", (task_id,)))
 
     def _write_loop(self) -> None:
-        db = self._connect()
-        try:
-            while True:
-                batch = [self._queue.get()]
-                deadline = time.monotonic() + self.interval  # commit at least this often
-                try:
-                    while len(batch) < 10_000 and (left := deadline - time.monotonic()) > 0:
-                        batch.append(self._queue.get(timeout=left))
-                except queue.Empty:
-                    pass
-                done = _STOP in batch
+        db, batch = None, []
+        while True:
+            if not batch:
+                batch = self._take()
+            try:
+                db = db or self._connect()
                 with db:  # one transaction per batch
                     for item in batch:
                         if isinstance(item, tuple):
                             sql, args = item
                             db.execute(sql, tuple(frames_blob(a) if isinstance(a, list) else a
                                                   for a in args))
-                for item in batch:
-                    if isinstance(item, threading.Event):
-                        item.set()  # flush(): everything before it is committed
-                if done:
-                    return
-        except BaseException as exc:  # the loop goes on without durability; the log says so
-            self.error = exc
-            log.exception("the task store failed; results are no longer written to %s", self.path)
-        finally:
+            except (sqlite3.Error, OSError) as exc:  # a full disk, most often: keep the batch,
+                self._failed(exc)  # say so, and try again; the loop goes on meanwhile
+                if self._stopping.is_set():  # closing: no more waiting for space
+                    log.error("the task store stops with records not written to %s", self.path)
+                    break
+                self._stopping.wait(self.retry_interval)
+                continue
+            except BaseException as exc:  # not a condition that passes: stop writing, loudly
+                self._failed(exc)
+                break
+            if self.error is not None:
+                log.warning("the task store writes to %s again", self.path)
+                self.error = None
+            for item in batch:
+                if isinstance(item, threading.Event):
+                    item.set()  # flush(): everything before it is committed
+            if _STOP in batch:
+                break
+            batch = []
+        for item in batch:  # nobody waits for a store that stopped
+            if isinstance(item, threading.Event):
+                item.set()
+        if db is not None:
             db.close()
+
+    def _take(self) -> list:
+        batch = [self._queue.get()]
+        deadline = time.monotonic() + self.interval  # commit at least this often
+        try:
+            while len(batch) < 10_000 and (left := deadline - time.monotonic()) > 0:
+                batch.append(self._queue.get(timeout=left))
+        except queue.Empty:
+            pass
+        return batch
+
+    def _failed(self, exc: BaseException) -> None:
+        if self.error is None or str(self.error) != str(exc):
+            log.error("the task store cannot write to %s: %s: %s; finished results are kept in "
+                      "memory only, and writing is tried again every %.0f s", self.path,
+                      type(exc).__name__, exc, self.retry_interval)
+        self.error = exc
+
+    @property
+    def problem(self) -> str | None:
+        """What is wrong with the store, in words for the user, or None."""
+        exc = self.error
+        return None if exc is None else (
+            f"the task store {self.path} cannot be written ({type(exc).__name__}: {exc}); "
+            "results finishing now are not durable until it can")
 
     def flush(self, timeout: float = 10) -> None:
         """Wait until everything queued so far is committed (before a query reads it)."""
         committed = threading.Event()
         self._queue.put(committed)
-        committed.wait(timeout)
+        deadline = time.monotonic() + timeout
+        while not committed.wait(0.05) and time.monotonic() < deadline:
+            if self.error is not None:
+                return  # it may not commit for a long time: read what is there
 
     def close(self) -> None:
         """Commit everything queued, then stop the writer."""
         self._queue.put(_STOP)
+        self._stopping.set()
         self._writer.join(timeout=30)
 
     # -- reading (restore, queries) -----------------------------------------------------
@@ -152,7 +199,11 @@ class Store:
         bad = sorted(set(keys) - set(COLUMNS))
         if bad:
             raise ValueError(f"unknown keys {bad}; valid: {', '.join(COLUMNS)}")
-        return [dict(row) for row in self.rows(where, args, ", ".join(keys))]
+        records = [dict(row) for row in self.rows(where, args, ", ".join(keys))]
+        if self.error is not None:
+            raise StoreError(f"{self.problem}; the answer would miss them. Try again once "
+                             "it is fixed (free space on its disk): it retries by itself")
+        return records
 
 
 def sql_where(query: dict) -> tuple[str, tuple]:
