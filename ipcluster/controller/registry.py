@@ -16,6 +16,8 @@ class Engine:
     last_seen: float = field(default_factory=time.monotonic)
     tasks: dict = field(default_factory=dict)  # task id -> balanced?, sent and not yet answered
     withdrawing: set = field(default_factory=set)  # task ids asked back, not yet answered
+    progressed: float = field(default_factory=time.monotonic)  # its last result, or work given
+    # to it while idle: an engine with queued tasks and no progress for a while runs a long one
     completed: int = 0
     responsive: bool = True  # False once silent for the controller's `unresponsive_after`
 

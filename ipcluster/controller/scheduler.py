@@ -8,6 +8,10 @@
 - An engine **has room** while its outstanding tasks (balanced, and direct ones reported with
   `started`) are below the high-water mark `hwm`; 0 means no limit. A small `hwm` > 1 keeps the
   next task queued on an engine while it runs one, without letting a slow engine hoard work.
+- **No head-of-line blocking**: a task queued on an engine busy with a long one should not wait
+  while another engine idles. `movable()` names the engines holding such tasks whenever an
+  engine is idle and nothing waits here; the server asks them to give back the tasks they have
+  not started (the "not started" handshake of `recovery.withdraw`), which then queue here again.
 - Tasks run **highest `priority` first**, in arrival order among equal priorities.
 - The **scheme** picks the engine among the allowed ones with room (ipyparallel's schemes):
   `leastload`  fewest outstanding tasks, the least recently used of those (the default);
@@ -106,6 +110,8 @@ class Scheduler:
         self.stamp: dict[int, int] = {}  # engine -> when it last got a task; lower is longer ago
         self.busy: dict[int, list] = {}  # engine -> [tasks timed, seconds], for `weighted`
         self.room = _Roster()
+        self.idle: set[int] = set()  # engines with no outstanding task
+        self.backlog: set[int] = set()  # engines with a task queued behind the one they run
         self.buckets: dict[frozenset | None, _Bucket] = {}
         self.keys_of: dict[int, set] = {}  # engine id -> restrictions of buckets naming it
         self._queued: dict[str, Pending] = {}  # in arrival order
@@ -136,6 +142,8 @@ class Scheduler:
             return []
         del self.stamp[eid], self.busy[eid]
         self.room.discard(eid)
+        self.idle.discard(eid)
+        self.backlog.discard(eid)
         self._freed.discard(eid)
         stranded = []
         for key in list(self.keys_of.get(eid, ())):
@@ -173,8 +181,17 @@ class Scheduler:
             return (self.load[eid], self.stamp[eid])
         return (self.stamp[eid],)
 
+    def movable(self) -> set[int]:
+        """Engines whose queued (not started) tasks an idle engine could run sooner: while an
+        engine is idle and no task waits here, those with a task queued behind another."""
+        return self.backlog if self.idle and not self._queued else set()
+
     def _update(self, eid: int, had_room: bool) -> None:
-        """Keep `room`, the engine heap and `_freed` true after `eid` changed."""
+        """Keep `room`, `idle`, `backlog`, the engine heap and `_freed` true after `eid`
+        changed."""
+        load = self.load[eid]
+        (self.idle.add if load == 0 else self.idle.discard)(eid)
+        (self.backlog.add if load >= 2 else self.backlog.discard)(eid)
         if not self._has_room(eid):
             self.room.discard(eid)
             return

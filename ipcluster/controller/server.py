@@ -41,6 +41,8 @@ from ipcluster.protocol import (
 log = logging.getLogger("ipcluster.controller")
 
 EVENT_TOPIC = b"ev"
+STALL = 0.05  # seconds without a result after which an engine's queued tasks may move to an
+# idle engine: long enough that a stream of short tasks never moves, short beside a long task
 CLIENT_KINDS = {"hello", "query", "apply", "control"}
 ENGINE_KINDS = {"register", "unregister", "beat", "result", "output", "withdrawn"}
 
@@ -87,7 +89,9 @@ class Controller:
     def serve(self, should_stop) -> None:
         poller = transport.Poller(self.clients, self.engines, self.reader.inbox)
         while not should_stop() and not self.stopping:
-            ready = poller.poll(self.options.beat_interval / 2)
+            movable = self.scheduler.movable()
+            beat = self.options.beat_interval / 2
+            ready = poller.poll(min(STALL, beat) if movable else beat)
             if self.engines in ready:
                 for frames in transport.drain(self.engines):
                     self._handle(self.engines, frames, ENGINE_KINDS)
@@ -97,6 +101,8 @@ class Controller:
             if self.reader.inbox in ready:
                 self.reader.finish_ready()
             now = time.monotonic()
+            if movable:
+                self._rebalance(now)
             if now >= self._next_beat or self._store_problem != self.store_problem():
                 self._next_beat = now + self.options.beat_interval
                 self._store_problem = self.store_problem()
@@ -111,6 +117,20 @@ class Controller:
     def store_problem(self) -> str | None:
         """Why the durable store is not writing, or None: every client is told, in each beat."""
         return None if self.ledger.store is None else self.ledger.store.problem
+
+    def _rebalance(self, now: float) -> None:
+        """An engine is idle and nothing waits for one: ask engines stalled on a long task to give
+        back the tasks queued behind it (an engine runs its tasks in the order it got them, so
+        all but its first have not started; the handshake settles a race)."""
+        idle = self.scheduler.idle
+        for eid in list(self.scheduler.movable()):
+            engine = self.registry.by_id.get(eid)
+            if engine is None or now - engine.progressed < STALL:
+                continue
+            queued = [t for t in list(engine.tasks)[1:] if engine.tasks[t]
+                      and (task := self.ledger.get(t)) is not None
+                      and (task.targets is None or not task.targets.isdisjoint(idle))]
+            recovery.withdraw(self, engine, queued)
 
     def _check_engines(self, now: float) -> None:
         """Silent engines are shown unresponsive, then after the grace declared dead."""
@@ -172,6 +192,8 @@ class Controller:
         self._on_graph(self.graph.finished(task.id, False, task.engine))
 
     def _send_task(self, task: Task, engine: Engine, frames: list) -> None:
+        if not engine.tasks:
+            engine.progressed = time.monotonic()
         task.engine = engine.id
         engine.tasks[task.id] = task.balanced
         if self.ledger.store is not None:
@@ -375,6 +397,7 @@ class Controller:
             raise BadMessage(f"result for unknown task {msg.header.get('parent')!r}")
         engine.tasks.pop(task.id, None)
         engine.completed += 1
+        engine.progressed = time.monotonic()
         h = msg.header
         timed = all(isinstance(h.get(k), (int, float)) for k in ("started", "completed"))
         self.scheduler.finished(engine.id, h["completed"] - h["started"] if timed else None)

@@ -267,3 +267,18 @@ def test_unrestricted_dispatch_does_not_scan_the_engines():
     s.steps = 0
     assert len(s.ready()) == 4000
     assert s.steps < 4000 * 30  # about log2(2000) per task, not 2000
+
+
+def test_engines_holding_queued_tasks_are_movable_only_while_another_idles_and_none_wait():
+    s = engines(make_scheduler("leastload", 2), 0, 1)
+    for i in range(5):
+        s.submit(task(i))
+    sent(s)  # two each; t4 waits here
+    assert s.backlog == {0, 1} and not s.idle and s.movable() == set()
+    s.finished(1)
+    sent(s)  # t4 goes to engine 1
+    s.finished(1), s.finished(1)  # engine 1 is idle; engine 0 still has one queued
+    assert s.idle == {1} and s.movable() == {0}
+    s.submit(task(5))  # a task waiting here goes to the idle engine first: nothing moves
+    assert s.movable() == set()
+    assert sent(s) == [("t5", 1)] and s.movable() == set()

@@ -11,7 +11,7 @@ import threading
 
 import ipcluster as ipp
 from ipcluster import connection
-from ipcluster.controller import recovery
+from ipcluster.controller import recovery, server
 from ipcluster.controller.main import ControllerOptions
 from ipcluster.controller.server import Controller
 from tests.conftest import wait_until
@@ -61,7 +61,8 @@ class InProcessController:
         self.ctl.close()
 
 
-def test_a_queued_task_given_back_runs_elsewhere_once_and_a_started_one_stays(tmp_path):
+def test_a_queued_task_given_back_runs_elsewhere_once_and_a_started_one_stays(tmp_path, monkeypatch):
+    monkeypatch.setattr(server, "STALL", 1e9)  # the test asks, not the controller's rebalancing
     path = tmp_path / "cluster.json"
     served = InProcessController(path)
     engine = [sys.executable, "-m", "ipcluster", "engine", "--connection-file", str(path)]
