@@ -31,10 +31,10 @@ from benchmarks.peers.cases import CASES, select
 
 HERE = Path(__file__).resolve().parent
 RUNNER = HERE / "peers" / "run.py"
-PEERS = ["ipcluster", "ipyparallel", "dask", "pool"]
+PEERS = ["ipcluster", "floor", "ipyparallel", "dask", "pool"]
 VERSIONS = {"ipcluster": ["ipcluster", "pyzmq", "cloudpickle", "msgpack"],
             "ipyparallel": ["ipyparallel", "pyzmq", "ipykernel"],
-            "dask": ["distributed", "dask", "tornado"], "pool": []}
+            "dask": ["distributed", "dask", "tornado"], "pool": [], "floor": ["pyzmq", "cloudpickle"]}
 PEER_TIMEOUT = 900  # seconds one peer may take before it is stopped and reported as failed
 
 

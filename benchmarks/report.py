@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from benchmarks.peers.cases import CASES
 
-PEER_TITLES = {"ipcluster": "ipcluster", "ipyparallel": "ipyparallel", "dask": "dask.distributed",
-               "pool": "ProcessPoolExecutor"}
+PEER_TITLES = {"ipcluster": "ipcluster", "floor": "floor probe", "ipyparallel": "ipyparallel",
+               "dask": "dask.distributed", "pool": "ProcessPoolExecutor"}
 
 
 def figure(x: float) -> str:

@@ -1,6 +1,6 @@
 """The benchmark suite's ipcluster-only quick path, so the harness cannot rot.
 
-Runs two cases for ipcluster and ProcessPoolExecutor (no peer venvs are made) and checks the
+Runs two cases for ipcluster, the floor probe and ProcessPoolExecutor (no peer venvs are made) and checks the
 shape of the JSON and the tables; it never asserts a timing.
 """
 
@@ -17,17 +17,18 @@ from benchmarks.peers.cases import BY_NAME, select
 @pytest.mark.timeout(180)
 def test_quick_ipcluster_run_writes_results(tmp_path, capsys):
     out = tmp_path / "results.json"
-    code = main(["--quick", "--peers", "ipcluster,pool", "--only", "roundtrip,scale",
+    code = main(["--quick", "--peers", "ipcluster,floor,pool", "--only", "roundtrip,scale",
                  "--json", str(out)])
     data = json.loads(out.read_text())
     assert code == 0, data["peers"]
-    assert set(data["peers"]) == {"ipcluster", "pool"}
+    assert set(data["peers"]) == {"ipcluster", "floor", "pool"}
     assert data["mode"] == "quick"
     assert {"cpu", "cores", "memory_GiB", "python"} <= set(data["machine"])
     ours = data["peers"]["ipcluster"]["results"]
     assert set(ours) == {"roundtrip_median", "roundtrip_p90", "scale_register", "scale_tasks_8",
-                         "scale_tasks_1000"}
-    assert set(data["peers"]["pool"]["results"]) == {"roundtrip_median", "roundtrip_p90"}
+                         "scale_tasks_many", "scale_controller_memory"}
+    for peer in ("pool", "floor"):
+        assert set(data["peers"][peer]["results"]) == {"roundtrip_median", "roundtrip_p90"}
     for result in ours.values():
         assert isinstance(result["value"], (int, float)) and result["value"] > 0
     assert all({"goal", "measured", "met"} <= set(g) for g in data["goals"])

@@ -21,6 +21,7 @@ CASES = [
     Case("start_2", "start to 2 usable (each ran a task)", "s", "lower"),
     Case("start_8", "start to 8 usable (each ran a task)", "s", "lower"),
     Case("start_32", "start to 32 usable (each ran a task)", "s", "lower"),
+    Case("start_64", "start to 64 usable (each ran a task)", "s", "lower"),
     Case("roundtrip_median", "round trip, no-op on one worker, median", "ms", "lower"),
     Case("roundtrip_p90", "round trip, no-op on one worker, p90", "ms", "lower"),
     Case("submit", "no-op tasks submitted one by one", "tasks/s", "higher"),
@@ -32,18 +33,19 @@ CASES = [
     Case("broadcast_10MB", "broadcast 10 MB to 8 workers", "s", "lower"),
     Case("memory_engine", "idle worker memory (RSS, helpers included)", "MiB", "lower"),
     Case("memory_controller", "controller / scheduler memory (RSS, all processes)", "MiB", "lower"),
-    Case("scale_register", "1,000 simulated engines registered", "s", "lower"),
+    Case("scale_register", "10,000 simulated engines registered", "s", "lower"),
     Case("scale_tasks_8", "tiny tasks, 8 simulated engines", "tasks/s", "higher"),
-    Case("scale_tasks_1000", "tiny tasks, 1,000 simulated engines", "tasks/s", "higher"),
+    Case("scale_tasks_many", "tiny tasks, 10,000 simulated engines", "tasks/s", "higher"),
+    Case("scale_controller_memory", "controller RSS with 10,000 simulated engines", "MiB", "lower"),
     Case("copy_100MB", "in-process copy of a 100 MB array (reference)", "MB/s", "higher"),
 ]
 BY_NAME = {c.name: c for c in CASES}
 
 # How much work each case does. A full run must finish within 15 minutes on a 2-core machine;
-# `quick` is a smoke run of about 2 minutes that skips 32 engines and the 1 GB array.
+# `quick` is a smoke run of about 2 minutes that skips 32 and 64 engines and the 1 GB array.
 SIZES = {
     "full": {
-        "start_repeats": 3, "start_32_repeats": 1,
+        "start_repeats": 3, "start_32_repeats": 1, "start_64_repeats": 1,
         "roundtrip": 1000,
         "submit": 10_000,
         "map_default": 100_000,
@@ -53,10 +55,10 @@ SIZES = {
         "map_chunksize1": 10_000,
         "pushpull_repeats": {"1MB": 20, "100MB": 5, "1GB": 2},
         "broadcast_repeats": 5,
-        "scale_engines": 1000, "scale_tasks": 10_000,
+        "scale_engines": 10_000, "scale_tasks": 10_000,
     },
     "quick": {
-        "start_repeats": 1, "start_32_repeats": 0,
+        "start_repeats": 1, "start_32_repeats": 0, "start_64_repeats": 0,
         "roundtrip": 200,
         "submit": 2000,
         "map_default": 20_000,
@@ -82,5 +84,5 @@ def select(only: list[str] | None, quick: bool) -> list[str]:
             raise SystemExit(f"unknown case {', '.join(unknown)}; the cases are: {', '.join(names)}")
         return chosen
     if quick:
-        return [n for n in names if n not in ("start_32", "pushpull_1GB")]
+        return [n for n in names if n not in ("start_32", "start_64", "pushpull_1GB")]
     return names

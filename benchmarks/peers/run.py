@@ -62,16 +62,17 @@ class Runner:
                "pushpull_1MB", "pushpull_100MB", "pushpull_1GB")
         eight = ("broadcast_10MB", "memory_engine", "memory_controller")
         kept = {}
-        for n in (2, 8, 32):
+        for n in (2, 8, 32, 64):
             if self.want(f"start_{n}"):
-                repeats = self.sizes["start_32_repeats" if n == 32 else "start_repeats"] or 1
+                repeats = self.sizes.get(f"start_{n}_repeats", self.sizes["start_repeats"]) or 1
                 keep = (n == 2 and self.want(*two)) or (n == 8 and self.want(*eight))
                 self.guarded(f"start_{n}", self.start_case, n, repeats, keep, kept)
         if self.want(*two):
             self.with_session(2, kept, lambda s: self.two_engine_cases(s))
         if self.want(*eight):
             self.with_session(8, kept, lambda s: self.eight_engine_cases(s))
-        if self.want("scale_register", "scale_tasks_8", "scale_tasks_1000") and hasattr(self.peer, "scale"):
+        if self.want("scale_register", "scale_tasks_8", "scale_tasks_many",
+                     "scale_controller_memory") and hasattr(self.peer, "scale"):
             self.guarded("scale", self.peer.scale, self, noop)
         if self.want("copy_100MB") and getattr(self.peer, "COPY_REFERENCE", False):
             self.guarded("copy_100MB", self.copy_case)
