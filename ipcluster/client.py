@@ -56,13 +56,18 @@ class _Results(Mapping):
 class Client:
     """Connect to a running cluster.
 
-    `url_file_or_cluster_id` is a connection file's path, a cluster id, or None for the one
-    running cluster (the ``default`` cluster of ``ipcluster start`` first). Fails within
-    `timeout` seconds with a clear error if the controller does not answer.
+    `url_file` is a connection file's path or a cluster id; `cluster_id` a cluster id; with
+    neither, the one running cluster (the ``default`` cluster of ``ipcluster start`` first).
+    `profile` is ipyparallel's name for where its clusters live; ipcluster has no IPython
+    profiles, so it names the cluster id when no other is given. `context` (ipyparallel's zmq
+    context) is accepted and not used: the client owns its sockets. Fails within `timeout`
+    seconds with a clear error if the controller does not answer.
     """
 
-    def __init__(self, url_file_or_cluster_id=None, *, timeout: float = 10) -> None:
-        self.connection_file = connection.find(url_file_or_cluster_id)
+    def __init__(self, url_file=None, profile: str | None = None, *, cluster_id: str | None = None,
+                 context=None, timeout: float = 10) -> None:
+        where = next((w for w in (url_file, cluster_id, profile) if w is not None), None)
+        self.connection_file = connection.find(where)
         info = connection.read(self.connection_file)
         self.cluster_id = info.cluster_id
         self.timeout = timeout

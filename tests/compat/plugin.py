@@ -111,6 +111,21 @@ def pytest_pyfunc_call(pyfuncitem):
     return True
 
 
+def pytest_collection_modifyitems(config, items):
+    """Excluded items (tests of ipyparallel's internals) are not run at all: some leave the
+    process changed (one patches ``Client.__new__``, which cannot be undone cleanly)."""
+    from tests.compat import suite
+
+    excluded = set(suite.listed("exclusions.txt"))
+    functions = {e.split("[")[0] for e in excluded if "[" in e}  # ids made from objects differ
+    keep, drop = [], []
+    for item in items:
+        key = _key(item.nodeid)
+        (drop if key in excluded or key.split("[")[0] in functions else keep).append(item)
+    items[:] = keep
+    config.hook.pytest_deselected(items=drop)
+
+
 # -- outcomes ----------------------------------------------------------------------------------
 
 _outcomes: dict[str, str] = {}

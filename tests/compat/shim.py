@@ -21,8 +21,12 @@ def setup() -> ipcluster.Cluster:
     """A controller and one engine, as upstream's module setup."""
     global _cluster
     _cluster = ipcluster.Cluster(n=1, cluster_id=PROFILE)
-    _cluster.start_controller_sync()
-    add_engines(1)
+    try:
+        _cluster.start_controller_sync()
+        add_engines(1)
+    except BaseException:
+        teardown()
+        raise
     return _cluster
 
 
