@@ -29,7 +29,8 @@ from ipcluster.errors import (
 )
 from ipcluster.executor import ViewExecutor
 from ipcluster.remotefunction import depend, interactive, require
-from ipcluster.views import BroadcastView, DirectView, LoadBalancedView
+from ipcluster.balanced import LoadBalancedView
+from ipcluster.views import BroadcastView, DirectView
 
 __version__ = "0.1.0"
 

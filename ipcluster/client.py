@@ -24,7 +24,8 @@ from ipcluster.dependency import Dependency
 from ipcluster.errors import NoEnginesRegistered, NoSuchEngine, RemoteError
 from ipcluster.protocol import now
 from ipcluster.session import Session
-from ipcluster.views import BroadcastView, DirectView, LoadBalancedView, activate_magics
+from ipcluster.balanced import LoadBalancedView
+from ipcluster.views import BroadcastView, DirectView, activate_magics
 
 __all__ = ["Client"]
 

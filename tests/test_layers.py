@@ -16,7 +16,7 @@ LAYERS = [  # lowest first
     {"ipcluster.protocol", "ipcluster.serialize", "ipcluster.connection", "ipcluster.namespace"},
     {"ipcluster.controller", "ipcluster.engine"},
     {"ipcluster.daskbridge", "ipcluster.joblib_backend",
-     "ipcluster.asyncresult", "ipcluster.remotefunction", "ipcluster.views", "ipcluster.client",
+     "ipcluster.asyncresult", "ipcluster.remotefunction", "ipcluster.views", "ipcluster.balanced", "ipcluster.client",
      "ipcluster.cluster", "ipcluster.executor", "ipcluster.session", "ipcluster.partition",
      "ipcluster.imports", "ipcluster.dependency", "ipcluster.supervisor", "ipcluster.output",
      "ipcluster.state"},
