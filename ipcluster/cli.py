@@ -26,6 +26,7 @@ from ipcluster.launchers.base import tail
 from ipcluster.report import alive, cmd_list, cmd_status
 from ipcluster.state import append as append_state, read as read_state
 from ipcluster.config import DEFAULT_CLUSTER_ID, cluster_dir, ipcluster_dir, resolve
+from ipcluster.dashboard import command as dashboard_command, link as dashboard_link
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="run in the background; return once the engines are up")
     start.add_argument("--timeout", type=float, default=60.0,
                        help="seconds to wait for the engines (default: 60)")
+    start.add_argument("--dashboard", action="store_true", help="start the dashboard; print its link")
 
     engines = sub.add_parser("engines", help="add engines to a running cluster")
     engines.add_argument("-n", type=int, required=True, help="number of engines to add")
@@ -70,6 +72,8 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="engines of a running cluster, their work and resources")
     status.add_argument("--cluster-id", default=DEFAULT_CLUSTER_ID)
     status.add_argument("-o", "--output", choices=["table", "json"], default="table")
+
+    dashboard_command.add_parser(sub)
 
     ls = sub.add_parser("list", help="list clusters")
     ls.add_argument("-o", "--output", choices=["table", "json"], default="table")
@@ -153,6 +157,8 @@ def cmd_start(args) -> int:
     print(f"cluster {cluster.cluster_id!r}: {len(client.ids)} engines ready "
           f"(connection file {cluster.connection_file}); Ctrl-C or `ipcluster stop` stops it",
           flush=True)
+    if args.dashboard:
+        print(f"dashboard: {cluster.dashboard_link}", flush=True)
     client.close()
     cluster.client = None
     code = 0
@@ -194,6 +200,7 @@ def _start_daemon(args) -> int:
     argv += [] if args.curve is None else ["--curve" if args.curve else "--no-curve"]
     argv += ["--db", args.db] if args.db else []
     argv += ["--restart"] if args.restart else []
+    argv += ["--dashboard"] if args.dashboard else []
     argv += [f"--set={pair}" for pair in args.set]
     with open(log, "ab") as out:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
@@ -208,6 +215,8 @@ def _start_daemon(args) -> int:
         if state and state.get("ready") and state.get("supervisor_pid") == proc.pid:
             print(f"cluster {args.cluster_id!r} running in the background with "
                   f"{len(state['engine_pids'])} engines (pid {proc.pid}, log {log})")
+            if args.dashboard:
+                print(f"dashboard: {dashboard_link.dashboard_link(cdir / connection.FILENAME)}")
             return 0
         time.sleep(0.05)
     proc.terminate()
@@ -244,6 +253,7 @@ def cmd_stop(args) -> int:
     for argv in state.get("cancel", []):  # batch jobs added by `ipcluster engines`
         subprocess.run(argv, capture_output=True)
     children = [state.get("controller_pid")] + list(state.get("engine_pids", []))
+    children += [(dashboard_link.read(cluster_dir(args.cluster_id)) or {}).get("pid")]
     if state.get("owner") == "cli" and alive(state.get("supervisor_pid")):
         _kill([state["supervisor_pid"]], signal.SIGTERM)  # it stops its engines and controller
         _wait_gone([state["supervisor_pid"]], 20)
@@ -372,5 +382,5 @@ def cmd_engine(args) -> int:
 
 
 COMMANDS = {"status": cmd_status, "start": cmd_start, "stop": cmd_stop, "list": cmd_list, "engines": cmd_engines,
-            "config": cmd_config,
+            "config": cmd_config, "dashboard": dashboard_command.cmd_dashboard,
             "controller": cmd_controller, "engine": cmd_engine}

@@ -18,8 +18,9 @@ import sys
 import time
 from collections.abc import Mapping
 
-from ipcluster import connection, namespace, serialize
+from ipcluster import connection, fingerprint, namespace, serialize
 from ipcluster.asyncresult import AsyncResult, TaskFuture
+from ipcluster.dashboard import link as dashboard
 from ipcluster.dependency import Dependency
 from ipcluster.errors import NoEnginesRegistered, NoSuchEngine, RemoteError
 from ipcluster.protocol import now
@@ -204,6 +205,11 @@ class Client:
         self._session.set_engine_ids(self._session.request("query", {"what": "ids"})["ids"])
         return self.ids
 
+    @property
+    def dashboard_link(self) -> str:
+        """The URL of the cluster's live dashboard, started on first use (``ipcluster[dashboard]``)."""
+        return dashboard.dashboard_link(self.connection_file)
+
     # -- waiting for and steering work ------------------------------------------------------
 
     def _task_ids(self, jobs) -> list[str]:
@@ -376,7 +382,8 @@ class Client:
             session.tasks[task.task_id] = self._futures[task.task_id] = task
             self.history.append(task.task_id)
         header = {"kind": "apply", "id": session.ids(), "tasks": [t.task_id for t in tasks],
-                  "targets": targets, "balanced": balanced, "submitted": now()}
+                  "targets": targets, "balanced": balanced, "submitted": now(),
+                  "fn": fingerprint.qualified_name(args[0] if f is namespace.map_chunk else f)}
         if key is not None:
             header["key"] = key
         for name in ("label", "timeout", "retries", "priority"):

@@ -26,6 +26,7 @@ import dataclasses
 from ipcluster import launchers
 from ipcluster import connection, state
 from ipcluster.client import Client
+from ipcluster.dashboard import link as dashboard
 from ipcluster.supervisor import Supervisor
 from ipcluster.config import cluster_dir, resolve
 from ipcluster.errors import IpclusterError, NoEnginesRegistered
@@ -175,6 +176,11 @@ class Cluster:
             self.controller.kill()
             await asyncio.to_thread(self.controller.wait)
 
+    @property
+    def dashboard_link(self) -> str:
+        """The URL of this cluster's live dashboard, started on first use (``ipcluster[dashboard]``)."""
+        return dashboard.dashboard_link(self.connection_file)
+
     # -- engines ----------------------------------------------------------------------------
 
     def engine_command(self) -> list[str]:
@@ -278,6 +284,7 @@ class Cluster:
             self.client.close()
             self.client = None
         await self.stop_engines()
+        await asyncio.to_thread(dashboard.stop, self.cluster_dir)
         if self.controller is not None:  # only what this object made: never another's directory
             await self.stop_controller()
             shutil.rmtree(self.cluster_dir, ignore_errors=True)

@@ -4,10 +4,13 @@ large buffer, and what an idle engine imports."""
 from __future__ import annotations
 
 import sys
+import time
 
 import numpy as np
 
 from ipcluster import serialize, transport
+from ipcluster.protocol import Signer, decode, unpack
+from tests.conftest import wait_until
 
 
 def received(rc) -> dict:
@@ -56,3 +59,49 @@ def test_an_engine_imports_no_heavy_module_until_it_is_used(rc):
     # a fresh engine: engine 3 of this module's cluster has only run plain functions so far
     assert rc[3].apply_sync(heavy_modules) == []
     assert "numpy" in sys.modules  # (the client has it; the engine did not inherit it)
+
+
+def test_nobody_watching_no_task_event_is_made_or_sent(rc):
+    info = rc._session.info
+    ctx = transport.Context()
+    try:
+        sub = ctx.subscriber(info.pub_url)  # what every client hears
+        before = rc._session.request("query", {})
+        rc.load_balanced_view().map_sync(abs, range(100), chunksize=1)
+        after = rc._session.request("query", {})
+        published = [unpack(decode(Signer(info.key_bytes), frames).content)["event"]
+                     for frames in transport.drain(sub)]
+    finally:
+        ctx.close()
+    assert after["event_batches"] == before["event_batches"] == 0
+    assert set(published) <= {"beat"}  # the controller's periodic beat, nothing per task
+    grew = {k: after["received"].get(k, 0) - before["received"].get(k, 0) for k in after["received"]}
+    assert grew["apply"] == 100 and grew["result"] == 100
+
+
+def test_watched_events_come_batched_at_most_one_message_per_interval(rc):
+    from ipcluster.controller.watch import INTERVAL
+    from ipcluster.dashboard.feed import Feed
+    from ipcluster.dashboard.state import State
+
+    state = State(rc.cluster_id)
+    feed = Feed(rc._session.info, state)
+    feed.start()
+    try:
+        wait_until(lambda: feed.batches > 0, timeout=10)
+        first, start = feed.batches, time.monotonic()
+        before = received(rc)
+        ars = rc.load_balanced_view().map_async(abs, range(300), chunksize=1)
+        ids = set(ars.msg_ids)
+        ars.get(timeout=60)
+        wait_until(lambda: ids <= {t["id"] for t in list(state.tasks)}, timeout=20)
+        elapsed, batches = time.monotonic() - start, feed.batches - first
+        grew = {k: received(rc).get(k, 0) - before.get(k, 0) for k in before}
+    finally:
+        feed.stop()
+        feed.join(timeout=10)
+    # one message per interval for all engines together: at most one per engine per interval
+    assert batches <= elapsed / INTERVAL + 2, (batches, elapsed)
+    assert batches < len(ids) / 4  # batched: many tasks in one message
+    assert grew["apply"] == 300 and grew["result"] == 300  # the hot path is unchanged
+    assert {t["fn"] for t in state.tasks if t["id"] in ids} == {"abs"}

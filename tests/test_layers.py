@@ -13,14 +13,16 @@ LAYERS = [  # lowest first
     {"ipcluster.launchers"},  # the repository's launchers/ folder
     {"ipcluster.config", "ipcluster.errors"},
     {"ipcluster.transport"},
-    {"ipcluster.protocol", "ipcluster.serialize", "ipcluster.connection", "ipcluster.namespace"},
+    {"ipcluster.protocol", "ipcluster.serialize", "ipcluster.connection", "ipcluster.namespace",
+     "ipcluster.fingerprint"},
     {"ipcluster.controller", "ipcluster.engine"},
     {"ipcluster.daskbridge", "ipcluster.joblib_backend",
      "ipcluster.asyncresult", "ipcluster.remotefunction", "ipcluster.views", "ipcluster.balanced", "ipcluster.client",
      "ipcluster.cluster", "ipcluster.executor", "ipcluster.session", "ipcluster.partition",
      "ipcluster.imports", "ipcluster.dependency", "ipcluster.supervisor", "ipcluster.output",
-     "ipcluster.state"},
-    {"ipcluster.magics", "ipcluster.celloutput", "ipcluster.cli", "ipcluster.report", "ipcluster.__main__", "ipcluster"},
+     "ipcluster.state", "ipcluster.dashboard.link"},
+    {"ipcluster.magics", "ipcluster.celloutput", "ipcluster.cli", "ipcluster.report", "ipcluster.__main__", "ipcluster",
+     "ipcluster.dashboard"},  # the dashboard process (its link module is in the layer below)
 ]
 
 

@@ -29,6 +29,7 @@ class Task:
     targets: frozenset | None = None  # engines a balanced task may run on; None: any
     label: str | None = None
     key: str | None = None  # digest of the call, for resumable labelled sweeps
+    function: str | None = None  # qualified name of the function, from the request's header
     engine: int | None = None  # None while queued for load balancing
     submitted: float = field(default_factory=time.time)
     completed: float | None = None

@@ -28,6 +28,7 @@ from collections import Counter
 
 from ipcluster import connection, transport
 from ipcluster.controller import actions, recovery
+from ipcluster.controller.watch import Watch
 from ipcluster.controller.ledger import Ledger, Task
 from ipcluster.controller.reader import Later, Reader
 from ipcluster.controller.registry import Engine, Registry
@@ -83,6 +84,7 @@ class Controller:
         self.dropped = Drops(log)  # messages dropped as bad (unsigned, forged, replayed, malformed)
         self.received: Counter = Counter()  # accepted messages by kind: a machine-free cost measure
         self._next_beat = 0.0
+        self.watch = Watch()  # dashboards watching task events; empty: nothing is sent
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -109,6 +111,8 @@ class Controller:
                 self._publish({"event": "beat", "ids": self.registry.ids(),
                                "instance": self.ids.session, "store": self._store_problem})
                 self._check_engines(now)
+            if self.watch:
+                self.watch.tick(self, now)
 
     def close(self) -> None:
         self.reader.close()
@@ -188,6 +192,8 @@ class Controller:
                   "engine": task.engine, "completed": time.time()}
         frames = encode(self.signer, header, pack(error.to_wire()))[1:]
         self.ledger.finish(task, frames, "error", None)
+        if self.watch:
+            self.watch.finished(task, header, frames[2])
         self._forward(task, frames)
         self._on_graph(self.graph.finished(task.id, False, task.engine))
 
@@ -235,6 +241,7 @@ class Controller:
             "dropped": [list(k) for k in self.registry.dropped],
             "received": dict(self.received),
             "store": self.store_problem(),
+            "event_batches": self.watch.batches,
         })
 
     def on_control(self, msg) -> None:
@@ -273,6 +280,7 @@ class Controller:
             raise BadMessage("apply: a task id is in use already")
         label = header.get("label") if isinstance(header.get("label"), str) else None
         key = header.get("key") if isinstance(header.get("key"), str) else None
+        fn = header.get("fn") if isinstance(header.get("fn"), str) else None
         if header.get("balanced"):
             if len(tasks) != 1:
                 raise BadMessage("apply: a load-balanced request carries exactly one task id")
@@ -283,7 +291,7 @@ class Controller:
             after, follow = Dep.from_wire(header.get("after")), Dep.from_wire(header.get("follow"))
             task = Task(tasks[0], client, balanced=True, targets=allowed, label=label,
                         request=msg.frames, retries=retries if isinstance(retries, int) else 0,
-                        priority=priority, key=key)
+                        priority=priority, key=key, function=fn)
             self.ledger.add(task)
             if allowed is not None and not allowed & set(self.registry.by_id):
                 self.fail(task, NoSuchEngine(
@@ -300,7 +308,7 @@ class Controller:
         if targets is None or len(targets) != len(tasks):
             raise BadMessage("apply: a direct request needs one task id per target")
         for task_id, eid in zip(tasks, targets):
-            task = Task(task_id, client, label=label, key=key)
+            task = Task(task_id, client, label=label, key=key, function=fn)
             self.ledger.add(task)
             self.graph.add(task_id)  # so that later tasks may depend on it
             engine = self.registry.by_id.get(eid)
@@ -408,6 +416,8 @@ class Controller:
             self._dispatch()
             return
         self.ledger.finish(task, msg.frames, str(msg.header.get("status")), msg.header.get("completed"))
+        if self.watch:
+            self.watch.finished(task, msg.header, msg.content)
         self._forward(task, msg.frames)
         self._on_graph(self.graph.finished(task.id, msg.header.get("status") == "ok", engine.id))
         self._dispatch()
@@ -426,6 +436,8 @@ class Controller:
             out = unpack(msg.content) or {}
             if out.get("name") in ("stdout", "stderr") and isinstance(out.get("text"), str):
                 setattr(task, out["name"], getattr(task, out["name"]) + out["text"])
+                if self.watch:
+                    self.watch.wrote(task.engine, out["name"], out["text"])
             self._forward(task, msg.frames)
 
     def drop_engine(self, engine: Engine, reason: str) -> None:
