@@ -20,7 +20,7 @@ from collections.abc import Mapping
 
 from ipcluster import connection, fingerprint, namespace, serialize
 from ipcluster.asyncresult import AsyncResult, TaskFuture
-from ipcluster.dashboard import link as dashboard
+import ipcluster.dashboard.link as dashboard
 from ipcluster.dependency import Dependency
 from ipcluster.errors import NoEnginesRegistered, NoSuchEngine, RemoteError
 from ipcluster.protocol import now

@@ -26,7 +26,7 @@ import dataclasses
 from ipcluster import launchers
 from ipcluster import connection, state
 from ipcluster.client import Client
-from ipcluster.dashboard import link as dashboard
+import ipcluster.dashboard.link as dashboard
 from ipcluster.supervisor import Supervisor
 from ipcluster.config import cluster_dir, resolve
 from ipcluster.errors import IpclusterError, NoEnginesRegistered

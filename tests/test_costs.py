@@ -29,7 +29,9 @@ def test_one_message_each_way_per_task_and_one_request_for_all_engines(rc):
     assert grew["apply"] == 101
     assert grew["result"] == 104
     assert grew.get("output", 0) == 0  # a silent task sends no output messages
-    assert grew["query"] == 1  # the query that read `before`
+    # no query per task: the one that read `before`, and the engine supervisor's periodic ones
+    # (every 0.5 s; the controller counts every client's messages)
+    assert grew["query"] < 10
 
 
 def test_a_large_array_is_never_copied_on_the_way_in_or_out():
