@@ -5,6 +5,8 @@ One message is a list of frames::
     [routing id, ..., DELIM, signature, header, content, buffer 0, buffer 1, ...]
      '- added by ROUTER -'     |           |       |        '- out-of-band pickle buffers,
                                |           |       |           each its own frame, never copied
+                               |           |       |           (empty if it went through shared
+                               |           |       |           memory: header "segments", shm.py)
                                |           |       '- pickle (apply/result) or msgpack (the rest)
                                |           '- msgpack map: id, kind, session, targets, parent,
                                |              timestamps, buffer lengths, ...
@@ -27,6 +29,8 @@ from collections import deque
 from dataclasses import dataclass
 
 import msgpack
+
+from ipcluster import shm
 
 DELIM = b"IPC1"
 
@@ -145,9 +149,12 @@ def _buffer(frame):
     return frame if isinstance(frame, (bytes, bytearray, memoryview)) else frame.buffer
 
 
-def encode(signer: Signer, header: dict, content=b"", buffers=()) -> list:
+def encode(signer: Signer, header: dict, content=b"", buffers=(), shared=None) -> list:
     """Frames for a new message (without routing ids); `header` gains the buffer lengths and
-    the time it was sent."""
+    the time it was sent. With `shared` (a `shm.Host` and the reader tokens of every receiver,
+    all on this host), large buffers travel as shared-memory segments named in the header."""
+    if buffers and shared is not None:
+        buffers = shared[0].place(header, buffers, shared[1])
     if buffers:
         header["buffers"] = [memoryview(b).nbytes for b in buffers]
     header.setdefault("t", time.time())
@@ -196,6 +203,11 @@ def decode(signer: Signer, frames: list, replay: Replay | None = None,
     buffers = body[3:]
     if [len(_buffer(b)) for b in buffers] != header.get("buffers", []):
         raise BadMessage("buffer lengths differ from those signed in the header")
+    if "segments" in header:
+        try:
+            buffers = shm.segments(header, buffers)
+        except ValueError as exc:
+            raise BadMessage(f"bad shared-memory segments: {exc}") from None
     if max_age is not None:
         sent = header.get("t")
         if not isinstance(sent, (int, float)) or abs(time.time() - sent) > max_age:

@@ -2,8 +2,8 @@
 
 cloudpickle (pickle protocol 5) handles lambdas, closures and functions defined in ``__main__``
 or a notebook. Contiguous buffers of 64 KiB or more (numpy arrays, bytearrays, memoryviews)
-leave the pickle stream and travel as their own frames, so they are never copied on the way
-out; on the way in each is copied once into writable memory, so arrays arrive writable.
+leave the pickle stream and travel as their own frames (or, on one host, as shared memory: see
+shm.py), so they are never copied on the way out, and arrive writable without a copy.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections import ChainMap
 
 import cloudpickle
 
+from ipcluster import shm
 from ipcluster.errors import SerializationError
 
 OUT_OF_BAND_MIN = 64 * 1024
@@ -91,7 +92,10 @@ def check_size(content, buffers, limit: int, what: str) -> None:
 def writable(frame):
     """A writable view of a received frame, without copying it when numpy can tell us where
     its memory is (zmq hands out read-only views of memory that is ours alone once received
-    over TCP); a copy otherwise. Arrays built on it are writable and keep the frame alive."""
+    over TCP); a copy otherwise. Arrays built on it are writable and keep the frame alive.
+    A buffer that came through shared memory is mapped copy-on-write, not copied."""
+    if isinstance(frame, shm.Segment):
+        return frame.map()
     view = getattr(frame, "buffer", frame)
     if view is frame or not len(view):
         return bytearray(view)

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import os
 import threading
 import time
 import warnings
 
-from ipcluster import serialize, transport
+from ipcluster import serialize, shm, transport
 from ipcluster.asyncresult import TaskFuture
 from ipcluster.errors import ClientClosed, ControllerLost, RemoteError, SerializationError, from_wire
 from ipcluster.protocol import Ids, Replay, Signer, decode, encode, now, pack, unpack
@@ -34,6 +35,9 @@ class Session:
         self.ids = Ids()
         self.context = transport.Context()
         self._inbox_name = f"client-{self.ids.session}"
+        self.shm = shm.host(info.key_bytes)  # None where there is no shared memory
+        self._readers: dict[int, str | None] = {}  # engine id -> its reader token, if on this host
+        self._segments: dict[str, list] = {}  # task id -> names its engine has yet to map
         self._local = threading.local()
         self.tasks: dict[str, TaskFuture] = {}  # unfinished tasks of this client
         self._replies: dict[str, concurrent.futures.Future] = {}
@@ -62,6 +66,8 @@ class Session:
         if self._io.is_alive() and self._io is not threading.current_thread():
             self._io.join(timeout=5)
         self._fail_all(ClientClosed("the client was closed before this result arrived"))
+        for task_id in list(self._segments):
+            self._discard_segments(task_id)
         self.context.close()
 
     # -- sending (any thread) ---------------------------------------------------------------
@@ -81,7 +87,38 @@ class Session:
         sock = getattr(self._local, "outbox", None)
         if sock is None:
             sock = self._local.outbox = self.context.outbox(self._inbox_name)
-        return transport.send(sock, encode(self.signer, header, content, buffers), track=track)
+        shared = None
+        if self.shm is not None and header["kind"] == "apply":
+            header["shm_host"] = self.shm.identity  # so an engine here answers through memory
+            shared = self._shared(header, buffers)
+        frames = encode(self.signer, header, content, buffers, shared)
+        if "segments" in header:  # removed by the engine once mapped, or here if it never is
+            for task_id, reader in zip(header["tasks"], shared[1]):
+                self._segments[task_id] = self.shm.names(header, reader)
+        return transport.send(sock, frames, track=track)
+
+    def _shared(self, header: dict, buffers):
+        """Shared memory and its readers for a direct request with large buffers to engines
+        that are all on this host; None otherwise (the buffers then go in the message)."""
+        targets = header.get("targets")
+        if (header.get("balanced") or not targets or len(set(targets)) != len(targets)
+                or not any(memoryview(b).nbytes >= shm.THRESHOLD for b in buffers)):
+            return None  # balanced requests may be sent again elsewhere: they carry their bytes
+        unknown = [t for t in targets if t not in self._readers]
+        if unknown:
+            engines = self.request("query", {"targets": unknown})["engines"]
+            for eid in unknown:
+                facts = engines.get(eid) or {}
+                self._readers[eid] = self.shm.reader(facts.get("shm"))
+        readers = [self._readers.get(t) for t in targets]
+        return (self.shm, readers) if all(readers) else None
+
+    def _discard_segments(self, task_id: str) -> None:
+        for path in self._segments.pop(task_id, ()):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
 
     def request(self, kind: str, content: dict | None = None, timeout: float | None = None):
         """Ask the controller something and wait for its reply."""
@@ -178,6 +215,8 @@ class Session:
         if msg.kind == "result":
             task = self.tasks.pop(header.get("parent"), None)
             if task is not None:
+                if self._segments:
+                    self._discard_segments(task.task_id)
                 self._complete(task, msg)
         elif msg.kind == "output":
             task = self.tasks.get(header.get("parent"))
@@ -216,6 +255,8 @@ class Session:
     def _on_event(self, frames) -> None:
         try:
             event = unpack(decode(self.signer, frames, self.replay).content)
+            if event.get("event") in ("engine_up", "engine_down"):
+                self._readers.pop(event.get("id"), None)  # a restarted engine has a new token
             if "ids" in event:
                 self.set_engine_ids(event["ids"])
             if "store" in event:

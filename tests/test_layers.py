@@ -13,7 +13,7 @@ LAYERS = [  # lowest first
     {"ipcluster.launchers"},  # the repository's launchers/ folder
     {"ipcluster.config", "ipcluster.errors"},
     {"ipcluster.transport"},
-    {"ipcluster.protocol", "ipcluster.serialize", "ipcluster.connection", "ipcluster.namespace",
+    {"ipcluster.protocol", "ipcluster.serialize", "ipcluster.connection", "ipcluster.shm", "ipcluster.namespace",
      "ipcluster.fingerprint"},
     {"ipcluster.controller", "ipcluster.engine"},
     {"ipcluster.daskbridge", "ipcluster.joblib_backend",

@@ -12,7 +12,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from ipcluster import connection, transport
+from ipcluster import connection, shm, transport
 from ipcluster.controller import recovery
 from ipcluster.controller.server import Controller
 from ipcluster.controller.store import Store
@@ -102,4 +102,6 @@ def run(cluster_id: str, options: ControllerOptions, connection_file: Path, rest
         controller.close()
         if store is not None:
             store.close()
-        log.info("controller stopped")
+        # segments whose sender or reader was killed between writing and mapping
+        swept = shm.sweep(shm.prefix(controller.info.key_bytes))
+        log.info("controller stopped%s", f"; removed {swept} shared-memory files" if swept else "")

@@ -12,6 +12,7 @@ class Engine:
     identity: bytes  # the engine's socket identity on the engine ROUTER
     pid: int
     host: str
+    shm: str = ""  # its shared-memory identity (host, boot id, probe), given to clients
     registered: float = field(default_factory=time.time)
     last_seen: float = field(default_factory=time.monotonic)
     tasks: dict = field(default_factory=dict)  # task id -> balanced?, sent and not yet answered
@@ -22,7 +23,7 @@ class Engine:
     responsive: bool = True  # False once silent for the controller's `unresponsive_after`
 
     def info(self) -> dict:
-        return {"id": self.id, "pid": self.pid, "host": self.host, "tasks": len(self.tasks),
+        return {"id": self.id, "pid": self.pid, "host": self.host, "shm": self.shm, "tasks": len(self.tasks),
                 "completed": self.completed, "state": self.state,
                 "current": next(iter(self.tasks), None),
                 "silent": round(time.monotonic() - self.last_seen, 3)}

@@ -369,9 +369,12 @@ class Controller:
         requested = info.get("id")
         engine = self.registry.add(msg.route[0], int(info.get("pid", 0)), str(info.get("host", "?")),
                                    requested if isinstance(requested, int) else None)
+        engine.shm = info.get("shm") if isinstance(info.get("shm"), str) else ""
         self.graph.engine_added(engine.id)
         self.scheduler.add_engine(engine.id)
-        self.reply(self.engines, msg, "register_reply", {"id": engine.id})
+        # a durable controller stores results as bytes: engines then send them in the message
+        self.reply(self.engines, msg, "register_reply",
+                   {"id": engine.id, "durable": self.ledger.store is not None})
         log.info("engine %d registered (pid %d on %s)", engine.id, engine.pid, engine.host)
         self._publish({"event": "engine_up", "id": engine.id, "ids": self.registry.ids()})
         self._dispatch()

@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 
-from ipcluster import transport
+from ipcluster import shm, transport
 from ipcluster.protocol import BadMessage, Drops, Ids, Replay, decode, encode, pack, unpack
 
 log = logging.getLogger("ipcluster.engine")
@@ -104,6 +104,8 @@ class Control(threading.Thread):
         self.replay = Replay()
         self.dropped = Drops(log)
         self.engine_id: int | None = None
+        self.shm = shm.host(info.key_bytes)  # None where there is no shared memory
+        self.durable = False  # the controller stores results: send them as bytes
         self.registered = threading.Event()
         self.running = Running()
         self.aborted: set[str] = set()
@@ -129,8 +131,7 @@ class Control(threading.Thread):
         transport.send(sock, encode(self.signer, header, content))
 
     def _register(self, sock) -> bool:
-        self._send(sock, {"kind": "register"}, pack({
-            "pid": os.getpid(), "host": socket.gethostname(), "id": self.requested_id}))
+        self._send(sock, {"kind": "register"}, pack(self._facts(self.requested_id)))
         deadline = time.monotonic() + self.options.register_timeout
         poller = transport.Poller(sock)
         while time.monotonic() < deadline and not self._stopping.is_set():
@@ -139,13 +140,18 @@ class Control(threading.Thread):
             try:
                 msg = decode(self.signer, transport.recv(sock), self.replay)
                 if msg.kind == "register_reply":
-                    self.engine_id = int(unpack(msg.content)["id"])
+                    reply = unpack(msg.content)
+                    self.engine_id, self.durable = int(reply["id"]), bool(reply.get("durable"))
                     return True
             except Exception as exc:
                 self.dropped(exc)
         self.error = (f"no reply from the controller at {self.info.engine_url} within "
                       f"{self.options.register_timeout} s; is the cluster running?")
         return False
+
+    def _facts(self, engine_id) -> dict:
+        return {"pid": os.getpid(), "host": socket.gethostname(), "id": engine_id,
+                "shm": self.shm.identity if self.shm is not None else ""}
 
     def _run(self) -> None:
         sock = self._sock = self.context.dealer(self.info.engine_url, identity=uuid.uuid4().bytes,
@@ -210,8 +216,7 @@ class Control(threading.Thread):
                 self._on_control(unpack(msg.content))
             elif msg.kind == "reregister":  # a restarted controller: same id, namespace intact
                 log.info("the controller restarted; registering again as engine %s", self.engine_id)
-                self._send(self._sock, {"kind": "register"}, pack({
-                    "pid": os.getpid(), "host": socket.gethostname(), "id": self.engine_id}))
+                self._send(self._sock, {"kind": "register"}, pack(self._facts(self.engine_id)))
             elif msg.kind == "register_reply":
                 log.info("registered again as engine %s", unpack(msg.content).get("id"))
             elif msg.kind != "beat":

@@ -114,11 +114,18 @@ class Engine:
         finally:
             sys.stdout.flush()
             self.capture.task = None
-        return self._reply(reply, content, buffers, status, started)
+        return self._reply(reply, content, buffers, status, started, header.get("shm_host"))
 
-    def _reply(self, reply, content, buffers, status, started) -> list:
+    def _reply(self, reply, content, buffers, status, started, client=None) -> list:
         reply.update(status=status, started=started, completed=now())
-        return encode(self.signer, reply, content, buffers)
+        return encode(self.signer, reply, content, buffers, self._shared(client) if buffers else None)
+
+    def _shared(self, client):
+        """Shared memory for a result to `client` (its identity) if it is on this host and the
+        controller does not store results (which must be bytes, not names)."""
+        host = self.control.shm
+        reader = host.reader(client) if host is not None and not self.control.durable else None
+        return (host, [reader]) if reader else None
 
     def _error(self, exc: BaseException, eid, timeout) -> dict:
         if isinstance(exc, KeyboardInterrupt) and self.running.reason == "abort":
