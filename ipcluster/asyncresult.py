@@ -18,56 +18,11 @@ import time
 
 from ipcluster.errors import CompositeError, IpclusterError, RemoteError, TimeoutError
 from ipcluster.output import Streaming, display_outputs
+from ipcluster.task import TaskFuture
 
 log = logging.getLogger("ipcluster.client")
 
-__all__ = ["AsyncResult", "TaskFuture"]
-
-
-class TaskFuture(concurrent.futures.Future):
-    """One task on one engine, with its metadata (timestamps, engine id, output)."""
-
-    def __init__(self, task_id: str, engine_id: int | None = None, label: str | None = None,
-                 size: int = 1) -> None:
-        super().__init__()
-        self.task_id = task_id
-        self.size = size  # items of a map this task computes, for progress
-        self.output_callbacks: list = []
-        self._output_lock = threading.Lock()
-        self.metadata = {
-            "msg_id": task_id, "engine_id": engine_id, "status": "pending", "label": label,
-            "submitted": time.time(), "started": None, "completed": None, "received": None,
-            "stdout": "", "stderr": "", "outputs": [], "execute_result": None,
-        }
-
-    def add_output(self, name: str, data, engine_id) -> None:
-        """Called by the IO thread as output arrives, while the task runs: text of ``stdout``
-        or ``stderr``, or a dict for ``display_data`` (kept in ``outputs``) and
-        ``execute_result`` (a cell's ``Out`` value)."""
-        with self._output_lock:
-            if name in ("stdout", "stderr"):
-                self.metadata[name] += data
-            elif name == "execute_result":
-                self.metadata["execute_result"] = data
-            else:
-                self.metadata["outputs"].append(data)
-            if engine_id is not None:
-                self.metadata["engine_id"] = engine_id
-            for callback in list(self.output_callbacks):  # under the lock: one order for all
-                callback(self, name, data)
-
-    def add_output_callback(self, callback) -> None:
-        """Call ``callback(task, name, data)`` for each output: first for what has already
-        arrived (text, then display data, then the result), then as the rest arrives."""
-        with self._output_lock:
-            md = self.metadata
-            earlier = [(n, md[n]) for n in ("stdout", "stderr") if md[n]]
-            earlier += [("display_data", d) for d in md["outputs"]]
-            if md["execute_result"] is not None:
-                earlier.append(("execute_result", md["execute_result"]))
-            for name, data in earlier:
-                callback(self, name, data)
-            self.output_callbacks.append(callback)
+__all__ = ["AsyncResult"]
 
 
 class AsyncResult(concurrent.futures.Future):

@@ -19,7 +19,8 @@ import time
 from collections.abc import Mapping
 
 from ipcluster import connection, fingerprint, namespace, serialize
-from ipcluster.asyncresult import AsyncResult, TaskFuture
+from ipcluster.asyncresult import AsyncResult
+from ipcluster.task import TaskFuture
 import ipcluster.dashboard.link as dashboard
 from ipcluster.dependency import Dependency
 from ipcluster.errors import NoEnginesRegistered, NoSuchEngine, RemoteError

@@ -17,7 +17,7 @@ import time
 import warnings
 
 from ipcluster import serialize, shm, transport
-from ipcluster.asyncresult import TaskFuture
+from ipcluster.task import TaskFuture
 from ipcluster.errors import ClientClosed, ControllerLost, RemoteError, SerializationError, from_wire
 from ipcluster.protocol import Ids, Replay, Signer, decode, encode, now, pack, unpack
 

@@ -9,7 +9,7 @@ import types
 import pytest
 
 from ipcluster import AsyncResult, Client, Dependency, LoadBalancedView
-from ipcluster.asyncresult import TaskFuture
+from ipcluster.task import TaskFuture
 
 
 def ar(*ids):

@@ -17,7 +17,7 @@ LAYERS = [  # lowest first
      "ipcluster.fingerprint"},
     {"ipcluster.controller", "ipcluster.engine"},
     {"ipcluster.daskbridge", "ipcluster.joblib_backend",
-     "ipcluster.asyncresult", "ipcluster.remotefunction", "ipcluster.views", "ipcluster.balanced", "ipcluster.client",
+     "ipcluster.asyncresult", "ipcluster.task", "ipcluster.remotefunction", "ipcluster.views", "ipcluster.balanced", "ipcluster.client",
      "ipcluster.cluster", "ipcluster.executor", "ipcluster.session", "ipcluster.partition",
      "ipcluster.imports", "ipcluster.dependency", "ipcluster.supervisor", "ipcluster.output",
      "ipcluster.state", "ipcluster.dashboard.link"},
