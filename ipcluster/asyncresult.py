@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 
+from ipcluster import display
 from ipcluster.errors import CompositeError, IpclusterError, RemoteError, TimeoutError
 from ipcluster.output import Streaming, display_outputs
 from ipcluster.task import TaskFuture
@@ -259,6 +260,9 @@ class AsyncResult(concurrent.futures.Future):
 
     def __len__(self) -> int:
         return len(self._tasks)
+
+    def _repr_html_(self) -> str:
+        return display.result_html(self)
 
     def __repr__(self) -> str:
         state = "done" if self.done() else f"{self.progress}/{len(self._tasks)} done"

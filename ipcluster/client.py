@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Mapping
 
-from ipcluster import connection, fingerprint, namespace, serialize
+from ipcluster import connection, display, fingerprint, namespace, serialize
 from ipcluster.asyncresult import AsyncResult
 from ipcluster.task import TaskFuture
 import ipcluster.dashboard.link as dashboard
@@ -412,6 +412,9 @@ class Client:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def _repr_html_(self) -> str:
+        return display.client_html(self)
 
     def __repr__(self) -> str:
         return f"<Client cluster_id={self.cluster_id!r} engines={len(self)}>"

@@ -23,6 +23,7 @@ import time
 
 import dataclasses
 
+from ipcluster import display
 from ipcluster import launchers
 from ipcluster import connection, state
 from ipcluster.client import Client
@@ -103,6 +104,9 @@ class Cluster:
         self.launcher = make_launcher(self.engines, self.cluster_dir, **launcher_options)
         self.client: Client | None = None
         self.ready = False  # all n engines registered once
+
+    def _repr_html_(self) -> str:
+        return display.cluster_html(self)
 
     def __repr__(self) -> str:
         return f"<Cluster cluster_id={self.cluster_id!r} n={self.n} engines={self.engines!r}>"

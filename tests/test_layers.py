@@ -20,7 +20,8 @@ LAYERS = [  # lowest first
      "ipcluster.asyncresult", "ipcluster.task", "ipcluster.remotefunction", "ipcluster.views", "ipcluster.balanced", "ipcluster.client",
      "ipcluster.cluster", "ipcluster.executor", "ipcluster.session", "ipcluster.partition",
      "ipcluster.imports", "ipcluster.dependency", "ipcluster.supervisor", "ipcluster.output",
-     "ipcluster.state", "ipcluster.dashboard.link"},
+     "ipcluster.state", "ipcluster.dashboard.link",
+     "ipcluster.display"},
     {"ipcluster.magics", "ipcluster.celloutput", "ipcluster.cli", "ipcluster.report", "ipcluster.__main__", "ipcluster",
      "ipcluster.dashboard"},  # the dashboard process (its link module is in the layer below)
 ]

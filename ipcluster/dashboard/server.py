@@ -20,6 +20,7 @@ from pathlib import Path
 from bokeh.application import Application
 from bokeh.application.handlers.function import FunctionHandler
 from bokeh.server.server import Server
+from bokeh.settings import settings
 from tornado.ioloop import PeriodicCallback
 from tornado.web import RequestHandler
 
@@ -56,6 +57,9 @@ def serve(connection_file, ip: str = "127.0.0.1", port: int = 0) -> int:
     info = connection.read(connection_file)
     cdir = Path(connection_file).parent
     token = link.token(info.key)
+    # BokehJS inline in the page: its static URLs would be absolute (/TOKEN/static/...) and miss
+    # behind a proxy's prefix (Jupyter's /proxy/PORT/); its websocket URL follows the page's
+    settings.resources.set_value("inline")
     state = State(info.cluster_id)
     feed = Feed(info, state)
     server = Server(

@@ -103,3 +103,23 @@ def test_ipcluster_start_dashboard_prints_the_link_and_stop_ends_it(tmp_path):
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
     wait_until(lambda: not link._alive(pid), timeout=10)
+
+
+def test_jupyter_shows_cluster_client_and_result_with_state_progress_and_link(cluster):
+    rc = cluster.client
+    url = dashboard(cluster)
+    shown = cluster._repr_html_()
+    assert cluster.cluster_id in shown and "running" in shown and "2 of 2" in shown
+    assert f"href='{url}/'" in shown
+    shown = rc._repr_html_()
+    assert "2 (0, 1)" in shown and f"href='{url}/'" in shown
+    ar = rc.load_balanced_view().map_async(abs, range(4), chunksize=1, label="shown")
+    ar.get(timeout=30)
+    shown = ar._repr_html_()
+    assert "<progress value='4' max='4'>" in shown and "4 of 4 tasks" in shown
+    assert "done" in shown and "shown" in shown and f"href='{url}/'" in shown
+    with pytest.raises(Exception):
+        rc[0].apply_sync(lambda: 1 / 0)
+    failed = rc[0].apply_async(lambda: 1 / 0)
+    failed.wait(30)
+    assert "failed, 1 failed" in failed._repr_html_()
