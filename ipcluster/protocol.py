@@ -63,7 +63,8 @@ KINDS = {k.name: k for k in [
     Kind("withdrawn", "engine", "msgpack",
          "the answer to a withdraw control: queued tasks given back, and those already started"),
     Kind("beat", "engine", "none", "an engine is alive; the controller answers with a beat"),
-    Kind("event", "controller", "msgpack", "published: engine_up, engine_down, beat"),
+    Kind("event", "controller", "msgpack",
+         "published: engine_up, engine_down (one id each), beat (every engine id)"),
     Kind("control", "client", "msgpack",
          "abort, signal, shutdown, fetch, purge; the controller passes abort/signal/shutdown on"
          " and asks engines to withdraw queued tasks"),

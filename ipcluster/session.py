@@ -9,6 +9,7 @@ silent for `timeout` seconds, work in flight fails with `ControllerLost`.
 
 from __future__ import annotations
 
+import bisect
 import concurrent.futures
 import logging
 import os
@@ -144,6 +145,17 @@ class Session:
             with self.engines_changed:
                 self.engines_changed.notify_all()
 
+    def _engine_joined(self, eid: int) -> None:
+        i = bisect.bisect_left(self.engine_ids, eid)
+        if i == len(self.engine_ids) or self.engine_ids[i] != eid:
+            self.engine_ids = [*self.engine_ids[:i], eid, *self.engine_ids[i:]]  # a new list:
+            with self.engines_changed:  # callers may be iterating the old one
+                self.engines_changed.notify_all()
+
+    def _engine_left(self, eid: int) -> None:
+        if eid in self.engine_ids:
+            self.set_engine_ids([e for e in self.engine_ids if e != eid])
+
     # -- the IO thread ----------------------------------------------------------------------
 
     def _io_loop(self) -> None:
@@ -257,8 +269,12 @@ class Session:
             event = unpack(decode(self.signer, frames, self.replay).content)
             if event.get("event") in ("engine_up", "engine_down"):
                 self._readers.pop(event.get("id"), None)  # a restarted engine has a new token
-            if "ids" in event:
+            if "ids" in event:  # the whole list, in each beat
                 self.set_engine_ids(event["ids"])
+            elif event.get("event") == "engine_up":
+                self._engine_joined(int(event["id"]))
+            elif event.get("event") == "engine_down":
+                self._engine_left(int(event["id"]))
             if "store" in event:
                 self.store_problem = event["store"]
             instance = event.get("instance")

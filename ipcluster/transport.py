@@ -16,6 +16,7 @@ Frame = zmq.Frame
 
 HEARTBEAT_MS = 1000
 HEARTBEAT_TIMEOUT_MS = 5000
+LISTEN_BACKLOG = 4096
 
 
 def curve_keypair() -> tuple[str, str]:
@@ -78,6 +79,9 @@ class Context:
         """
         sock = self._socket(zmq.ROUTER)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        # thousands of engines connect at once: libzmq's backlog of 100 drops their SYNs, and
+        # each retries after 1, 3, 7 s... (the kernel caps it at net.core.somaxconn)
+        sock.setsockopt(zmq.BACKLOG, LISTEN_BACKLOG)
         sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_MS)
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
         sock.setsockopt(zmq.MAXMSGSIZE, max_message_size)
@@ -139,12 +143,12 @@ def recv(sock) -> list:
 
 
 def drain(sock, limit: int = 1000):
-    """Yield messages already queued on `sock` without blocking (at most `limit`)."""
+    """Yield messages already queued on `sock` without blocking (at most `limit`); asks the
+    socket whether one is there rather than ending every batch in a `zmq.Again` exception."""
     for _ in range(limit):
-        try:
-            yield sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
-        except zmq.Again:
+        if not sock.get(zmq.EVENTS) & zmq.POLLIN:
             return
+        yield sock.recv_multipart(copy=False)
 
 
 def is_unreachable(exc: BaseException) -> bool:

@@ -69,6 +69,7 @@ def start(n: int, noop) -> Session:
 def scale(runner, noop) -> None:
     """Simulated engines (benchmarks/simulated.py) against a real controller and client."""
     sizes = runner.sizes
+    _raise_fd_limit()  # before the controller starts: it inherits the limit
     cluster = ipp.Cluster(n=0)
     cluster.start_controller_sync()
     try:
@@ -86,14 +87,17 @@ def scale(runner, noop) -> None:
 
 def _scale_round(cluster, rc, engines: int, tasks: int, noop) -> tuple[float, float, float]:
     per_process = 1000  # sockets per load-generator process; ten processes for 10,000 engines
-    _raise_fd_limit()
     counts = [min(per_process, engines - i) for i in range(0, engines, per_process)]
     t0 = time.perf_counter()
     procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.simulated", "--connection-file",
                                str(cluster.connection_file), "--engines", str(k)], cwd=REPO)
              for k in counts]
     try:
-        rc.wait_for_engines(engines, timeout=60)
+        try:
+            rc.wait_for_engines(engines, timeout=60)
+        except ipp.NoEnginesRegistered as exc:  # how far it got, and at what memory, is the figure
+            rss = measure.rss_mb([cluster.controller.pid])[0]
+            raise RuntimeError(f"{exc}; controller RSS {rss} MiB") from None
         registered = time.perf_counter() - t0
         lview = rc.load_balanced_view()
         for ar in [lview.apply_async(noop, i) for i in range(100)]:  # warm up

@@ -19,6 +19,7 @@ class Engine:
     withdrawing: set = field(default_factory=set)  # task ids asked back, not yet answered
     progressed: float = field(default_factory=time.monotonic)  # its last result, or work given
     # to it while idle: an engine with queued tasks and no progress for a while runs a long one
+    answered: float = 0.0  # when its beat was last answered (monotonic)
     completed: int = 0
     responsive: bool = True  # False once silent for the controller's `unresponsive_after`
 

@@ -44,6 +44,7 @@ log = logging.getLogger("ipcluster.controller")
 EVENT_TOPIC = b"ev"
 STALL = 0.05  # seconds without a result after which an engine's queued tasks may move to an
 # idle engine: long enough that a stream of short tasks never moves, short beside a long task
+BEAT_ANSWER_EVERY = 10.0  # seconds; an engine stops after 60 s without hearing from us
 CLIENT_KINDS = {"hello", "query", "apply", "control"}
 ENGINE_KINDS = {"register", "unregister", "beat", "result", "output", "withdrawn"}
 
@@ -376,7 +377,7 @@ class Controller:
         self.reply(self.engines, msg, "register_reply",
                    {"id": engine.id, "durable": self.ledger.store is not None})
         log.info("engine %d registered (pid %d on %s)", engine.id, engine.pid, engine.host)
-        self._publish({"event": "engine_up", "id": engine.id, "ids": self.registry.ids()})
+        self._publish({"event": "engine_up", "id": engine.id})  # O(1): the ids go in each beat
         self._dispatch()
 
     def on_unregister(self, msg) -> None:
@@ -390,9 +391,13 @@ class Controller:
             self.drop_engine(engine, reason if isinstance(reason, str) else "it shut down")
 
     def on_beat(self, msg) -> None:
-        if self._engine(msg) is not None:
-            header = {"kind": "beat", "id": self.ids()}
-            self.send(self.engines, msg.route[0], encode(self.signer, header))
+        engine = self._engine(msg)
+        if engine is not None:
+            now = time.monotonic()
+            if now - engine.answered >= BEAT_ANSWER_EVERY:  # not each beat: half the messages
+                engine.answered = now  # an engine only needs to hear from us within its timeout
+                header = {"kind": "beat", "id": self.ids()}
+                self.send(self.engines, msg.route[0], encode(self.signer, header))
         elif self.restored:  # an engine of the controller we took over from: welcome it back
             self.send(self.engines, msg.route[0],
                       encode(self.signer, {"kind": "reregister", "id": self.ids()}))
@@ -461,5 +466,5 @@ class Controller:
                 self.fail(task, EngineError(
                     "EngineError", f"engine {engine.id} (pid {engine.pid} on {engine.host}) "
                     f"stopped before finishing this task: {reason}", engine_id=engine.id))
-        self._publish({"event": "engine_down", "id": engine.id, "ids": self.registry.ids()})
+        self._publish({"event": "engine_down", "id": engine.id})
         self._dispatch()  # retried tasks go to the engines left
