@@ -5,6 +5,14 @@ replies back, in the order the controller forwarded them) and a SUB for events (
 and going, the controller's beat). User threads never touch those sockets: each sends through
 its own in-process socket to the IO thread, so every call is thread-safe. If the controller is
 silent for `timeout` seconds, work in flight fails with `ControllerLost`.
+
+Delivery is exactly once, without timers. What the controller could not send while this client
+was away it keeps, and sends when the client's next message arrives. Each time the DEALER
+connects again (the controller restarted, or the connection dropped), the IO thread sends a
+`sync` with the tasks it still waits for; the reply says which are finished. Everything sent
+before that reply arrives before it, so a finished task still waiting then was lost on the way:
+the client fetches exactly those (with how much of their output it has), and fails those the
+controller does not know.
 """
 
 from __future__ import annotations
@@ -50,9 +58,7 @@ class Session:
         self.warn_store = True  # warn on the next call once a store problem is known
         self._warned: str | None = None
         self._last_heard = time.monotonic()
-        self._instance = None  # the controller's instance id; a new one means it restarted
-        self._restarted = False
-        self._resyncs: list[float] = []  # when to ask a restarted controller for our results
+        self._syncs: set[str] = set()  # ids of our sync requests not yet answered
         self._stopping = threading.Event()
         self._io_ready = threading.Event()
         self._io = threading.Thread(target=self._io_loop, name="ipcluster-client-io", daemon=True)
@@ -165,11 +171,17 @@ class Session:
                                      curve_server_key=curve)
         sub = self.context.subscriber(self.info.pub_url, curve_server_key=curve)
         inbox = self.context.inbox(self._inbox_name)
+        monitor = transport.watch_connections(dealer)
+        connected = 0
         self._io_ready.set()
-        poller = transport.Poller(dealer, sub, inbox)
+        poller = transport.Poller(dealer, sub, inbox, monitor)
         try:
             while not self._stopping.is_set():
                 ready = poller.poll(0.1)
+                if monitor in ready:
+                    was, connected = connected, connected + transport.connections(monitor)
+                    if was and connected > was:  # connected again: find what we missed
+                        self._sync(dealer)
                 if inbox in ready:
                     for frames in transport.drain(inbox):
                         transport.send(dealer, frames)
@@ -187,17 +199,32 @@ class Session:
             self.lost = f"the client's IO thread failed: {type(exc).__name__}: {exc}"
             self._fail_all(ControllerLost(self.lost))
 
+    def _sync(self, dealer) -> None:
+        if self.tasks:
+            msg_id = self.ids()
+            self._syncs.add(msg_id)
+            request = {"action": "sync", "tasks": list(self.tasks)}
+            transport.send(dealer, encode(self.signer, {"kind": "control", "id": msg_id}, pack(request)))
+
+    def _on_sync(self, reply: dict) -> None:
+        """The controller's answer to a sync: results it finished that have not arrived were
+        lost on the way (anything sent before the reply came before it): fetch them."""
+        lost = [t for t in reply.get("finished", []) if t in self.tasks]
+        if lost:
+            have = {t: [len(self.tasks[t].metadata["stdout"]), len(self.tasks[t].metadata["stderr"])]
+                    for t in lost}
+            self.send({"kind": "control", "id": self.ids()},
+                      pack({"action": "fetch", "tasks": lost, "have": have}))
+        for task_id in reply.get("missing", []):
+            task = self.tasks.pop(task_id, None)
+            if task is not None:
+                task.set_exception(ControllerLost(
+                    f"the controller at {self.info.client_url} has no record of task {task_id}: "
+                    "it restarted without a task store (start the cluster with db='sqlite' to "
+                    "keep work across restarts), or the task was submitted as it stopped. "
+                    "Submit it again"))
+
     def _check_controller(self, dealer) -> None:
-        if self._restarted:  # a restarted controller may hold results it could not deliver
-            self._restarted = False  # while we reconnected: ask for everything outstanding,
-            now = time.monotonic()  # now and twice more, as results finishing meanwhile may
-            self._resyncs = [now, now + 2, now + 6]  # also have found us not yet reconnected
-        while self._resyncs and time.monotonic() >= self._resyncs[0]:
-            self._resyncs.pop(0)
-            if self.tasks:
-                header = {"kind": "control", "id": self.ids()}
-                request = {"action": "fetch", "tasks": list(self.tasks)}
-                transport.send(dealer, encode(self.signer, header, pack(request)))
         silent = time.monotonic() - self._last_heard
         if silent > self.timeout and not self.lost:
             self.lost = (
@@ -230,6 +257,9 @@ class Session:
                 if self._segments:
                     self._discard_segments(task.task_id)
                 self._complete(task, msg)
+            else:
+                log.warning("dropped a result for task %s, which this client does not wait "
+                            "for (a duplicate?)", header.get("parent"))
         elif msg.kind == "output":
             task = self.tasks.get(header.get("parent"))
             if task is not None:
@@ -246,6 +276,9 @@ class Session:
             reply = self._replies.get(header.get("parent"))
             if reply is not None and not reply.done():
                 reply.set_exception(exc)
+        elif header.get("parent") in self._syncs:
+            self._syncs.discard(header["parent"])
+            self._on_sync(unpack(msg.content) or {})
         else:
             reply = self._replies.get(header.get("parent"))
             if reply is not None and not reply.done():
@@ -277,9 +310,5 @@ class Session:
                 self._engine_left(int(event["id"]))
             if "store" in event:
                 self.store_problem = event["store"]
-            instance = event.get("instance")
-            if instance is not None:
-                self._restarted |= self._instance is not None and instance != self._instance
-                self._instance = instance
         except Exception as exc:
             log.warning("dropped an event: %s: %s", type(exc).__name__, exc)

@@ -151,6 +151,20 @@ def drain(sock, limit: int = 1000):
         yield sock.recv_multipart(copy=False)
 
 
+def watch_connections(sock) -> zmq.Socket:
+    """A socket on which `connections(monitor)` counts each connection of `sock` that
+    completed its handshake (the first, and every reconnection after a peer restarts)."""
+    return sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+
+
+def connections(monitor) -> int:
+    """Handshakes reported on `monitor` since the last call (never blocks)."""
+    count = 0
+    for _ in drain(monitor):
+        count += 1
+    return count
+
+
 def is_unreachable(exc: BaseException) -> bool:
     """True when a ROUTER send failed because the peer is gone."""
     return isinstance(exc, zmq.ZMQError) and exc.errno == zmq.EHOSTUNREACH

@@ -4,13 +4,18 @@ test leaves a process behind."""
 from __future__ import annotations
 
 import os
+import queue
 import tempfile
+import threading
 import time
 
 import psutil
 import pytest
 
 import ipcluster
+from ipcluster import connection
+from ipcluster.controller.main import ControllerOptions
+from ipcluster.controller.server import Controller
 
 # Every test (and every process a test starts) keeps its cluster state in a private directory.
 _STATE = tempfile.mkdtemp(prefix="ipcluster-tests-")
@@ -64,6 +69,43 @@ def wait_until(predicate, timeout: float = 30) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.02)
+
+
+class InProcessController:
+    """A controller served by a thread of the test, which can run code on its loop."""
+
+    def __init__(self, path) -> None:
+        self.path = path
+        self.ctl = Controller("in-process", ControllerOptions(), connection.new_key())
+        connection.write(path, self.ctl.info)
+        self.calls: queue.SimpleQueue = queue.SimpleQueue()
+        self.stopped = False
+        self.thread = threading.Thread(target=self.ctl.serve, args=(self._between,))
+        self.thread.start()
+
+    def _between(self) -> bool:  # runs on the loop's thread between two polls
+        while not self.calls.empty():
+            f, out = self.calls.get()
+            out.put(f())
+        return self.stopped
+
+    def call(self, f):
+        out: queue.SimpleQueue = queue.SimpleQueue()
+        self.calls.put((f, out))
+        return out.get(timeout=10)
+
+    def close(self) -> None:
+        self.stopped = True
+        self.thread.join(timeout=10)
+        self.ctl.close()
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A controller in this process, its connection file at ``served.path``."""
+    controller = InProcessController(tmp_path / "cluster.json")
+    yield controller
+    controller.close()
 
 
 def start_cluster(n: int, **kwargs) -> ipcluster.Cluster:

@@ -67,19 +67,21 @@ def shutdown(ctl, client: bytes, request: dict) -> dict:
 
 def fetch(ctl, client: bytes, request: dict):
     """Send finished results (and their output) to `client`; unfinished ones when they finish.
-    Results no longer in memory (culled, or before a restart) are read from the store off the
-    loop, all in one query."""
+    `have` ({task id: [stdout chars, stderr chars]}) says how much output the client has, so
+    only the rest is sent. Results no longer in memory (culled, or before a restart) are read
+    from the store off the loop, all in one query."""
     tasks = request.get("tasks", [])
     if not isinstance(tasks, list):
         raise ValueError(f"fetch: 'tasks' must be a list of task ids, not {tasks!r}")
+    have = request.get("have") if isinstance(request.get("have"), dict) else {}
     store = ctl.ledger.store
     unknown = [t for t in tasks if isinstance(t, str) and ctl.ledger.get(t) is None]
     if store is None or not unknown:
-        return _send(ctl, client, tasks, {})
-    return Later(lambda: store.results(unknown), lambda found: _send(ctl, client, tasks, found))
+        return _send(ctl, client, tasks, {}, have)
+    return Later(lambda: store.results(unknown), lambda found: _send(ctl, client, tasks, found, have))
 
 
-def _send(ctl, client: bytes, tasks: list, stored: dict) -> dict:
+def _send(ctl, client: bytes, tasks: list, stored: dict, have: dict) -> dict:
     missing = []
     for task_id in tasks:
         task = ctl.ledger.get(task_id)
@@ -89,17 +91,47 @@ def _send(ctl, client: bytes, tasks: list, stored: dict) -> dict:
         if task is None:
             missing.append(task_id)
         elif task.result is None:
-            task.watchers.add(client)
+            if client != task.client:  # its own client gets it anyway: once, not twice
+                task.watchers.add(client)
         else:
-            for name in ("stdout", "stderr"):
-                if getattr(task, name):
+            held = have.get(task_id) if isinstance(have.get(task_id), list) else [0, 0]
+            for name, start in zip(("stdout", "stderr"), held):
+                text = getattr(task, name)[start if isinstance(start, int) else 0:]
+                if text:
                     header = {"kind": "output", "id": ctl.ids(), "parent": task.id,
                               "engine": task.engine}
-                    content = pack({"name": name, "text": getattr(task, name)})
-                    ctl.send(ctl.clients, client, encode(ctl.signer, header, content))
+                    ctl.deliver(client, encode(ctl.signer, header, pack({"name": name, "text": text})))
             # a resend is a new message: the client must not take it for a replay
-            ctl.send(ctl.clients, client, resign(ctl.signer, task.result, ctl.ids()))
+            ctl.deliver(client, resign(ctl.signer, task.result, ctl.ids()))
     return {"missing": missing}
+
+
+def sync(ctl, client: bytes, request: dict):
+    """A client (re)connected and waits for `tasks`: say which are finished and which this
+    controller does not know. Anything it was sent before this reply arrives before it, so
+    the client then fetches exactly the finished results it still lacks: none twice. A task
+    restored after a restart is sent to its client only once the client says it waits for it
+    (it may have had the result from the controller that died, before that one stored it)."""
+    tasks = request.get("tasks", [])
+    if not isinstance(tasks, list):
+        raise ValueError(f"sync: 'tasks' must be a list of task ids, not {tasks!r}")
+    finished, unknown = [], []
+    for task_id in tasks:
+        task = ctl.ledger.get(task_id)
+        if task is None:
+            unknown.append(task_id)
+        elif task.result is not None:
+            finished.append(task_id)
+        elif client != task.client:
+            task.watchers.add(client)
+        else:
+            task.held = False
+    store = ctl.ledger.store
+    if store is None or not unknown:
+        return {"finished": finished, "missing": unknown}
+    return Later(lambda: store.results(unknown), lambda found: {
+        "finished": finished + [t for t in unknown if t in found],
+        "missing": [t for t in unknown if t not in found]})
 
 
 def purge(ctl, client: bytes, request: dict) -> dict:
@@ -135,5 +167,5 @@ def engine_exited(ctl, client: bytes, request: dict) -> dict:
     return {"engine_id": engine.id}
 
 
-ACTIONS = {f.__name__: f for f in (abort, signal, shutdown, fetch, purge, history, engine_exited,
-                                   db_query, watch)}
+ACTIONS = {f.__name__: f for f in (abort, signal, shutdown, fetch, sync, purge, history,
+                                   engine_exited, db_query, watch)}

@@ -1,4 +1,5 @@
-"""Processes layer: every task the controller has seen, from arrival to (kept) result.
+"""Processes layer: every task the controller has seen, from arrival to (kept) result, and the
+results and output a client could not be sent while it was away (`Undelivered`).
 
 A task's record says which client asked (to route the result back), which other clients wait
 for it (`get_result` from a second client), which engine runs it (to fail the task if that
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import operator
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 # the fields and operators of db_query, shared with the SQLite store
@@ -39,6 +40,8 @@ class Task:
     retries: int = 0  # times it may still be sent again after its engine died or it raised
     priority: float = 0  # higher runs first among queued balanced tasks
     watchers: set = field(default_factory=set)  # other clients waiting for the result
+    held: bool = False  # restored after a restart: its client is sent nothing until its sync
+    # says it still waits (it may have had the result from the controller that died)
     result: list | None = None  # the result frames, once done
     stdout: str = ""
     stderr: str = ""
@@ -137,3 +140,31 @@ class Ledger:
             raise ValueError(f"unknown keys {bad}; valid: {', '.join(COLUMNS)}")
         found = [t.summary() for t in self.tasks.values()]
         return [{k: r[k] for k in keys} for r in found if matches(r, query)]
+
+
+class Undelivered:
+    """Result and output messages a client could not be sent (it was reconnecting, or the
+    controller was restarted before it came back), in order, until its next message shows it is
+    back. At most `limit` per client, the oldest dropped first: the client's sync on reconnecting
+    finds any result dropped here, so this bounds memory without losing anything."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self.by_client: dict[bytes, deque] = {}
+        self.limit = limit
+
+    def send(self, send, client: bytes, frames: list) -> None:
+        """`send(client, frames) -> bool`; behind messages already kept, so order holds."""
+        if client in self.by_client or not send(client, frames):
+            self.by_client.setdefault(client, deque(maxlen=self.limit)).append(frames)
+
+    def flush(self, send, client: bytes) -> int:
+        """Send what `client` missed; returns how many messages went."""
+        kept = self.by_client.pop(client, None)
+        sent = 0
+        while kept:
+            if not send(client, kept[0]):  # gone again: keep the rest for next time
+                self.by_client[client] = kept
+                break
+            kept.popleft()
+            sent += 1
+        return sent

@@ -31,13 +31,14 @@ def restored_result(ctl, task: Task, msg) -> None:
     if again is not None and again.tasks.pop(task.id, None) is not None:
         ctl.scheduler.finished(again.id)  # sent again already: that copy's answer is dropped
     ctl.ledger.finish(task, msg.frames, str(msg.header.get("status")), msg.header.get("completed"))
-    ctl._forward(task, msg.frames)
+    ctl.forward(task, msg.frames)
     ctl._on_graph(ctl.graph.finished(task.id, msg.header.get("status") == "ok", task.engine))
 
 def restore(ctl) -> None:
     """Take over the unfinished work of the controller that died (from the store): queued
-    and running balanced tasks are sent again (a result that arrives first wins; a second
-    is dropped)."""
+    and running tasks are sent again, balanced ones as the scheduler sees fit, direct ones to
+    their engine once it registers again (a result that arrives first wins; a second is
+    dropped)."""
     ctl.restored = True
     store = ctl.ledger.store
     if store is None:
@@ -45,14 +46,21 @@ def restore(ctl) -> None:
     count = 0
     for row in store.rows("WHERE status IS NULL AND request IS NOT NULL"):
         request = msgpack.unpackb(row["request"])
-        targets = None if row["targets"] is None else frozenset(msgpack.unpackb(row["targets"]))
-        task = Task(row["msg_id"], row["client"], balanced=True, targets=targets,
-                    label=row["label"], key=row["key"], submitted=row["submitted"],
-                    request=request)
+        balanced = bool(row["balanced"])
+        if balanced:
+            targets = None if row["targets"] is None else frozenset(msgpack.unpackb(row["targets"]))
+        elif row["engine_id"] is not None:
+            targets = frozenset([row["engine_id"]])
+        else:
+            continue  # a direct task never sent: its engine was missing, and it failed
+        task = Task(row["msg_id"], row["client"], balanced=balanced,
+                    targets=targets if balanced else None, label=row["label"], key=row["key"],
+                    submitted=row["submitted"], request=request, held=True)
         ctl.ledger.tasks[task.id] = task  # already in the store
         ctl.scheduler.submit(Pending(task.id, targets, resign(ctl.signer, request, ctl.ids())[1:]))
         count += 1
     log.info("restored: %d unfinished tasks will be sent again as engines register", count)
+
 
 def retry(ctl, task: Task, eid: int, msg=None) -> bool:
     """Send a balanced task again, preferably to another engine, if it has retries left

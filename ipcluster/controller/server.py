@@ -29,7 +29,7 @@ from collections import Counter
 from ipcluster import connection, transport
 from ipcluster.controller import actions, recovery
 from ipcluster.controller.watch import Watch
-from ipcluster.controller.ledger import Ledger, Task
+from ipcluster.controller.ledger import Ledger, Task, Undelivered
 from ipcluster.controller.reader import Later, Reader
 from ipcluster.controller.registry import Engine, Registry
 from ipcluster.controller.graph import Dep, Graph
@@ -80,6 +80,7 @@ class Controller:
         self.ledger = Ledger(options.max_results, options.max_result_bytes, store)
         self.reader = Reader(self.context, f"reader-{self.ids.session}")  # store reads
         self._store_problem: str | None = None  # as last published
+        self.undelivered = Undelivered()  # per client: what it missed while away
         self.stopping = False  # set by a client's shutdown(hub=True)
         self.restored = False  # took over from a controller that died
         self.dropped = Drops(log)  # messages dropped as bad (unsigned, forged, replayed, malformed)
@@ -110,7 +111,7 @@ class Controller:
                 self._next_beat = now + self.options.beat_interval
                 self._store_problem = self.store_problem()
                 self._publish({"event": "beat", "ids": self.registry.ids(),
-                               "instance": self.ids.session, "store": self._store_problem})
+                               "store": self._store_problem})
                 self._check_engines(now)
             if self.watch:
                 self.watch.tick(self, now)
@@ -158,6 +159,8 @@ class Controller:
             if msg.kind not in allowed:
                 raise BadMessage(f"{msg.kind!r} is not accepted on this socket")
             self.received[msg.kind] += 1
+            if sock is self.clients and self.undelivered.by_client:  # it is back: catch it up
+                self.undelivered.flush(self._to_client, msg.route[0])
             getattr(self, f"on_{msg.kind}")(msg)
         except Exception as exc:  # a signed request we cannot accept: say so, keep serving
             self.dropped(exc)
@@ -195,7 +198,7 @@ class Controller:
         self.ledger.finish(task, frames, "error", None)
         if self.watch:
             self.watch.finished(task, header, frames[2])
-        self._forward(task, frames)
+        self.forward(task, frames)
         self._on_graph(self.graph.finished(task.id, False, task.engine))
 
     def _send_task(self, task: Task, engine: Engine, frames: list) -> None:
@@ -212,10 +215,19 @@ class Controller:
         header = {"kind": "control", "id": self.ids()}
         self.send(self.engines, engine.identity, encode(self.signer, header, pack(request)))
 
-    def _forward(self, task: Task, frames: list) -> None:
+    def _to_client(self, client: bytes, frames: list) -> bool:
+        return self.send(self.clients, client, frames)
+
+    def deliver(self, client: bytes, frames: list) -> None:
+        """Result or output frames (from DELIM on) to `client`; if it is away, they are kept
+        and sent when its next message arrives. Each is sent once: a client that was away
+        asks, when back, for results it still lacks (the `sync` action)."""
+        self.undelivered.send(self._to_client, client, frames)
+
+    def forward(self, task: Task, frames: list) -> None:
         """Result or output frames of `task` to its client and every client waiting for it."""
-        for client in (task.client, *task.watchers):
-            self.send(self.clients, client, [DELIM, *frames])
+        for client in task.watchers if task.held else (task.client, *task.watchers):
+            self.deliver(client, [DELIM, *frames])
 
     # -- client messages --------------------------------------------------------------------
 
@@ -309,7 +321,7 @@ class Controller:
         if targets is None or len(targets) != len(tasks):
             raise BadMessage("apply: a direct request needs one task id per target")
         for task_id, eid in zip(tasks, targets):
-            task = Task(task_id, client, label=label, key=key, function=fn)
+            task = Task(task_id, client, label=label, key=key, function=fn, request=msg.frames)
             self.ledger.add(task)
             self.graph.add(task_id)  # so that later tasks may depend on it
             engine = self.registry.by_id.get(eid)
@@ -426,7 +438,7 @@ class Controller:
         self.ledger.finish(task, msg.frames, str(msg.header.get("status")), msg.header.get("completed"))
         if self.watch:
             self.watch.finished(task, msg.header, msg.content)
-        self._forward(task, msg.frames)
+        self.forward(task, msg.frames)
         self._on_graph(self.graph.finished(task.id, msg.header.get("status") == "ok", engine.id))
         self._dispatch()
 
@@ -446,7 +458,7 @@ class Controller:
                 setattr(task, out["name"], getattr(task, out["name"]) + out["text"])
                 if self.watch:
                     self.watch.wrote(task.engine, out["name"], out["text"])
-            self._forward(task, msg.frames)
+            self.forward(task, msg.frames)
 
     def drop_engine(self, engine: Engine, reason: str) -> None:
         if self.registry.by_id.get(engine.id) is not engine:

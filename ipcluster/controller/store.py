@@ -74,7 +74,7 @@ class Store:
 
     def submitted(self, task) -> None:
         targets = msgpack.packb(sorted(task.targets)) if task.targets is not None else None
-        request = task.request if task.balanced else None  # direct requests are not resent
+        request = task.request
         self._queue.put(("INSERT OR REPLACE INTO tasks (msg_id, client, label, key, balanced, "
                          "targets, submitted, request) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                          (task.id, task.client, task.label, task.key, int(task.balanced), targets,

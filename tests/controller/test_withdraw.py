@@ -4,16 +4,11 @@ keeps one it has; a task given back runs elsewhere, once."""
 from __future__ import annotations
 
 import os
-import queue
 import subprocess
 import sys
-import threading
 
 import ipcluster as ipp
-from ipcluster import connection
 from ipcluster.controller import recovery, server
-from ipcluster.controller.main import ControllerOptions
-from ipcluster.controller.server import Controller
 from tests.conftest import wait_until
 
 
@@ -33,38 +28,10 @@ def note_pid(path):
     return os.getpid()
 
 
-class InProcessController:
-    """A controller served by a thread of the test, which can run code on its loop."""
-
-    def __init__(self, path) -> None:
-        self.ctl = Controller("withdraw-test", ControllerOptions(), connection.new_key())
-        connection.write(path, self.ctl.info)
-        self.calls: queue.SimpleQueue = queue.SimpleQueue()
-        self.stopped = False
-        self.thread = threading.Thread(target=self.ctl.serve, args=(self._between,))
-        self.thread.start()
-
-    def _between(self) -> bool:  # runs on the loop's thread between two polls
-        while not self.calls.empty():
-            f, out = self.calls.get()
-            out.put(f())
-        return self.stopped
-
-    def call(self, f):
-        out: queue.SimpleQueue = queue.SimpleQueue()
-        self.calls.put((f, out))
-        return out.get(timeout=10)
-
-    def close(self) -> None:
-        self.stopped = True
-        self.thread.join(timeout=10)
-        self.ctl.close()
-
-
-def test_a_queued_task_given_back_runs_elsewhere_once_and_a_started_one_stays(tmp_path, monkeypatch):
+def test_a_queued_task_given_back_runs_elsewhere_once_and_a_started_one_stays(served, tmp_path,
+                                                                               monkeypatch):
     monkeypatch.setattr(server, "STALL", 1e9)  # the test asks, not the controller's rebalancing
-    path = tmp_path / "cluster.json"
-    served = InProcessController(path)
+    path = served.path
     engine = [sys.executable, "-m", "ipcluster", "engine", "--connection-file", str(path)]
     procs = [subprocess.Popen(engine, stderr=subprocess.DEVNULL)]
     try:
@@ -94,4 +61,3 @@ def test_a_queued_task_given_back_runs_elsewhere_once_and_a_started_one_stays(tm
         for proc in procs:
             proc.terminate()
             proc.wait(timeout=10)
-        served.close()
