@@ -159,10 +159,13 @@ def history(ctl, client: bytes, request: dict) -> dict:
 
 
 def engine_exited(ctl, client: bytes, request: dict) -> dict:
-    """A supervisor saw an engine's process exit: drop it now rather than after the grace."""
-    engine = ctl.registry.by_pid(int(request.get("pid", -1)), str(request.get("host", "")))
-    if engine is None:
-        return {"engine_id": None}
+    """A supervisor saw an engine's process exit: drop it now rather than after the grace, and
+    say its id (so that the supervisor restarts it with that id), even if it was removed
+    already."""
+    pid, host = int(request.get("pid", -1)), str(request.get("host", ""))
+    engine = ctl.registry.by_pid(pid, host)
+    if engine is None:  # removed already (its connection went first): still say which it was
+        return {"engine_id": ctl.registry.gone.get((pid, host))}
     ctl.drop_engine(engine, f"its process exited with code {request.get('code')}")
     return {"engine_id": engine.id}
 

@@ -83,6 +83,18 @@ def retry(ctl, task: Task, eid: int, msg=None) -> bool:
                                   task.priority))
     return True
 
+def widen(ctl, task: Task, pending: Pending) -> bool:
+    """A retried task kept off the engines it failed on, stranded because the others left too:
+    let it wait for any engine its own targets allow (a restarted engine keeps its id), rather
+    than fail it for a restriction the user never asked for."""
+    if not task.tried or pending.targets == task.targets:
+        return False
+    if task.targets is not None and not task.targets & set(ctl.registry.by_id):
+        return False
+    ctl.scheduler.submit(Pending(task.id, task.targets, pending.payload, pending.priority))
+    return True
+
+
 def move(ctl, task: Task, engine, msg) -> bool:
     """Send a task whose dependency was unmet on `engine` to an engine not yet tried."""
     task.tried.add(engine.id)

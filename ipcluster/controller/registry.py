@@ -50,6 +50,7 @@ class Registry:
         self.by_identity: dict[bytes, Engine] = {}
         self.version = 0  # bumped on every change, so clients can tell their list is stale
         self.dropped: dict[tuple, float] = {}  # (pid, host) of engines removed as dead -> when
+        self.gone: dict[tuple, int] = {}  # (pid, host) of every engine removed -> its id
         self._next_id = 0
 
     def __len__(self) -> int:
@@ -76,6 +77,9 @@ class Registry:
             self.dropped[(engine.pid, engine.host)] = time.time()
             while len(self.dropped) > 1000:
                 self.dropped.pop(next(iter(self.dropped)))
+        self.gone[(engine.pid, engine.host)] = engine.id  # its supervisor may ask, to restart it
+        while len(self.gone) > 1000:
+            self.gone.pop(next(iter(self.gone)))
         self.by_id.pop(engine.id, None)
         self.by_identity.pop(engine.identity, None)
         self.version += 1

@@ -468,7 +468,7 @@ class Controller:
         self._on_graph(self.graph.engine_gone(engine.id))
         for pending in self.scheduler.remove_engine(engine.id):
             task = self.ledger.get(pending.task_id)
-            if task is not None and task.result is None:
+            if task is not None and task.result is None and not recovery.widen(self, task, pending):
                 self.fail(task, ImpossibleDependency(
                     "ImpossibleDependency", f"engine {engine.id} left; no registered engine in "
                     f"{sorted(pending.targets)} may run it"))
