@@ -4,8 +4,9 @@
     ipcluster start --engines slurm --set partition=debug      engines from a launcher, with options
     ipcluster engines -n 8 [--engines slurm]                   add engines to a running cluster
     ipcluster config slurm [--set ...]     a launcher's resolved options and its job script
-    ipcluster stop [--cluster-id ID]       stop a running cluster, leaving no process behind
-    ipcluster list [-o json]               the clusters in $IPCLUSTER_DIR
+    ipcluster stop [CLUSTER_ID] [--all]    stop a running cluster, leaving no process behind
+    ipcluster list [-o json]               the clusters in $IPCLUSTER_DIR: running, failed, stale
+    ipcluster clean                        remove the failed and stale ones (their logs too)
     ipcluster controller / engine          the processes themselves, as launchers run them
 """
 
@@ -20,21 +21,42 @@ import sys
 import threading
 import time
 
-from ipcluster import connection
+import ipcluster
+from ipcluster import connection, state
 from ipcluster.cluster import CONNECTION_VARIABLE, Cluster
 from ipcluster.launchers.base import tail
-from ipcluster.report import alive, cmd_list, cmd_status
-from ipcluster.state import append as append_state, read as read_state
+from ipcluster.report import cmd_list, cmd_status
+from ipcluster.teardown import cmd_clean, cmd_stop
 from ipcluster.config import DEFAULT_CLUSTER_ID, cluster_dir, ipcluster_dir, resolve
+from ipcluster.errors import ConnectionFileError
 from ipcluster.dashboard import command as dashboard_command, link as dashboard_link
+
+
+def count(text: str) -> int:
+    """A number of engines: a whole number, 0 or more."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number of engines, 0 or more; got "
+                                         f"{text!r} (e.g. -n 4)")
+    return n
+
+
+def _cluster_argument(parser) -> None:
+    parser.add_argument("--cluster-id", default=None,
+                        help="the cluster (default: the only running one, else 'default')")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ipcluster", description="Interactive parallel computing.")
+    parser.add_argument("--version", action="version",
+                        version=f"ipcluster {ipcluster.__version__} ({ipcluster.__file__})")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     start = sub.add_parser("start", help="start a controller and engines")
-    start.add_argument("-n", type=int, default=None, help="number of engines (default: CPU count)")
+    start.add_argument("-n", type=count, default=None, help="number of engines (default: CPU count)")
     start.add_argument("--cluster-id", default=DEFAULT_CLUSTER_ID)
     _launcher_arguments(start)
     start.add_argument("--ip", default=None,
@@ -50,42 +72,56 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("--daemonize", action="store_true",
                        help="run in the background; return once the engines are up")
     start.add_argument("--timeout", type=float, default=60.0,
-                       help="seconds to wait for the engines (default: 60)")
+                       help="seconds to wait for the engines once they run (default: 60)")
+    start.add_argument("--pending-timeout", type=float, default=None,
+                       help="seconds a batch job may wait in the queue (default: no limit); "
+                            "Ctrl-C while it waits cancels it")
+    start.add_argument("--max-message-size", type=int, default=None,
+                       help="bytes in one message frame the controller accepts (default: 2 GiB)")
     start.add_argument("--dashboard", action="store_true", help="start the dashboard; print its link")
 
     engines = sub.add_parser("engines", help="add engines to a running cluster")
-    engines.add_argument("-n", type=int, required=True, help="number of engines to add")
-    engines.add_argument("--cluster-id", default=DEFAULT_CLUSTER_ID)
+    engines.add_argument("-n", type=count, required=True, help="number of engines to add")
+    _cluster_argument(engines)
     engines.add_argument("--timeout", type=float, default=60.0,
-                         help="seconds to wait for the engines (default: 60)")
+                         help="seconds to wait for the engines once they run (default: 60)")
     _launcher_arguments(engines)
 
     config = sub.add_parser("config", help="show a launcher's resolved options and job script")
     config.add_argument("launcher", help="launcher name, e.g. slurm")
-    config.add_argument("-n", type=int, default=4, help="number of engines in the script (default: 4)")
+    config.add_argument("-n", type=count, default=4, help="number of engines in the script (default: 4)")
     config.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a launcher option (repeatable), e.g. --set partition=debug")
 
     stop = sub.add_parser("stop", help="stop a running cluster")
-    stop.add_argument("--cluster-id", default=DEFAULT_CLUSTER_ID)
+    stop.add_argument("cluster", nargs="?", default=None, metavar="CLUSTER_ID",
+                      help="the cluster (default: the only running one, else 'default')")
+    stop.add_argument("--cluster-id", default=None, help="the same, as an option")
+    stop.add_argument("--all", action="store_true", help="stop every cluster in $IPCLUSTER_DIR")
 
     status = sub.add_parser("status", help="engines of a running cluster, their work and resources")
-    status.add_argument("--cluster-id", default=DEFAULT_CLUSTER_ID)
+    _cluster_argument(status)
     status.add_argument("-o", "--output", choices=["table", "json"], default="table")
 
-    dashboard_command.add_parser(sub)
-
-    ls = sub.add_parser("list", help="list clusters")
+    ls = sub.add_parser("list", help="list clusters: running, failed (logs kept) and stale")
     ls.add_argument("-o", "--output", choices=["table", "json"], default="table")
+
+    sub.add_parser("clean", help="remove failed and stale clusters, with their logs")
+
+    dashboard_command.add_parser(sub)
 
     ctl = sub.add_parser("controller", help="run a controller (launchers call this)")
     ctl.add_argument("--cluster-id", default=DEFAULT_CLUSTER_ID)
     ctl.add_argument("--ip", default=None)
     _curve_argument(ctl)
     ctl.add_argument("--db", default=None, help="sqlite or sqlite:PATH: keep tasks and results on disk")
+    ctl.add_argument("--max-message-size", type=int, default=None,
+                     help="bytes in one message frame the controller accepts")
     ctl.add_argument("--restore", action="store_true",
                      help="take over from a controller that died: same connection file, ports and "
                           "task store; engines and clients reconnect")
+    ctl.add_argument("--owner", default=None, metavar="PID:START_TIME",
+                     help="stop the cluster (engines and batch jobs too) when this process exits")
 
     eng = sub.add_parser("engine", help="run an engine (launchers call this)")
     eng.add_argument("--connection-file", default=None,
@@ -134,11 +170,13 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_start(args) -> int:
     if args.daemonize:
         return _start_daemon(args)
+    cluster_id = args.cluster_id
     try:
-        cluster = Cluster(args.n, engines=args.engines, cluster_id=args.cluster_id,
+        cluster = Cluster(args.n, engines=args.engines, cluster_id=cluster_id,
                           controller_ip=args.ip, interface=args.interface, curve=args.curve,
-                          db=args.db, restart=args.restart,
-                          start_timeout=args.timeout, owner="cli", **_options(args.set))
+                          db=args.db, restart=args.restart, start_timeout=args.timeout,
+                          pending_timeout=args.pending_timeout,
+                          max_message_size=args.max_message_size, **_options(args.set))
     except (TypeError, ValueError) as exc:  # an unknown launcher or option: the message lists them
         print(f"ipcluster: {exc}", file=sys.stderr)
         return 1
@@ -146,14 +184,19 @@ def cmd_start(args) -> int:
         a = cluster.allocation
         print(f"in {a.scheduler} job {a.job_id}: {cluster.n} engines on {', '.join(a.hosts)} "
               f"with {a.starter}", flush=True)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stops a start like Ctrl-C
+    try:
+        client = cluster.start_and_connect_sync()
+    except KeyboardInterrupt:
+        print(f"ipcluster: interrupted; cluster {cluster_id!r} stopped (batch jobs cancelled)",
+              file=sys.stderr)
+        return 130
+    except Exception as exc:
+        print(f"ipcluster: could not start cluster {cluster_id!r}: {exc}", file=sys.stderr)
+        return 1
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    try:
-        client = cluster.start_and_connect_sync()
-    except Exception as exc:
-        print(f"ipcluster: could not start cluster {args.cluster_id!r}: {exc}", file=sys.stderr)
-        return 1
     print(f"cluster {cluster.cluster_id!r}: {len(client.ids)} engines ready "
           f"(connection file {cluster.connection_file}); Ctrl-C or `ipcluster stop` stops it",
           flush=True)
@@ -184,10 +227,12 @@ def cmd_start(args) -> int:
 
 
 def _start_daemon(args) -> int:
+    """`ipcluster start` in the background, in its own session: it owns the cluster, which
+    therefore outlives this command and the terminal."""
     cdir = cluster_dir(args.cluster_id)
-    if (cdir / connection.FILENAME).exists():
+    if state.status(args.cluster_id) in ("running", "starting"):
         print(f"ipcluster: cluster {args.cluster_id!r} is already running; "
-              f"`ipcluster stop --cluster-id {args.cluster_id}` stops it", file=sys.stderr)
+              f"`ipcluster stop {args.cluster_id}` stops it", file=sys.stderr)
         return 1
     connection.make_private_dir(cdir)
     log = cdir / "ipcluster.log"
@@ -201,92 +246,77 @@ def _start_daemon(args) -> int:
     argv += ["--db", args.db] if args.db else []
     argv += ["--restart"] if args.restart else []
     argv += ["--dashboard"] if args.dashboard else []
+    argv += ["--pending-timeout", str(args.pending_timeout)] if args.pending_timeout else []
+    argv += ["--max-message-size", str(args.max_message_size)] if args.max_message_size else []
     argv += [f"--set={pair}" for pair in args.set]
     with open(log, "ab") as out:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
-    deadline = time.monotonic() + args.timeout + 10
-    while time.monotonic() < deadline:
+    try:
+        code = _wait_daemon(args.cluster_id, proc, log)
+    except KeyboardInterrupt:  # the daemon stops what it started, cancelling batch jobs
+        proc.send_signal(signal.SIGINT)
+        proc.wait()
+        print(f"ipcluster: interrupted; cluster {args.cluster_id!r} stopped", file=sys.stderr)
+        return 130
+    if code == 0 and args.dashboard:
+        print(f"dashboard: {dashboard_link.dashboard_link(cdir / connection.FILENAME)}")
+    return code
+
+
+def _wait_daemon(cluster_id: str, proc: subprocess.Popen, log) -> int:
+    cdir = log.parent
+    shown = ""
+    while True:
         if proc.poll() is not None:
-            print(f"ipcluster: the cluster failed to start; {log} ends with:\n{tail(log)}",
-                  file=sys.stderr)
+            print(f"ipcluster: the cluster failed to start; {log} ends with:\n{tail(log)}\n"
+                  f"(the logs stay in {cdir}; `ipcluster clean` removes them)", file=sys.stderr)
             return 1
-        state = read_state(args.cluster_id)
-        if state and state.get("ready") and state.get("supervisor_pid") == proc.pid:
-            print(f"cluster {args.cluster_id!r} running in the background with "
-                  f"{len(state['engine_pids'])} engines (pid {proc.pid}, log {log})")
-            if args.dashboard:
-                print(f"dashboard: {dashboard_link.dashboard_link(cdir / connection.FILENAME)}")
+        found = state.read(cluster_id) or {}
+        if found.get("ready") and (found.get("owner") or {}).get("pid") == proc.pid:
+            print(f"cluster {cluster_id!r} running in the background with "
+                  f"{len(found['engine_pids']) or found['n']} engines (pid {proc.pid}, log {log})")
             return 0
+        lines = [line for line in _read(log).splitlines() if " pending: " in line]
+        if lines and lines[-1] != shown:  # a batch job waiting in the queue
+            shown = lines[-1]
+            print(shown, file=sys.stderr, flush=True)
         time.sleep(0.05)
-    proc.terminate()
-    print(f"ipcluster: the cluster was not ready after {args.timeout} s; see {log}", file=sys.stderr)
-    return 1
 
 
-def _wait_gone(pids: list[int], timeout: float) -> list[int]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pids = [p for p in pids if alive(p)]
-        if not pids:
-            break
-        time.sleep(0.05)
-    return [p for p in pids if alive(p)]
-
-
-def _kill(pids: list[int], sig: int) -> None:
-    for pid in pids:
-        if alive(pid):
-            try:
-                os.killpg(pid, sig) if os.getpgid(pid) == pid else os.kill(pid, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
-
-
-def cmd_stop(args) -> int:
-    state = read_state(args.cluster_id)
-    if state is None:
-        known = ", ".join(connection.running_cluster_ids()) or "none"
-        print(f"ipcluster: no cluster {args.cluster_id!r} in {ipcluster_dir()}; running: {known}",
-              file=sys.stderr)
-        return 1
-    for argv in state.get("cancel", []):  # batch jobs added by `ipcluster engines`
-        subprocess.run(argv, capture_output=True)
-    children = [state.get("controller_pid")] + list(state.get("engine_pids", []))
-    children += [(dashboard_link.read(cluster_dir(args.cluster_id)) or {}).get("pid")]
-    if state.get("owner") == "cli" and alive(state.get("supervisor_pid")):
-        _kill([state["supervisor_pid"]], signal.SIGTERM)  # it stops its engines and controller
-        _wait_gone([state["supervisor_pid"]], 20)
-    _kill(children, signal.SIGTERM)
-    left = _wait_gone(children, 5)
-    _kill(left, signal.SIGKILL)
-    left = _wait_gone(left, 5)
-    if not alive(state.get("supervisor_pid")) or state.get("owner") != "cli":
-        import shutil
-
-        shutil.rmtree(cluster_dir(args.cluster_id), ignore_errors=True)
-    if left:
-        print(f"ipcluster: processes {left} did not stop", file=sys.stderr)
-        return 1
-    print(f"cluster {args.cluster_id!r} stopped")
-    return 0
+def _read(path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 # -- engines / config ---------------------------------------------------------------------------
+
+def _choose(args) -> str | None:
+    """The cluster the command means (`state.choose`), or None after saying why not."""
+    try:
+        return state.choose(getattr(args, "cluster", None) or args.cluster_id)
+    except ConnectionFileError as exc:
+        print(f"ipcluster: {exc}", file=sys.stderr)
+        return None
+
 
 def cmd_engines(args) -> int:
     """Add engines to a running cluster; `ipcluster stop` stops them with the rest."""
     from ipcluster.client import Client
 
-    state = read_state(args.cluster_id)
-    if state is None or not (cluster_dir(args.cluster_id) / connection.FILENAME).exists():
-        known = ", ".join(connection.running_cluster_ids()) or "none"
-        print(f"ipcluster: no running cluster {args.cluster_id!r} in {ipcluster_dir()}; "
-              f"running: {known}", file=sys.stderr)
+    cluster_id = _choose(args)
+    if cluster_id is None:
+        return 1
+    found = state.read(cluster_id)
+    if found is None or state.status(cluster_id) != "running":
+        print(f"ipcluster: cluster {cluster_id!r} is not running in {ipcluster_dir()}; "
+              f"running: {', '.join(state.running()) or 'none'}", file=sys.stderr)
         return 1
     try:
-        cluster = Cluster(args.n, engines=args.engines or state.get("engines") or "local",
-                          cluster_id=args.cluster_id, start_timeout=args.timeout,
+        cluster = Cluster(args.n, engines=args.engines or found.get("engines") or "local",
+                          cluster_id=cluster_id, start_timeout=args.timeout,
                           **_options(args.set))
     except (TypeError, ValueError) as exc:
         print(f"ipcluster: {exc}", file=sys.stderr)
@@ -296,22 +326,18 @@ def cmd_engines(args) -> int:
         before = len(client.ids)
         cluster.client = client
         cluster.start_engines_sync(args.n)
-        _record_added_engines(args.cluster_id, cluster.launcher)
+        jobs = list(getattr(cluster.launcher, "jobs", []))
+        state.add_engines(cluster_id, cluster.launcher.pids,
+                           cluster.launcher.cancel_argv(jobs) if jobs else None)
         cluster.wait_for_engines_sync(before + args.n)
     except Exception as exc:
         print(f"ipcluster: could not add {args.n} engines: {exc}", file=sys.stderr)
         return 1
     finally:
         client.close()
-    print(f"cluster {args.cluster_id!r}: {args.n} {cluster.engines} engines added "
+    print(f"cluster {cluster_id!r}: {args.n} {cluster.engines} engines added "
           f"({before + args.n} in all)")
     return 0
-
-
-def _record_added_engines(cluster_id: str, launcher) -> None:
-    jobs = list(getattr(launcher, "jobs", []))
-    append_state(cluster_id, engine_pids=launcher.pids,
-                        cancel=[launcher.cancel_argv(jobs)] if jobs else [])
 
 
 def cmd_config(args) -> int:
@@ -342,8 +368,11 @@ def cmd_config(args) -> int:
 def cmd_controller(args) -> int:
     from ipcluster.controller.main import ControllerOptions, run
 
-    options = resolve(ControllerOptions, "controller", {"ip": args.ip, "curve": args.curve, "db": args.db})
-    run(args.cluster_id, options, cluster_dir(args.cluster_id) / connection.FILENAME, args.restore)
+    options = resolve(ControllerOptions, "controller", {"ip": args.ip, "curve": args.curve, "db": args.db,
+                                                        "max_message_size": args.max_message_size})
+    owner = state.Owner.parse(args.owner) if args.owner else None
+    run(args.cluster_id, options, cluster_dir(args.cluster_id) / connection.FILENAME, args.restore,
+        owner)
     return 0
 
 
@@ -381,6 +410,7 @@ def cmd_engine(args) -> int:
     return engine.run()
 
 
-COMMANDS = {"status": cmd_status, "start": cmd_start, "stop": cmd_stop, "list": cmd_list, "engines": cmd_engines,
-            "config": cmd_config, "dashboard": dashboard_command.cmd_dashboard,
+COMMANDS = {"status": cmd_status, "start": cmd_start, "stop": cmd_stop, "list": cmd_list,
+            "clean": cmd_clean, "engines": cmd_engines, "config": cmd_config,
+            "dashboard": dashboard_command.cmd_dashboard,
             "controller": cmd_controller, "engine": cmd_engine}

@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Mapping
 
-from ipcluster import connection, display, fingerprint, namespace, serialize
+from ipcluster import connection, display, fingerprint, namespace, serialize, state
 from ipcluster.asyncresult import AsyncResult
 from ipcluster.task import TaskFuture
 import ipcluster.dashboard.link as dashboard
@@ -60,7 +60,7 @@ class Client:
     """Connect to a running cluster.
 
     `url_file` is a connection file's path or a cluster id; `cluster_id` a cluster id; with
-    neither, the one running cluster (the ``default`` cluster of ``ipcluster start`` first).
+    neither, the only running cluster, else ``default`` (`ipcluster.state.choose`).
     `profile` is ipyparallel's name for where its clusters live; ipcluster has no IPython
     profiles, so it names the cluster id when no other is given. `context` (ipyparallel's zmq
     context) is accepted and not used: the client owns its sockets. Fails within `timeout`
@@ -70,7 +70,7 @@ class Client:
     def __init__(self, url_file=None, profile: str | None = None, *, cluster_id: str | None = None,
                  context=None, timeout: float = 10) -> None:
         where = next((w for w in (url_file, cluster_id, profile) if w is not None), None)
-        self.connection_file = connection.find(where)
+        self.connection_file = connection.find(state.choose(None) if where is None else where)
         info = connection.read(self.connection_file)
         self.cluster_id = info.cluster_id
         self.timeout = timeout

@@ -6,12 +6,16 @@ async form (``await cluster.start_cluster()``) and a sync one-liner over it
 (``cluster.start_cluster_sync()``) that works inside a running event loop too (a notebook).
 
 State lives in one directory per cluster (`cluster_dir`): the connection file, ``cluster.json``
-(who started what, for ``ipcluster list`` and ``ipcluster stop``) and the logs.
+(`ipcluster.state`: who started what, for ``ipcluster list`` and ``ipcluster stop``) and the
+logs. A cluster belongs to the process that started it: its controller stops everything when
+that process dies (``shutdown_atexit=False`` keeps it running). A start that fails stops what it
+started and keeps the directory, so that the logs its error quotes are still there.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import os
 import secrets
@@ -28,6 +32,7 @@ from ipcluster import launchers
 from ipcluster import connection, state
 from ipcluster.client import Client
 import ipcluster.dashboard.link as dashboard
+from ipcluster.progress import wait_registered
 from ipcluster.supervisor import Supervisor
 from ipcluster.config import cluster_dir, resolve
 from ipcluster.errors import IpclusterError, NoEnginesRegistered
@@ -61,6 +66,14 @@ def run_sync(coro):
     return box["value"]
 
 
+def check_count(n, what: str = "n") -> int:
+    """`n` as a number of engines, or a clear error saying what was expected."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"{what} must be a whole number of engines, 0 or more; got {n!r} "
+                         f"({type(n).__name__}); e.g. Cluster(n=4) or `ipcluster start -n 4`")
+    return n
+
+
 def make_launcher(engines: str, log_dir, **options) -> launchers.Launcher:
     """The `engines` launcher with options from `options`, then dask.config, then defaults."""
     cls = launchers.get(engines)
@@ -75,18 +88,24 @@ class Cluster:
     keywords are that launcher's options (``partition="debug"``), resolved over dask.config
     ``ipcluster.<launcher>``. The default, None, is ``"local"``, or inside a Slurm, PBS, LSF or
     SGE allocation: engines across the allocation (``srun`` or ``mpiexec``), `n` its task count.
+
+    The cluster stops when this process exits, normally or not (its controller watches it);
+    with ``shutdown_atexit=False`` it keeps running until ``ipcluster stop CLUSTER_ID``.
+    `start_timeout` counts from when the engines start running: a batch job waiting in the
+    queue is shown waiting, for at most `pending_timeout` seconds (None: no limit).
     """
 
     def __init__(self, n: int | None = None, *, engines: str | None = None, cluster_id: str | None = None,
                  controller_ip: str | None = None, interface: str | None = None,
                  curve: bool | None = None, restart: bool = False, db: str | None = None,
-                 start_timeout: float = 60.0,
-                 owner: str = "python", **launcher_options) -> None:
+                 start_timeout: float = 60.0, pending_timeout: float | None = None,
+                 shutdown_atexit: bool = True, max_message_size: int | None = None,
+                 **launcher_options) -> None:
         self.allocation = allocation.detect() if engines is None else None
         if self.allocation is not None:
             launcher_options.setdefault("starter", self.allocation.starter)
             n = self.allocation.tasks if n is None else n
-        self.n = n if n is not None else (os.cpu_count() or 1)
+        self.n = check_count(n) if n is not None else (os.cpu_count() or 1)
         self.engines = engines or "local"
         self.launcher_options = launcher_options
         self.interface = interface
@@ -97,7 +116,11 @@ class Cluster:
         self.db = db  # "sqlite" or "sqlite:PATH": tasks and results survive a controller crash
         self.supervisor: Supervisor | None = None
         self.start_timeout = start_timeout
-        self.owner = owner  # "cli" when `ipcluster start` supervises it
+        self.pending_timeout = pending_timeout
+        self.shutdown_atexit = shutdown_atexit  # False: the cluster outlives this process
+        self.max_message_size = max_message_size  # bytes in one frame; None: the controller's default
+        self.owner = state.Owner.this_process()
+        self.created = time.time()
         self.cluster_dir = cluster_dir(self.cluster_id)
         self.connection_file = self.cluster_dir / connection.FILENAME
         self.controller: subprocess.Popen | None = None
@@ -132,8 +155,12 @@ class Cluster:
             argv.append("--curve" if self.curve else "--no-curve")
         if self.db is not None:
             argv += ["--db", self.db]
+        if self.max_message_size is not None:
+            argv += ["--max-message-size", str(self.max_message_size)]
         if restore:
             argv.append("--restore")
+        if self.shutdown_atexit:
+            argv += ["--owner", str(self.owner)]
         log = self.cluster_dir / "controller.log"
         with open(log, "ab") as out:
             self.controller = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
@@ -151,9 +178,13 @@ class Cluster:
                     f"was ready; its log {log} ends with:\n{tail(log)}")
             if time.monotonic() > deadline:
                 raise IpclusterError(f"the controller was not ready after {self.start_timeout} s; "
-                                     f"see its log at {log}")
+                                     f"its log {log} ends with:\n{tail(log)}")
             await asyncio.sleep(0.01)
+        if not restore:
+            state.write(self.cluster_id, {})  # a fresh record, not one a failed start left
         self._write_state()
+        if self.shutdown_atexit:
+            atexit.register(self._stop_at_exit)
 
     @property
     def remote(self) -> bool:
@@ -171,14 +202,17 @@ class Cluster:
             raise IpclusterError(f"cannot choose the controller's address: {exc}") from None
 
     async def stop_controller(self) -> None:
+        await asyncio.to_thread(self._stop_controller)
+
+    def _stop_controller(self) -> None:
         if self.controller is None:
             return
         self.controller.terminate()
         try:
-            await asyncio.to_thread(self.controller.wait, 5)
+            self.controller.wait(5)
         except subprocess.TimeoutExpired:
             self.controller.kill()
-            await asyncio.to_thread(self.controller.wait)
+            self.controller.wait()
 
     @property
     def dashboard_link(self) -> str:
@@ -204,23 +238,27 @@ class Cluster:
         return self.launcher.script(self.engine_command(), self.n if n is None else n)
 
     async def start_engines(self, n: int | None = None) -> None:
-        n = self.n if n is None else n
+        n = check_count(self.n if n is None else n)
         self._engine_environment()
         try:
             await asyncio.to_thread(self.launcher.start, self.engine_command(), n)
         except launchers.LaunchError as exc:
             raise IpclusterError(f"could not start {n} engines with the {self.engines} launcher: "
                                  f"{exc}") from None
-        self._write_state()
+        finally:
+            self._write_state()  # job ids on disk at once: the controller cancels them if we die
         if self.supervisor is None and self.launcher.local_processes() is not None:
             self.supervisor = Supervisor(self, self.restart)
             self.supervisor.start()
 
     async def stop_engines(self) -> None:
+        await asyncio.to_thread(self._stop_engines)
+
+    def _stop_engines(self) -> None:
         if self.supervisor is not None:
-            await asyncio.to_thread(self.supervisor.stop)
+            self.supervisor.stop()
             self.supervisor = None
-        await asyncio.to_thread(self.launcher.stop)
+        self.launcher.stop()
 
     def signal_engines(self, sig: int) -> None:
         """Send `sig` to every engine, through the launcher (``scancel --signal`` for Slurm)."""
@@ -240,8 +278,8 @@ class Cluster:
         try:
             await self.start_controller()
             await self.start_engines(n)
-        except BaseException:
-            await self.stop_cluster()
+        except BaseException as exc:
+            await self._stop_failed(exc)
             raise
 
     async def connect_client(self) -> Client:
@@ -249,25 +287,17 @@ class Cluster:
         return self.client
 
     async def wait_for_engines(self, n: int | None = None, timeout: float | None = None) -> None:
-        """Wait until `n` engines registered; fail at once, with its log, if an engine exits."""
-        n = self.n if n is None else n
-        timeout = self.start_timeout if timeout is None else timeout
+        """Wait until `n` engines registered; fail at once, with its log, if an engine exits.
+
+        `timeout` (default `start_timeout`) counts from when the engines start running: while
+        a batch job waits in the queue, its wait is shown ("slurm job 1234 pending: Priority,
+        2 min"), for at most `pending_timeout` seconds.
+        """
+        n = check_count(self.n if n is None else n)
         client = self.client if self.client is not None else await self.connect_client()
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                return await asyncio.to_thread(client.wait_for_engines, n, timeout=0.1)
-            except NoEnginesRegistered:
-                pass
-            state = await asyncio.to_thread(self.launcher.state)
-            if state is launchers.State.FAILED:
-                raise NoEnginesRegistered(
-                    f"{len(client.ids)} of {n} engines registered; the others exited before "
-                    f"registering. The {self.engines} launcher says: {self.launcher.failure()}")
-            if time.monotonic() > deadline:
-                raise NoEnginesRegistered(
-                    f"{len(client.ids)} of {n} engines registered after {timeout} s; "
-                    f"see the engine logs in {self.cluster_dir}")
+        await wait_registered(client, self.launcher, n,
+                              timeout=self.start_timeout if timeout is None else timeout,
+                              pending_timeout=self.pending_timeout)
 
     async def start_and_connect(self, n: int | None = None) -> Client:
         """Start the cluster, connect a client, wait for the engines; returns the client."""
@@ -275,35 +305,66 @@ class Cluster:
         try:
             await self.connect_client()
             await self.wait_for_engines(n)
-        except BaseException:
-            await self.stop_cluster()
+        except BaseException as exc:
+            await self._stop_failed(exc)
             raise
         self.ready = True
         self._write_state()
         return self.client
 
-    async def stop_cluster(self) -> None:
-        """Stop engines, then the controller; close the client; remove the cluster's directory."""
+    async def _stop_failed(self, exc: BaseException) -> None:
+        """Stop what a failed start started, keeping the directory: its logs explain the error
+        (``ipcluster list`` shows the cluster as failed, ``ipcluster clean`` removes it)."""
+        await self._stop_processes()
+        if self.cluster_dir.exists():
+            reason = "interrupted" if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)) \
+                else f"{type(exc).__name__}: {exc}"
+            state.update(self.cluster_id, failed=reason, **self._state())
+            if isinstance(exc, IpclusterError) and not isinstance(exc, NoEnginesRegistered):
+                exc.args = (f"{exc.args[0]}\n(the logs stay in {self.cluster_dir}; "
+                            f"`ipcluster clean` removes them)",) + exc.args[1:]
+
+    async def _stop_processes(self) -> None:
+        await asyncio.to_thread(self._halt)
+
+    def _halt(self) -> None:
+        """Close the client, stop the engines, then the controller (blocking: also at exit,
+        when no new thread may start)."""
+        atexit.unregister(self._stop_at_exit)
         if self.client is not None:
             self.client.close()
             self.client = None
-        await self.stop_engines()
-        await asyncio.to_thread(dashboard.stop, self.cluster_dir)
+        self._stop_engines()
+        dashboard.stop(self.cluster_dir)
+        self._stop_controller()
+
+    async def stop_cluster(self) -> None:
+        """Stop engines, then the controller; close the client; remove the cluster's directory."""
+        await asyncio.to_thread(self._stop_at_exit)
+
+    def _stop_at_exit(self) -> None:
+        self._halt()
         if self.controller is not None:  # only what this object made: never another's directory
-            await self.stop_controller()
             shutil.rmtree(self.cluster_dir, ignore_errors=True)
+
+    def _state(self) -> dict:
+        jobs = list(getattr(self.launcher, "jobs", []))
+        return {
+            "cluster_id": self.cluster_id, "n": self.n, "engines": self.engines,
+            "owner": {"pid": self.owner.pid, "started": self.owner.started,
+                      "command": " ".join(sys.argv[:3])},
+            "shutdown_atexit": self.shutdown_atexit,
+            "controller_pid": self.controller.pid if self.controller else None,
+            "engine_pids": list(self.launcher.pids), "jobs": jobs,
+            "cancel": [self.launcher.cancel_argv(jobs)] if jobs else [],
+            "created": self.created, "ready": self.ready,
+        }
 
     def _write_state(self) -> None:
         if self.controller is None:  # engines added to a cluster another process owns: its record
             return
-        state.write(self.cluster_id, {
-            "cluster_id": self.cluster_id, "n": self.n, "engines": self.engines,
-            "owner": self.owner, "supervisor_pid": os.getpid(),
-            "controller_pid": self.controller.pid if self.controller else None,
-            "engine_pids": list(self.launcher.pids),
-            "jobs": list(getattr(self.launcher, "jobs", [])),
-            "created": time.time(), "ready": self.ready,
-        })
+        if self.cluster_dir.exists():
+            state.update(self.cluster_id, failed=None, **self._state())
 
     # -- sync forms -------------------------------------------------------------------------
 

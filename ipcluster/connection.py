@@ -15,7 +15,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from ipcluster.config import DEFAULT_CLUSTER_ID, cluster_dir, ipcluster_dir
+from ipcluster.config import cluster_dir
 from ipcluster.errors import ConnectionFileError
 
 FILENAME = "connection.json"
@@ -130,33 +130,10 @@ def read(path: str | os.PathLike) -> ConnectionInfo:
     return info
 
 
-def running_cluster_ids() -> list[str]:
-    """Clusters with a connection file in $IPCLUSTER_DIR (running, or crashed and not cleaned)."""
-    root = ipcluster_dir()
-    if not root.is_dir():
-        return []
-    return sorted(p.parent.name for p in root.glob(f"*/{FILENAME}"))
-
-
-def find(url_file_or_cluster_id: str | os.PathLike | None) -> Path:
-    """The connection file for a path, a cluster id, or (None) the one running cluster."""
-    if url_file_or_cluster_id is not None:
-        candidate = Path(url_file_or_cluster_id)
-        if candidate.suffix == ".json" or candidate.is_file() or os.sep in str(candidate):
-            return candidate
-        return cluster_dir(str(url_file_or_cluster_id)) / FILENAME
-    default = cluster_dir(DEFAULT_CLUSTER_ID) / FILENAME
-    if default.exists():
-        return default
-    ids = running_cluster_ids()
-    if len(ids) == 1:
-        return cluster_dir(ids[0]) / FILENAME
-    if not ids:
-        raise ConnectionFileError(
-            f"no running cluster found in {ipcluster_dir()}; start one with "
-            "`ipcluster start -n 4`, or pass a connection file or cluster id to Client()"
-        )
-    raise ConnectionFileError(
-        f"{len(ids)} clusters are running ({', '.join(ids)}); "
-        "pass the one you want: Client(cluster_id) or Client('path/to/connection.json')"
-    )
+def find(url_file_or_cluster_id: str | os.PathLike) -> Path:
+    """The connection file for a path or a cluster id (`ipcluster.state.choose` says which
+    cluster is meant when none is named)."""
+    candidate = Path(url_file_or_cluster_id)
+    if candidate.suffix == ".json" or candidate.is_file() or os.sep in str(candidate):
+        return candidate
+    return cluster_dir(str(url_file_or_cluster_id)) / FILENAME

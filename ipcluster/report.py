@@ -7,21 +7,8 @@ import json
 import sys
 import time
 
-from ipcluster import connection
+from ipcluster import connection, state
 from ipcluster.config import cluster_dir, ipcluster_dir
-from ipcluster.state import read as read_state
-
-
-def alive(pid: int | None) -> bool:
-    import psutil
-
-    if not pid:
-        return False
-    try:
-        proc = psutil.Process(pid)
-        return proc.status() != psutil.STATUS_ZOMBIE and "ipcluster" in " ".join(proc.cmdline())
-    except psutil.Error:
-        return False
 
 
 # -- status -------------------------------------------------------------------------------------
@@ -46,7 +33,7 @@ def cmd_status(args) -> int:
     from ipcluster.errors import IpclusterError
 
     try:
-        with Client(args.cluster_id, timeout=5) as rc:
+        with Client(state.choose(args.cluster_id), timeout=5) as rc:
             engines = rc.engine_info()
             queue = rc.queue_status()["unassigned"]
             store = rc.store_problem
@@ -79,15 +66,20 @@ def cmd_status(args) -> int:
 
 def cmd_list(args) -> int:
     rows = []
-    for cid in connection.running_cluster_ids():
-        state = read_state(cid) or {}
-        engines = sum(1 for p in state.get("engine_pids", []) if alive(p))
+    for cid in state.cluster_ids():
+        found = state.read(cid) or {}
+        pids, _ = state.engines(found)
+        owner = found.get("owner") or {}
         rows.append({
             "cluster_id": cid,
-            "state": "running" if alive(state.get("controller_pid")) else "stopped",
-            "engines": engines,
-            "owner": state.get("owner"),
-            "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(state.get("created", 0))),
+            "state": state.status(cid),
+            "engines": sum(1 for p in pids if state.alive(p)),
+            "jobs": len(found.get("jobs", [])),
+            "owner": (f"{owner.get('pid')}" + ("" if found.get("shutdown_atexit", True) else " (kept)")
+                      if owner else "-"),
+            "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(found.get("created", 0))),
+            "failed": found.get("failed"),
+            "directory": str(cluster_dir(cid)),
             "connection_file": str(cluster_dir(cid) / connection.FILENAME),
         })
     if args.output == "json":
@@ -96,9 +88,14 @@ def cmd_list(args) -> int:
     if not rows:
         print(f"no clusters in {ipcluster_dir()}")
         return 0
-    cols = ["cluster_id", "state", "engines", "owner", "created"]
+    cols = ["cluster_id", "state", "engines", "jobs", "owner", "created"]
     widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in cols]
     print("  ".join(c.upper().ljust(w) for c, w in zip(cols, widths)))
     for r in rows:
         print("  ".join(str(r[c]).ljust(w) for c, w in zip(cols, widths)))
+    for r in rows:
+        if r["state"] in ("failed", "stale"):
+            why = f"failed: {r['failed'].splitlines()[0]}" if r["failed"] else "nothing runs"
+            print(f"{r['cluster_id']}: {why}; logs in {r['directory']} (`ipcluster clean` "
+                  f"removes them)")
     return 0

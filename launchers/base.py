@@ -50,6 +50,15 @@ class Launcher(ABC):
         """Why the launcher is FAILED, for users: what failed, the reason and its log."""
         return None
 
+    def pending(self) -> str | None:
+        """What the processes still wait for before they run (a batch job in the queue), for
+        users: ``slurm job 1234 pending: Priority, 2 min``; None when nothing waits."""
+        return None
+
+    def logs(self) -> list:
+        """Paths of the logs the processes write, for error messages to quote."""
+        return []
+
     def hosts(self) -> list[str] | None:
         """Hosts processes may run on, to choose an address they reach; None: this one only."""
         return None

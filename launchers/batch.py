@@ -244,6 +244,18 @@ class BatchLauncher(Launcher):
                 return state
         return State.STOPPED
 
+    def pending(self) -> str | None:
+        for job in self.jobs:
+            if self.job_state(job) is State.PENDING:
+                native, reason = self.native[job]
+                waited = time.monotonic() - self._submitted[job]
+                return (f"{self.name} job {job} pending: {reason or native}, "
+                        f"{f'{waited / 60:.0f} min' if waited >= 90 else f'{waited:.0f} s'}")
+        return None
+
+    def logs(self) -> list[Path]:
+        return [self.output_path(job) for job in self.jobs]
+
     def failure(self) -> str | None:
         for job in self.jobs:
             if self.job_state(job) is State.FAILED:

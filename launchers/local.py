@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ipcluster.launchers import starters
-from ipcluster.launchers.base import Launcher, State, tail
+from ipcluster.launchers.base import Launcher, LaunchError, State, tail
 from ipcluster.launchers.options import build
 
 
@@ -63,6 +63,11 @@ class LocalLauncher(Launcher):
                     argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT if out else None,
                     env=env, start_new_session=True,  # Ctrl-C in a terminal reaches only our parent
                 )
+            except FileNotFoundError:
+                raise LaunchError(
+                    f"{argv[0]!r} not found; is it installed and on PATH? (PATH={env.get('PATH', '')})"
+                    + (f"; or set the {self.name} launcher's `mpiexec` option to its full path"
+                       if isinstance(self.options, MPIOptions) else "")) from None
             finally:
                 if out is not None:
                     out.close()
@@ -74,6 +79,9 @@ class LocalLauncher(Launcher):
     @property
     def pids(self) -> list[int]:
         return [p.pid for p in self.processes]
+
+    def logs(self) -> list[Path]:
+        return [log for i in range(len(self.processes)) if (log := self.log_path(i)) is not None]
 
     def signal(self, sig: int = signals.SIGINT) -> None:
         self._signal_groups(sig, [p for p in self.processes if p.poll() is None])

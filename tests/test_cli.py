@@ -32,7 +32,7 @@ def test_daemonize_then_client_then_list_then_stop():
     assert started.returncode == 0, started.stderr
     assert "running in the background with 4 engines" in started.stdout
     state = json.loads((ipcluster_dir() / "default" / "cluster.json").read_text())
-    pids = [state["supervisor_pid"], state["controller_pid"], *state["engine_pids"]]
+    pids = [state["owner"]["pid"], state["controller_pid"], *state["engine_pids"]]
     try:
         count = subprocess.run(
             [sys.executable, "-c", "import ipcluster; print(len(ipcluster.Client().ids))"],
@@ -74,8 +74,11 @@ def test_stop_of_an_unknown_cluster_says_so():
 
 
 def test_bad_arguments_get_usage_errors():
-    out = ipcluster("start", "-n", "four")
-    assert out.returncode == 2 and "invalid int value" in out.stderr
+    for n in ("four", "-1", "2.5"):
+        out = ipcluster("start", "-n", n, "--cluster-id", "bad-n")
+        assert out.returncode == 2, out
+        assert f"expected a whole number of engines, 0 or more; got '{n}'" in out.stderr
+    assert not (ipcluster_dir() / "bad-n").exists()
     out = ipcluster("frobnicate")
     assert out.returncode == 2 and "invalid choice" in out.stderr
 
@@ -159,3 +162,4 @@ def test_a_durable_cluster_replaces_a_controller_that_dies():
         assert again.stdout == first.stdout  # the same engine processes, their namespaces intact
     finally:
         assert ipcluster("stop", "--cluster-id", "phoenix").returncode == 0
+

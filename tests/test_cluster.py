@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import shutil
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
 
 import ipcluster
+from ipcluster import state
 
 
 def _gone(pids) -> bool:
@@ -47,10 +51,14 @@ class FailingEngines(ipcluster.Cluster):
 def test_an_engine_that_cannot_start_is_reported_with_its_log():
     cluster = FailingEngines(n=2)
     t0 = time.monotonic()
-    with pytest.raises(ipcluster.NoEnginesRegistered, match="(?s)exited before registering.*no GPU"):
+    with pytest.raises(ipcluster.NoEnginesRegistered, match="(?s)exited before registering.*no GPU") as info:
         cluster.start_and_connect_sync()
     assert time.monotonic() - t0 < 20
     assert _gone([cluster.controller.pid])
+    log = re.search(r"its log (\S+) ends with", str(info.value))[1]
+    assert "no GPU" in Path(log).read_text()  # the evidence is kept
+    assert state.status(cluster.cluster_id) == "failed"
+    shutil.rmtree(cluster.cluster_dir)
 
 
 def test_async_context_manager():
@@ -93,3 +101,25 @@ def test_a_second_cluster_with_the_same_id_is_refused():
             assert rc.ids == []
     finally:
         cluster.stop_cluster_sync()
+
+
+@pytest.mark.parametrize("engines, options, said", [
+    ("lsf", {}, "'bsub' not found; is lsf installed, and on PATH"),
+    ("mpi", {"mpiexec": "no-such-mpiexec"}, "'no-such-mpiexec' not found; is it installed and on PATH?"),
+])
+def test_a_missing_command_says_so_and_keeps_the_log_it_names(engines, options, said):
+    cluster = ipcluster.Cluster(n=2, engines=engines, **options)
+    with pytest.raises(ipcluster.IpclusterError, match=re.escape(said)) as info:
+        cluster.start_and_connect_sync()
+    kept = re.search(r"the logs stay in (\S+);", str(info.value))[1]
+    assert Path(kept) == cluster.cluster_dir and (cluster.cluster_dir / "controller.log").exists()
+    assert _gone([cluster.controller.pid])
+    assert state.status(cluster.cluster_id) == "failed"
+    shutil.rmtree(cluster.cluster_dir)
+
+
+@pytest.mark.parametrize("n", ["4", -1, 2.0, True])
+def test_a_bad_n_is_a_clear_error(n):
+    with pytest.raises(ValueError, match=re.escape(f"n must be a whole number of engines, 0 or "
+                                                   f"more; got {n!r} ({type(n).__name__})")):
+        ipcluster.Cluster(n=n)

@@ -14,15 +14,15 @@ LAYERS = [  # lowest first
     {"ipcluster.config", "ipcluster.errors"},
     {"ipcluster.transport"},
     {"ipcluster.protocol", "ipcluster.serialize", "ipcluster.connection", "ipcluster.shm", "ipcluster.namespace",
-     "ipcluster.fingerprint"},
+     "ipcluster.fingerprint", "ipcluster.state"},
     {"ipcluster.controller", "ipcluster.engine"},
     {"ipcluster.daskbridge", "ipcluster.joblib_backend",
      "ipcluster.asyncresult", "ipcluster.task", "ipcluster.remotefunction", "ipcluster.views", "ipcluster.balanced", "ipcluster.client",
      "ipcluster.cluster", "ipcluster.executor", "ipcluster.session", "ipcluster.partition",
      "ipcluster.imports", "ipcluster.dependency", "ipcluster.supervisor", "ipcluster.output",
-     "ipcluster.state", "ipcluster.dashboard.link",
+     "ipcluster.progress", "ipcluster.dashboard.link",
      "ipcluster.display"},
-    {"ipcluster.magics", "ipcluster.celloutput", "ipcluster.cli", "ipcluster.report", "ipcluster.__main__", "ipcluster",
+    {"ipcluster.magics", "ipcluster.celloutput", "ipcluster.cli", "ipcluster.report", "ipcluster.teardown", "ipcluster.__main__", "ipcluster",
      "ipcluster.dashboard"},  # the dashboard process (its link module is in the layer below)
 ]
 

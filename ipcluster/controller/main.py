@@ -1,5 +1,5 @@
 """Processes layer: the controller process: its options, its keys, and its life from the
-connection file written to SIGTERM."""
+connection file written to SIGTERM, or to the death of the cluster's owner (`--owner`)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ import logging
 import os
 import signal
 import socket
+import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ipcluster import connection, shm, transport
+from ipcluster import connection, shm, state, transport
 from ipcluster.controller import recovery
 from ipcluster.controller.server import Controller
 from ipcluster.controller.store import Store
@@ -69,10 +71,53 @@ def open_store(options: ControllerOptions, connection_file: Path) -> Store | Non
     return Store(Path(path) if path else connection_file.parent / "tasks.db")
 
 
-def run(cluster_id: str, options: ControllerOptions, connection_file: Path, restore: bool = False) -> None:
+class OwnerWatch:
+    """Whether the cluster's owner has died, asking the system at most every `interval` s."""
+
+    def __init__(self, owner: state.Owner | None, interval: float = 0.5) -> None:
+        self.owner, self.interval = owner, interval
+        self.dead = False
+        self._next = 0.0
+
+    def __call__(self) -> bool:
+        if self.owner is None or self.dead:
+            return self.dead
+        now = time.monotonic()
+        if now >= self._next:
+            self._next = now + self.interval
+            self.dead = not self.owner.alive()
+        return self.dead
+
+
+def stop_orphaned(controller: Controller, cluster_id: str, grace: float = 3.0) -> None:
+    """The owner died without stopping its cluster: stop every engine (registered ones by
+    message; local processes by the pids, batch jobs by the cancel commands in the record)."""
+    for engine in list(controller.registry.by_id.values()):
+        controller.send_control(engine, {"action": "shutdown"})
+    pids, cancel = state.engines(state.read(cluster_id) or {})
+    for argv in cancel:
+        try:
+            subprocess.run(argv, capture_output=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log.warning("could not cancel the cluster's jobs with %s: %s", argv, exc)
+    pids = [p for p in pids if state.alive(p)]
+    deadline = time.monotonic() + grace
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.killpg(pid, sig) if os.getpgid(pid) == pid else os.kill(pid, sig)
+        while pids and time.monotonic() < deadline:
+            time.sleep(0.05)
+            pids = [p for p in pids if state.alive(p)]
+        deadline = time.monotonic() + grace
+
+
+def run(cluster_id: str, options: ControllerOptions, connection_file: Path, restore: bool = False,
+        owner: state.Owner | None = None) -> None:
     """Run a controller until SIGTERM or SIGINT (or a client's shutdown), with its connection
     file written meanwhile. With `restore`, take over from a controller that died: the same
-    key, ports and task store, so engines and clients reconnect to it."""
+    key, ports and task store, so engines and clients reconnect to it. With `owner`, stop the
+    whole cluster (engines and batch jobs too) within a second of that process's death."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s controller %(levelname)s %(message)s")
     stop = []
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -93,8 +138,12 @@ def run(cluster_id: str, options: ControllerOptions, connection_file: Path, rest
     log.info("controller of cluster %r on %s (pid %d, host %s, curve %s%s)", cluster_id,
              controller.info.client_url, os.getpid(), socket.gethostname(),
              "on" if controller.info.curve_public_key else "off", ", restored" if restore else "")
+    owner_died = OwnerWatch(owner)
     try:
-        controller.serve(lambda: bool(stop))
+        controller.serve(lambda: bool(stop) or owner_died())
+        if owner_died.dead:
+            log.warning("the cluster's owner (pid %d) has exited; stopping its engines", owner.pid)
+            stop_orphaned(controller, cluster_id)
     finally:
         with contextlib.suppress(ConnectionFileError, OSError):
             if connection.read(connection_file).controller_pid == os.getpid():

@@ -7,7 +7,7 @@ import argparse
 import sys
 import webbrowser
 
-from ipcluster import connection
+from ipcluster import connection, state
 from ipcluster.dashboard.link import dashboard_link
 from ipcluster.errors import IpclusterError
 
@@ -27,7 +27,7 @@ def add_parser(sub) -> None:
 
 def cmd_dashboard(args) -> int:
     try:
-        path = connection.find(args.connection_file or args.cluster_id)
+        path = connection.find(args.connection_file or state.choose(args.cluster_id))
         if args.serve:
             from ipcluster.dashboard.server import serve
 

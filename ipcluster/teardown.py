@@ -1,0 +1,126 @@
+"""Surfaces layer: stopping clusters from the command line: ``ipcluster stop [CLUSTER_ID]
+[--all]`` and ``ipcluster clean``, from what each cluster's record (`ipcluster.state`) says.
+
+An ``ipcluster start`` that owns a cluster is asked to stop it (SIGTERM), so that it stops its
+engines and jobs itself; what is left (or a cluster owned by a Python process, which is never
+killed) is stopped here: batch jobs cancelled, processes sent SIGTERM, then SIGKILL.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+from ipcluster import state
+import ipcluster.dashboard.link as dashboard
+from ipcluster.config import cluster_dir, ipcluster_dir
+from ipcluster.errors import ConnectionFileError
+
+
+def _wait_gone(pids: list[int], timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pids = [p for p in pids if state.alive(p)]
+        if not pids:
+            break
+        time.sleep(0.05)
+    return [p for p in pids if state.alive(p)]
+
+
+def _kill(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        if state.alive(pid):
+            try:
+                os.killpg(pid, sig) if os.getpgid(pid) == pid else os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def _started_by_the_cli(owner: state.Owner) -> bool:
+    """The owner is an ``ipcluster start`` still running (not the user's Python)."""
+    import psutil
+
+    if not owner.alive():
+        return False
+    try:
+        argv = psutil.Process(owner.pid).cmdline()
+    except psutil.Error:
+        return False
+    return "start" in argv and any(a.endswith(("ipcluster", "__main__.py")) or a == "ipcluster"
+                                   for a in argv[:3])
+
+
+def stop(cluster_id: str) -> list[int]:
+    """Stop everything recorded for `cluster_id` and remove its directory; returns the pids
+    that would not stop."""
+    found = state.read(cluster_id) or {}
+    owner = state.owner_of(found)
+    if _started_by_the_cli(owner):
+        _kill([owner.pid], signal.SIGTERM)  # it stops its engines, jobs and controller
+        deadline = time.monotonic() + 40
+        while owner.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    pids, cancel = state.engines(found)
+    for argv in cancel:
+        try:
+            subprocess.run(argv, capture_output=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            print(f"ipcluster: could not cancel jobs with {argv}: {exc}", file=sys.stderr)
+    children = [found.get("controller_pid"), *pids,
+                (dashboard.read(cluster_dir(cluster_id)) or {}).get("pid")]
+    _kill(children, signal.SIGTERM)
+    left = _kill_after(_wait_gone(children, 5))
+    if not _started_by_the_cli(owner):
+        shutil.rmtree(cluster_dir(cluster_id), ignore_errors=True)
+    return left
+
+
+def _kill_after(left: list[int]) -> list[int]:
+    _kill(left, signal.SIGKILL)
+    return _wait_gone(left, 5)
+
+
+def cmd_stop(args) -> int:
+    if args.all:
+        ids = state.running()
+        if not ids:
+            print(f"no running clusters in {ipcluster_dir()}")
+            return 0
+    else:
+        try:
+            ids = [state.choose(args.cluster or args.cluster_id)]
+        except ConnectionFileError as exc:
+            print(f"ipcluster: {exc}", file=sys.stderr)
+            return 1
+        if not cluster_dir(ids[0]).is_dir():
+            print(f"ipcluster: no cluster {ids[0]!r} in {ipcluster_dir()}; running: "
+                  f"{', '.join(state.running()) or 'none'}", file=sys.stderr)
+            return 1
+    code = 0
+    for cluster_id in ids:
+        left = stop(cluster_id)
+        if left:
+            print(f"ipcluster: processes {left} of cluster {cluster_id!r} did not stop",
+                  file=sys.stderr)
+            code = 1
+        else:
+            print(f"cluster {cluster_id!r} stopped")
+    return code
+
+
+def cmd_clean(args) -> int:
+    """Remove failed and stale clusters: whatever of them still runs is stopped first."""
+    removed = 0
+    for cluster_id in state.cluster_ids():
+        status = state.status(cluster_id)
+        if status in ("failed", "stale"):
+            stop(cluster_id)
+            print(f"removed {status} cluster {cluster_id!r}")
+            removed += 1
+    if not removed:
+        print(f"nothing to clean in {ipcluster_dir()}")
+    return 0

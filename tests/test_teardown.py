@@ -1,0 +1,42 @@
+"""ipcluster stop [CLUSTER_ID] [--all], ipcluster clean, and the rule for which cluster a
+command means, on real clusters (this module starts no shared cluster, so it sees only its own)."""
+
+from __future__ import annotations
+
+import json
+
+from ipcluster.config import ipcluster_dir
+from tests.test_cli import ipcluster
+
+
+def test_a_failed_daemonized_start_quotes_its_log_and_list_and_clean_show_it():
+    out = ipcluster("start", "-n", "1", "--engines", "lsf", "--daemonize", "--cluster-id", "nolsf")
+    assert out.returncode == 1
+    assert "'bsub' not found; is lsf installed, and on PATH" in out.stderr, out.stderr
+    log = ipcluster_dir() / "nolsf" / "ipcluster.log"
+    assert f"{log} ends with:" in out.stderr and log.exists()
+    listed = ipcluster("list")
+    assert "nolsf" in listed.stdout and "failed" in listed.stdout and "ipcluster clean" in listed.stdout
+    rows = json.loads(ipcluster("list", "-o", "json").stdout)
+    assert [(r["cluster_id"], r["state"]) for r in rows] == [("nolsf", "failed")]
+    cleaned = ipcluster("clean")
+    assert "removed failed cluster 'nolsf'" in cleaned.stdout
+    assert not log.parent.exists()
+
+
+def test_stop_takes_a_positional_id_and_all_and_version_is_shown():
+    for cid in ("one", "two"):
+        assert ipcluster("start", "-n", "1", "--daemonize", "--cluster-id", cid).returncode == 0
+    try:
+        ambiguous = ipcluster("status")
+        assert ambiguous.returncode == 1
+        assert "2 clusters are running (one, two) and none is 'default'" in ambiguous.stderr
+        assert ipcluster("stop", "one").stdout == "cluster 'one' stopped\n"
+        only = ipcluster("status", "-o", "json")  # the only running cluster is meant
+        assert only.returncode == 0 and len(json.loads(only.stdout)["engines"]) == 1
+    finally:
+        stopped = ipcluster("stop", "--all")
+    assert stopped.returncode == 0 and "cluster 'two' stopped" in stopped.stdout
+    assert json.loads(ipcluster("list", "-o", "json").stdout) == []
+    version = ipcluster("--version")
+    assert version.returncode == 0 and version.stdout.startswith("ipcluster 0.")
