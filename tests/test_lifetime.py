@@ -15,6 +15,7 @@ import pytest
 
 import ipcluster
 from ipcluster import state
+from tests.conftest import wait_until
 
 START = """
 import json, ipcluster
@@ -44,9 +45,7 @@ def _running(pids) -> list[int]:
 def wait_until_gone(pids, timeout: float = 10) -> float:
     """Seconds until none of `pids` runs; fails after `timeout`."""
     t0 = time.monotonic()
-    while _running(pids):
-        assert time.monotonic() - t0 < timeout, f"still running after {timeout} s: {_running(pids)}"
-        time.sleep(0.05)
+    wait_until(lambda: not _running(pids), timeout)
     return time.monotonic() - t0
 
 

@@ -9,8 +9,10 @@ SIGINT interrupts the running task (abort, timeout, Ctrl-C) and never the engine
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import signal
+import socket
 import sys
 import traceback
 from dataclasses import dataclass
@@ -20,7 +22,7 @@ from ipcluster.connection import ConnectionInfo
 from ipcluster.engine import shell
 from ipcluster.engine.capture import Capture
 from ipcluster.engine.control import RESULTS, STOP, Control
-from ipcluster.errors import RemoteError, TaskAborted, TaskTimeout, UnmetDependency
+from ipcluster.errors import RemoteError, SerializationError, TaskAborted, TaskTimeout, UnmetDependency
 from ipcluster.protocol import Signer, encode, now, pack
 
 log = logging.getLogger("ipcluster.engine")
@@ -97,7 +99,10 @@ class Engine:
         self.capture.task = task_id
         self.running.start(task_id, header.get("timeout"))
         try:
-            f, args, kwargs = serialize.loads(msg.content, msg.buffers)
+            try:
+                f, args, kwargs = serialize.loads(msg.content, msg.buffers)
+            except SerializationError as exc:
+                raise SerializationError(unloadable(exc, eid)) from exc.__cause__
             args, kwargs = namespace.resolve_references(args, kwargs)
             result = namespace.bind(f)(*args, **kwargs)
             self.running.finish()
@@ -144,3 +149,21 @@ class Engine:
 def run(info: ConnectionInfo, options: EngineOptions, requested_id=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s engine %(levelname)s %(message)s")
     return Engine(info, options, requested_id).run()
+
+
+def unloadable(exc: SerializationError, eid) -> str:
+    """Why this engine cannot unpickle a task's function or arguments, and how to fix it: the
+    usual cause is a module importable where the client runs, not where the engine does."""
+    cause = exc.__cause__
+    where = (f"engine {eid} (pid {os.getpid()} on {socket.gethostname()}, working directory "
+             f"{os.getcwd()}, python {sys.executable})")
+    if not isinstance(cause, ModuleNotFoundError):
+        return f"{where} cannot unpickle the task's function or arguments: {cause or exc}"
+    name = cause.name or "?"
+    return (f"{where} cannot unpickle the task's function or arguments: module {name!r} is not "
+            f"importable on the engine. Either start the engines from the directory that holds "
+            f"{name} (they import from their working directory), or add that directory on them "
+            f"(rc[:].execute(\"import sys; sys.path.insert(0, '/path/to/dir')\"), then "
+            f"`with rc[:].sync_imports(): import {name}`), or send the module's code with its "
+            f"functions (cloudpickle.register_pickle_by_value({name}) in the client), or install "
+            f"{name} where the engines run")

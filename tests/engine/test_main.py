@@ -23,6 +23,28 @@ def test_a_task_that_exits_or_interrupts_does_not_kill_the_engine(rc):
     assert rc[0].apply_sync(os.getpid) == pid
 
 
+def test_a_function_from_a_module_the_engine_cannot_import_is_explained_from_its_side(rc, tmp_path, monkeypatch):
+    (tmp_path / "mylocalmod.py").write_text("def twice(x):\n    return 2 * x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))  # importable here, not on the engines
+    import mylocalmod
+
+    engine_cwd = rc[0].apply_sync(os.getcwd)
+    with pytest.raises(ipcluster.RemoteError) as info:
+        rc[0].apply_sync(mylocalmod.twice, 21)
+    message = str(info.value)
+    assert info.value.ename == "SerializationError"
+    assert "engine 0 (pid " in message and f"working directory {engine_cwd}," in message
+    assert "module 'mylocalmod' is not importable on the engine" in message
+    assert "start the engines from the directory that holds mylocalmod" in message
+    assert "cloudpickle.register_pickle_by_value(mylocalmod)" in message
+    assert "the result" not in message
+    rc[0].execute(f"import sys; sys.path.insert(0, {str(tmp_path)!r})", block=True)  # the advice works
+    try:
+        assert rc[0].apply_sync(mylocalmod.twice, 21) == 42
+    finally:
+        rc[0].execute(f"import sys; sys.path.remove({str(tmp_path)!r})", block=True)
+
+
 def test_an_engine_exits_with_a_clear_message_when_no_controller_answers(tmp_path):
     info = connection.ConnectionInfo("ghost", "tcp://127.0.0.1:9", "tcp://127.0.0.1:9",
                                      "tcp://127.0.0.1:9", connection.new_key())
@@ -46,3 +68,4 @@ def test_an_engine_that_dies_fails_its_task_with_engine_error(rc):
         ar.get(timeout=30)
     assert rc._refresh_ids() == [0, 2, 3]  # removed before its task failed
     assert pid not in rc[:].apply_sync(os.getpid)
+

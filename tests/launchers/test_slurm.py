@@ -5,6 +5,7 @@ register, and `ipcluster start` inside an allocation."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -14,6 +15,7 @@ import pytest
 
 import ipcluster
 from ipcluster import launchers
+from tests.conftest import wait_until
 from ipcluster.launchers.slurm import SlurmLauncher
 
 # Captured from squeue 22.05 on the test machine: a failed, a held, a running and a cancelled job
@@ -205,3 +207,57 @@ def test_ipcluster_start_inside_an_sbatch_job_uses_srun_with_no_flags(slurm, tmp
     for rank in range(4):  # each engine is an srun task of the job's step 0
         assert f"('{rank}', '0', 'slurmstepd')" in engines
     assert proc.stdout.strip().split(";")[0] not in squeue_ids()
+
+
+def test_a_held_job_waits_past_start_timeout_and_its_engines_register_once_released(slurm, capfd):
+    # start_timeout counts from when the job runs, not from its submission
+    cluster = ipcluster.Cluster(n=2, engines="slurm", start_timeout=2, poll_interval=0.2,
+                                directives=["--hold"])
+    errors = []
+
+    def start():
+        try:
+            cluster.start_and_connect_sync()
+        except Exception as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=start)
+    thread.start()
+    try:
+        job = wait_for_job_state(cluster, "PENDING")
+        held = time.monotonic()
+        wait_until(lambda: time.monotonic() - held > 2 * cluster.start_timeout or errors)
+        assert not errors and thread.is_alive()
+        subprocess.run(["scontrol", "release", job], check=True)
+        thread.join(60)
+        assert not errors, errors
+        assert cluster.client.ids == [0, 1]
+    finally:
+        thread.join()
+        cluster.stop_cluster_sync()
+    assert f"slurm job {job} pending: JobHeldUser" in capfd.readouterr().err
+    assert job not in squeue_ids()
+
+
+def test_ctrl_c_while_the_job_is_pending_cancels_it(slurm):
+    proc = subprocess.Popen([sys.executable, "-m", "ipcluster", "start", "-n", "1", "--engines",
+                             "slurm", "--cluster-id", "pending", "--set", "directives=[--hold]",
+                             "--set", "poll_interval=0.2"],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        seen = [proc.stderr.readline()]
+        while seen[-1] and " pending: " not in seen[-1]:
+            seen.append(proc.stderr.readline())
+        line = seen[-1]
+        assert " pending: JobHeldUser" in line, "".join(seen) + proc.stderr.read()
+        job = line.split("slurm job ", 1)[1].split()[0]
+        assert job in squeue_ids()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 130
+        assert "interrupted; cluster 'pending' stopped" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert job not in squeue_ids()
+    assert subprocess.run([sys.executable, "-m", "ipcluster", "clean"], capture_output=True).returncode == 0
