@@ -4,12 +4,15 @@ x -> r x (1 - x) over a grid of r, computed on every core.
     python examples/sweep.py [--engines N] [--points N]
 
 A positive exponent means chaos. The sweep shows the period-doubling route to chaos near
-r = 3.57 and the window of order near r = 3.83.
+r = 3.57 and the window of order near r = 3.83. By default it uses every core, but at most 4
+on the login node of a batch cluster (a machine with `sbatch`, `qsub` or `bsub`, outside a
+job), which others share.
 """
 
 import argparse
 import math
 import os
+import shutil
 import time
 
 import ipcluster
@@ -24,9 +27,17 @@ def lyapunov(r, steps=20_000, skip=1_000):
     return total / steps
 
 
+def default_engines() -> int:
+    cores = os.cpu_count() or 1
+    in_job = any(v in os.environ for v in ("SLURM_JOB_ID", "PBS_JOBID", "LSB_JOBID", "JOB_ID"))
+    login_node = not in_job and any(shutil.which(c) for c in ("sbatch", "qsub", "bsub"))
+    return min(cores, 4) if login_node else cores
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--engines", type=int, default=os.cpu_count())
+    parser.add_argument("--engines", type=int, default=default_engines(),
+                        help="engines to start (default: every core; at most 4 on a login node)")
     parser.add_argument("--points", type=int, default=400)
     args = parser.parse_args()
 
@@ -36,7 +47,9 @@ def main():
         print(f"cluster up: {len(rc.ids)} engines in {time.perf_counter() - t0:.2f} s")
         view = rc.load_balanced_view()
         t1 = time.perf_counter()
-        exponents = view.map_sync(lyapunov, grid)
+        ar = view.map_async(lyapunov, grid, label="lyapunov-sweep")
+        ar.wait_interactive()  # a progress bar
+        exponents = ar.get()
         elapsed = time.perf_counter() - t1
     t2 = time.perf_counter()
     serial = [lyapunov(r) for r in grid[:: max(1, len(grid) // 20)]]

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ipcluster import connection
+from ipcluster import command, connection
 from ipcluster.config import DEFAULT_CLUSTER_ID, cluster_dir, ipcluster_dir
 from ipcluster.errors import ConnectionFileError
 
@@ -165,10 +165,12 @@ def choose(cluster_id: str | None) -> str:
         return DEFAULT_CLUSTER_ID
     others = [f"{cid} ({status(cid)})" for cid in cluster_ids() if cid not in ids]
     if not ids:
+        mixup = command.clash()
         raise ConnectionFileError(
             f"no running cluster in {ipcluster_dir()}"
             + (f" (only {', '.join(others)}: `ipcluster clean` removes them)" if others else "")
-            + "; start one with `ipcluster start -n 4` or `ipcluster.Cluster(n=4)`")
+            + "; start one with `ipcluster start -n 4` or `ipcluster.Cluster(n=4)`"
+            + (f". Note: {mixup}" if mixup else ""))
     raise ConnectionFileError(
         f"{len(ids)} clusters are running ({', '.join(ids)}) and none is 'default'; name the "
         "one you mean: `ipcluster stop CLUSTER_ID`, `--cluster-id CLUSTER_ID`, Client(cluster_id)"

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 LAYERS = [  # lowest first
     {"ipcluster.launchers"},  # the repository's launchers/ folder
-    {"ipcluster.config", "ipcluster.errors"},
+    {"ipcluster.config", "ipcluster.errors", "ipcluster.command"},
     {"ipcluster.transport"},
     {"ipcluster.protocol", "ipcluster.serialize", "ipcluster.connection", "ipcluster.shm", "ipcluster.namespace",
      "ipcluster.fingerprint", "ipcluster.state"},

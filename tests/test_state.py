@@ -72,3 +72,20 @@ def test_engines_added_later_are_stopped_with_the_rest(clusters):
     state.add_engines("alpha", [3], ["scancel", "8"])
     state.add_engines("alpha", [4], None)
     assert state.engines(state.read("alpha")) == ([1, 2, 3, 4], [["scancel", "7"], ["scancel", "8"]])
+
+
+def test_ipyparallels_ipcluster_command_on_path_is_explained(clusters, tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "ipcluster"  # what pip writes for ipyparallel's console script
+    script.write_text("#!/usr/bin/python3\nimport sys\nfrom ipyparallel.cluster.app import main\n"
+                      "if __name__ == '__main__':\n    sys.exit(main())\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    with pytest.raises(ConnectionFileError, match=r"no running cluster.*the `ipcluster` command "
+                       r"on PATH \(.*/bin/ipcluster\) is ipyparallel's.*python -m ipcluster"):
+        state.choose(None)
+    script.write_text("#!/usr/bin/python3\nfrom ipcluster.cli import main\n")
+    with pytest.raises(ConnectionFileError) as ours:
+        state.choose(None)
+    assert "is ipyparallel's" not in str(ours.value)
