@@ -78,7 +78,8 @@ class RemoteError(IpclusterError):
 
 
 class CompositeError(RemoteError):
-    """Several engines failed in one call; `errors` holds each engine's `RemoteError`."""
+    """Several tasks of one call failed; `errors` holds each task's `RemoteError` (a task per
+    engine for a direct view, a task per chunk for a map)."""
 
     shown = 3
 
@@ -88,7 +89,9 @@ class CompositeError(RemoteError):
         super().__init__(first.ename, first.evalue, first.traceback, first.engine_id)
 
     def __str__(self) -> str:
-        lines = [f"{len(self.errors)} engines raised errors:"]
+        engines = sorted({e.engine_id for e in self.errors if e.engine_id is not None})
+        on = f" on engine{'s' if len(engines) > 1 else ''} {', '.join(map(str, engines))}" if engines else ""
+        lines = [f"{len(self.errors)} task{'s' if len(self.errors) > 1 else ''} raised errors{on}:"]
         lines += [f"  {e}" for e in self.errors[: self.shown]]
         if len(self.errors) > self.shown:
             lines.append(f"  ... and {len(self.errors) - self.shown} more (see .errors)")

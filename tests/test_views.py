@@ -115,7 +115,15 @@ def test_failures_on_several_engines_give_a_composite_error(rc):
     with pytest.raises(ipcluster.CompositeError) as info:
         rc[:].apply_sync(lambda: 1 / 0)
     assert sorted(e.engine_id for e in info.value.errors) == rc.ids
-    assert "4 engines raised errors" in str(info.value)
+    assert "4 tasks raised errors on engines 0, 1, 2, 3:" in str(info.value)
+
+
+def test_a_composite_error_counts_tasks_not_engines(rc):
+    view = rc.load_balanced_view(targets=[0, 1])
+    with pytest.raises(ipcluster.CompositeError) as info:
+        view.map_sync(lambda x: 1 / 0, range(6), chunksize=1)
+    assert len(info.value.errors) == 6
+    assert str(info.value).startswith("6 tasks raised errors on engine")
 
 
 def test_pull_of_a_missing_name_names_the_engine(rc):
