@@ -1,6 +1,8 @@
 """Surfaces layer: the output of one blocking ``%px`` cell, shown by the thread running the
 cell as it arrives (so that it lands in that cell in Jupyter): streamed text per engine, display
-data, ``Out[i:e]`` results, a progress bar for a long cell, grouping, then each engine's error."""
+data, ``Out[i:e]`` results, a progress bar for a long cell, grouping, then each engine's error.
+Streamed output comes in arrival order; what is shown at the end (grouped output, errors) in
+engine order, whatever the order of the targets."""
 
 from __future__ import annotations
 
@@ -108,19 +110,22 @@ class CellOutput:
             if rest:
                 _write(name, f"[{name}:{task.metadata['engine_id']}] {rest}\n")
 
+    def _by_engine(self) -> list:
+        return sorted(self.tasks, key=lambda t: (t.metadata["engine_id"] is None, t.metadata["engine_id"] or 0))
+
     def _show_grouped(self) -> None:
-        group = self.options.group_outputs
+        group, tasks = self.options.group_outputs, self._by_engine()
         if group == "order":
             events = self.arrived
         elif group == "engine":
-            events = [e for task in self.tasks for e in self.arrived if e[0] is task]
+            events = [e for task in tasks for e in self.arrived if e[0] is task]
         else:  # "type": all stdout, all stderr, all display data, then the Out values
             kinds = ("stdout", "stderr", "display_data", "execute_result")
-            events = [e for kind in kinds for task in self.tasks for e in self.arrived
+            events = [e for kind in kinds for task in tasks for e in self.arrived
                       if e[0] is task and e[1] == kind]
         for task, name, data in events:
             self._render(task, name, data)
-        for task in self.tasks:
+        for task in tasks:
             self._end_lines(task)
 
     def _raise_errors(self) -> None:
@@ -129,7 +134,7 @@ class CellOutput:
         if error is None:
             return
         lines = []
-        for task in self.tasks:
+        for task in self._by_engine():
             exc = task.exception() if task.done() else None
             if exc is None:
                 continue

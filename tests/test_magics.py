@@ -106,6 +106,18 @@ def test_flags_targets_noblock_out_pxresult_and_group_outputs(client, ip, capsys
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[stdout")]
     assert lines == ["[stdout:0] a", "[stdout:0] b", "[stdout:3] a", "[stdout:3] b"]
 
+    # the live stream is in arrival order, the grouped display and the errors in engine order
+    for eid in (0, 3):
+        client[eid].push({"eid": eid}, block=True)
+    cell = "import time\ntime.sleep(0.6 if eid == 0 else 0)\nprint('hi')\n1 / 0"
+    run(ip, "%%px --targets [3,0]\n" + cell)
+    streamed = capsys.readouterr().out
+    assert streamed.index("[stdout:3] hi") < streamed.index("[stdout:0] hi")
+    assert streamed.index("[0:execute]") < streamed.index("[3:execute]")
+    run(ip, "%%px --targets [3,0] --no-stream --group-outputs engine\n" + cell)
+    grouped = capsys.readouterr().out
+    assert grouped.index("[stdout:0] hi") < grouped.index("[stdout:3] hi")
+
     run(ip, "%%px -t 0:2 --no-stream --group-outputs type\nimport sys\nprint('o')\n"
             "print('e', file=sys.stderr)\n'r'")
     captured = capsys.readouterr()
