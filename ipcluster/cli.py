@@ -29,6 +29,7 @@ from ipcluster.report import cmd_list, cmd_status
 from ipcluster.teardown import cmd_clean, cmd_stop
 from ipcluster.config import DEFAULT_CLUSTER_ID, cluster_dir, ipcluster_dir, resolve
 from ipcluster.errors import ConnectionFileError
+from ipcluster import provenance
 from ipcluster.dashboard import command as dashboard_command, link as dashboard_link
 
 
@@ -102,6 +103,8 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="engines of a running cluster, their work and resources")
     _cluster_argument(status)
     status.add_argument("-o", "--output", choices=["table", "json"], default="table")
+
+    provenance.add_parser(sub)
 
     ls = sub.add_parser("list", help="list clusters: running, failed (logs kept) and stale")
     ls.add_argument("-o", "--output", choices=["table", "json"], default="table")
@@ -413,4 +416,5 @@ def cmd_engine(args) -> int:
 COMMANDS = {"status": cmd_status, "start": cmd_start, "stop": cmd_stop, "list": cmd_list,
             "clean": cmd_clean, "engines": cmd_engines, "config": cmd_config,
             "dashboard": dashboard_command.cmd_dashboard,
+            "provenance": provenance.cmd_provenance,
             "controller": cmd_controller, "engine": cmd_engine}

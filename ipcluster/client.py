@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Mapping
 
-from ipcluster import connection, display, fingerprint, namespace, serialize, state
+from ipcluster import connection, display, fingerprint, namespace, provenance, serialize, state
 from ipcluster.asyncresult import AsyncResult
 from ipcluster.task import TaskFuture
 import ipcluster.dashboard.link as dashboard
@@ -206,6 +206,12 @@ class Client:
         self._session.set_engine_ids(self._session.request("query", {"what": "ids"})["ids"])
         return self.ids
 
+    def provenance(self, label: str | None = None):
+        """What ran where, as a W3C PROV document (``.serialize(format="json")``): the tasks
+        labelled `label` (or all), their function, code and data hashes, engine, host, pid,
+        times, and each engine's Python and packages. Warns if incomplete (no ``--db``)."""
+        return provenance.of(self, label)
+
     @property
     def dashboard_link(self) -> str:
         """The URL of the cluster's live dashboard, started on first use (``ipcluster[dashboard]``)."""
@@ -384,7 +390,7 @@ class Client:
             self.history.append(task.task_id)
         header = {"kind": "apply", "id": session.ids(), "tasks": [t.task_id for t in tasks],
                   "targets": targets, "balanced": balanced, "submitted": now(),
-                  "fn": fingerprint.qualified_name(args[0] if f is namespace.map_chunk else f)}
+                  "fn": fingerprint.qualified_name(fingerprint.user_function(f, args))}
         if key is not None:
             header["key"] = key
         for name in ("label", "timeout", "retries", "priority"):

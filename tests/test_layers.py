@@ -21,7 +21,7 @@ LAYERS = [  # lowest first
      "ipcluster.cluster", "ipcluster.executor", "ipcluster.session", "ipcluster.partition",
      "ipcluster.imports", "ipcluster.dependency", "ipcluster.supervisor", "ipcluster.output",
      "ipcluster.progress", "ipcluster.dashboard.link",
-     "ipcluster.display"},
+     "ipcluster.display", "ipcluster.provenance"},
     {"ipcluster.magics", "ipcluster.celloutput", "ipcluster.cli", "ipcluster.report", "ipcluster.teardown", "ipcluster.__main__", "ipcluster",
      "ipcluster.dashboard"},  # the dashboard process (its link module is in the layer below)
 ]

@@ -12,6 +12,7 @@ import logging
 
 from ipcluster.controller.ledger import Task
 from ipcluster.controller.reader import Later
+from ipcluster.controller.provenance import provenance
 from ipcluster.controller.watch import watch
 from ipcluster.errors import TaskAborted
 from ipcluster.protocol import encode, pack, resign
@@ -171,4 +172,4 @@ def engine_exited(ctl, client: bytes, request: dict) -> dict:
 
 
 ACTIONS = {f.__name__: f for f in (abort, signal, shutdown, fetch, sync, purge, history,
-                                   engine_exited, db_query, watch)}
+                                   engine_exited, db_query, watch, provenance)}

@@ -31,6 +31,7 @@ class Task:
     label: str | None = None
     key: str | None = None  # digest of the call, for resumable labelled sweeps
     function: str | None = None  # qualified name of the function, from the request's header
+    provenance: dict | None = None  # once done: what ran it, where, when (controller/provenance.py)
     engine: int | None = None  # None while queued for load balancing
     submitted: float = field(default_factory=time.time)
     completed: float | None = None

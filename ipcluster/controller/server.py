@@ -28,6 +28,7 @@ from collections import Counter
 
 from ipcluster import connection, transport
 from ipcluster.controller import actions, recovery
+from ipcluster.controller.provenance import Provenance
 from ipcluster.controller.watch import Watch
 from ipcluster.controller.ledger import Ledger, Task, Undelivered
 from ipcluster.controller.reader import Later, Reader
@@ -87,6 +88,7 @@ class Controller:
         self.received: Counter = Counter()  # accepted messages by kind: a machine-free cost measure
         self._next_beat = 0.0
         self.watch = Watch()  # dashboards watching task events; empty: nothing is sent
+        self.provenance = Provenance(store)  # what ran where: engine environments, task facts
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -383,6 +385,7 @@ class Controller:
         engine = self.registry.add(msg.route[0], int(info.get("pid", 0)), str(info.get("host", "?")),
                                    requested if isinstance(requested, int) else None)
         engine.shm = info.get("shm") if isinstance(info.get("shm"), str) else ""
+        self.provenance.registered(engine, info)
         self.graph.engine_added(engine.id)
         self.scheduler.add_engine(engine.id)
         # a durable controller stores results as bytes: engines then send them in the message
@@ -435,6 +438,7 @@ class Controller:
         if msg.header.get("status") == "error" and recovery.retry(self, task, engine.id, msg):
             self._dispatch()
             return
+        self.provenance.finished(task, engine, msg.header)
         self.ledger.finish(task, msg.frames, str(msg.header.get("status")), msg.header.get("completed"))
         if self.watch:
             self.watch.finished(task, msg.header, msg.content)

@@ -36,7 +36,12 @@ CREATE TABLE IF NOT EXISTS tasks (
     stdout TEXT,
     stderr TEXT,
     request BLOB,          -- msgpack list of the request frames, until done
-    result BLOB            -- msgpack list of the result frames, once done
+    result BLOB,           -- msgpack list of the result frames, once done
+    provenance BLOB        -- msgpack map, once done: function, code and data hashes, engine
+);
+CREATE TABLE IF NOT EXISTS environments (
+    engine TEXT PRIMARY KEY,   -- host:pid
+    facts BLOB                 -- msgpack map: python version, executable, packages
 );
 CREATE INDEX IF NOT EXISTS tasks_label ON tasks (label);
 """
@@ -98,9 +103,19 @@ class Store:
 
     def finished(self, task) -> None:
         self._queue.put(("UPDATE tasks SET status = ?, completed = ?, engine_id = ?, stdout = ?, "
-                         "stderr = ?, result = ?, request = NULL WHERE msg_id = ?",
+                         "stderr = ?, result = ?, request = NULL, provenance = ? WHERE msg_id = ?",
                          (task.status, task.completed, task.engine, task.stdout, task.stderr,
-                          task.result, task.id)))
+                          task.result, msgpack.packb(task.provenance) if task.provenance else None,
+                          task.id)))
+
+    def environment(self, engine: str, facts: bytes) -> None:
+        self._queue.put(("INSERT OR REPLACE INTO environments (engine, facts) VALUES (?, ?)",
+                         (engine, facts)))
+
+    def environments(self) -> dict:
+        self.flush()
+        with self._connect() as db:
+            return {k: msgpack.unpackb(v) for k, v in db.execute("SELECT engine, facts FROM environments")}
 
     def forget(self, task_id: str) -> None:
         self._queue.put(("DELETE FROM tasks WHERE msg_id = ?", (task_id,)))

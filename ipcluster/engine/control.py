@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 
-from ipcluster import shm, transport
+from ipcluster import fingerprint, shm, transport
 from ipcluster.protocol import BadMessage, Drops, Ids, Replay, decode, encode, pack, unpack
 
 log = logging.getLogger("ipcluster.engine")
@@ -151,7 +151,8 @@ class Control(threading.Thread):
 
     def _facts(self, engine_id) -> dict:
         return {"pid": os.getpid(), "host": socket.gethostname(), "id": engine_id,
-                "shm": self.shm.identity if self.shm is not None else ""}
+                "shm": self.shm.identity if self.shm is not None else "",
+                "environment": fingerprint.environment()}  # for provenance
 
     def _run(self) -> None:
         sock = self._sock = self.context.dealer(self.info.engine_url, identity=uuid.uuid4().bytes,

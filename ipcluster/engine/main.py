@@ -17,7 +17,7 @@ import sys
 import traceback
 from dataclasses import dataclass
 
-from ipcluster import namespace, serialize, transport
+from ipcluster import fingerprint, namespace, serialize, transport
 from ipcluster.connection import ConnectionInfo
 from ipcluster.engine import shell
 from ipcluster.engine.capture import Capture
@@ -98,11 +98,13 @@ class Engine:
             return self._reply(reply, pack(error.to_wire()), [], "error", started)
         self.capture.task = task_id
         self.running.start(task_id, header.get("timeout"))
+        function = None
         try:
             try:
                 f, args, kwargs = serialize.loads(msg.content, msg.buffers)
             except SerializationError as exc:
                 raise SerializationError(unloadable(exc, eid)) from exc.__cause__
+            function = fingerprint.user_function(f, args)
             args, kwargs = namespace.resolve_references(args, kwargs)
             result = namespace.bind(f)(*args, **kwargs)
             self.running.finish()
@@ -119,6 +121,7 @@ class Engine:
         finally:
             sys.stdout.flush()
             self.capture.task = None
+        reply["prov"] = fingerprint.facts(function, msg.content, msg.buffers, content, buffers)
         return self._reply(reply, content, buffers, status, started, header.get("shm_host"))
 
     def _reply(self, reply, content, buffers, status, started, client=None) -> list:
