@@ -35,7 +35,6 @@ from tornado.web import Application, HTTPError, RequestHandler
 from ipcluster import connection, launchers, state
 from ipcluster.config import cluster_dir
 from ipcluster.dashboard import link
-from ipcluster.report import alive
 
 CLUSTER_ID = re.compile(r"^[\w.-]{1,100}$")
 FORM_TOKEN = secrets.token_hex(16)  # per process: a page of this process posts its forms
@@ -43,11 +42,12 @@ FORM_TOKEN = secrets.token_hex(16)  # per process: a page of this process posts 
 
 def clusters() -> list[dict]:
     rows = []
-    for cid in connection.running_cluster_ids():
+    for cid in state.cluster_ids():
         record = state.read(cid) or {}
         running = link.read(cluster_dir(cid))
-        rows.append({"cluster_id": cid, "running": alive(record.get("controller_pid")),
-                     "engines": sum(1 for p in record.get("engine_pids", []) if alive(p)),
+        status = state.status(cid)
+        rows.append({"cluster_id": cid, "state": status, "running": status == "running",
+                     "engines": sum(1 for p in state.engines(record)[0] if state.alive(p)),
                      "launcher": record.get("engines"), "owner": record.get("owner"),
                      "created": record.get("created"), "dashboard": running is not None})
     return rows
@@ -78,7 +78,7 @@ class Page(Handler):
             created = time.strftime("%Y-%m-%d %H:%M", time.localtime(c["created"] or 0))
             cid = html.escape(c["cluster_id"])
             rows.append(
-                f"<tr><td>{cid}</td><td>{'running' if c['running'] else 'stopped'}</td>"
+                f"<tr><td>{cid}</td><td>{c['state']}</td>"
                 f"<td>{c['engines']}</td><td>{html.escape(str(c['launcher']))}</td><td>{created}</td>"
                 f"<td><a href='dashboard/{cid}' target='_blank'>dashboard</a></td>"
                 f"<td><form method='post' action='stop'><input type='hidden' name='form' "

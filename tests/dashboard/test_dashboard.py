@@ -79,10 +79,10 @@ def test_the_status_api_reports_engines_queue_done_and_rates(cluster):
         assert refused.value.code == 403
 
 
-def test_without_the_extra_the_message_says_what_to_install(cluster, monkeypatch):
+def test_without_the_extra_the_message_says_what_to_install(cluster, monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "bokeh", None)
-    stopped = cluster.cluster_dir.parent / "none"  # a cluster whose dashboard is not running
-    stopped.mkdir(exist_ok=True, mode=0o700)
+    stopped = tmp_path / "elsewhere"  # a cluster directory whose dashboard is not running
+    stopped.mkdir(mode=0o700)
     connection.write(stopped / connection.FILENAME, connection.read(cluster.connection_file))
     with pytest.raises(IpclusterError, match=r"pip install 'ipcluster\[dashboard\]'"):
         link.dashboard_link(stopped / connection.FILENAME)
