@@ -150,6 +150,8 @@ def import_names(imports: list[tuple[str, str, str | None]]) -> None:
     """``(name, module, attribute)``: bind `name` to a module, or to an attribute of one."""
     for name, module, attribute in imports:
         mod = importlib.import_module(module)
+        if attribute is None and "." in module and name == module.split(".")[0]:
+            mod = importlib.import_module(name)  # `import a.b` binds a, with a.b imported
         user_ns[name] = getattr(mod, attribute) if attribute else mod
 
 

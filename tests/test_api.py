@@ -214,12 +214,20 @@ def test_depend_moves_a_task_to_an_engine_that_meets_it(rc):
         view.apply_sync(nowhere)
 
 
-def test_sync_imports_with_aliases(rc, capsys):
+def test_sync_imports_announces_imports_as_written(rc, capsys):
     with rc[:].sync_imports():
+        import math  # noqa: F401
         import json as js  # noqa: F401
-        from math import sqrt  # noqa: F401
-    assert "importing import json as js on engine(s)" in capsys.readouterr().out
-    assert rc[:].apply_sync(ipp.interactive(lambda: (js.dumps(1), sqrt(4.0)))) == [("1", 2.0)] * 4  # noqa: F821
+        from os import path  # noqa: F401
+        from math import sqrt, pi as PI  # noqa: F401
+        import xml.dom  # noqa: F401
+    assert capsys.readouterr().out.splitlines() == [
+        "import math (on engine(s))", "import json as js (on engine(s))",
+        "from os import path (on engine(s))", "from math import sqrt (on engine(s))",
+        "from math import pi as PI (on engine(s))", "import xml.dom (on engine(s))"]
+    got = rc[:].apply_sync(ipp.interactive(  # noqa: F821
+        lambda: (math.floor(2.5), js.dumps(1), path.join("a", "b"), sqrt(4.0), PI, xml.dom.Node.ELEMENT_NODE)))
+    assert got == [(2, "1", "a/b", 2.0, 3.141592653589793, 1)] * 4
 
 
 # -- abort, results from other clients, status ------------------------------------------------
