@@ -35,23 +35,30 @@ def cmd_status(args) -> int:
     try:
         with Client(state.choose(args.cluster_id), timeout=5) as rc:
             engines = rc.engine_info()
-            queue = rc.queue_status()["unassigned"]
+            status = rc.queue_status()
+            current = [e["current"] for e in engines.values() if e["current"]]
+            labels = {r["msg_id"]: r["label"] for r in rc.db_query(
+                {"msg_id": {"$in": current}}, keys=["msg_id", "label"])} if current else {}
             store = rc.store_problem
+
     except IpclusterError as exc:
         print(f"ipcluster: {exc}", file=sys.stderr)
         return 1
+    # queued: not yet given to an engine, and given to one but waiting behind its running task
+    queue = status.pop("unassigned") + sum(max(0, s["queue"] + s["tasks"] - 1) for s in status.values())
     rows = []
     for eid, e in sorted(engines.items()):
         cpu, rss = _resources(e["pid"], e["host"])
         rows.append({"engine": eid, "host": e["host"], "pid": e["pid"], "state": e["state"],
-                     "task": e["current"], "done": e["completed"], "cpu_percent": cpu, "rss": rss})
+                     "task": e["current"], "label": labels.get(e["current"]), "done": e["completed"],
+                     "cpu_percent": cpu, "rss": rss})
     if args.output == "json":
         print(json.dumps({"engines": rows, "queued": queue, "store": store}, indent=1))
         return 0
-    cols = ["engine", "host", "pid", "state", "task", "done", "cpu_percent", "rss"]
+    cols = ["engine", "host", "pid", "state", "task", "label", "done", "cpu_percent", "rss"]
     shown = [{**r, "cpu_percent": "-" if r["cpu_percent"] is None else f"{r['cpu_percent']:.0f}",
               "rss": "-" if r["rss"] is None else f"{r['rss'] / 2**20:.0f} MiB",
-              "task": r["task"] or "-"} for r in rows]
+              "task": r["task"] or "-", "label": r["label"] or "-"} for r in rows]
     widths = [max(len(c), *(len(str(r[c])) for r in shown)) if shown else len(c) for c in cols]
     print("  ".join(c.upper().replace("_PERCENT", "%").ljust(w) for c, w in zip(cols, widths)))
     for r in shown:

@@ -13,6 +13,7 @@ import psutil
 import pytest
 
 from ipcluster.config import ipcluster_dir
+from tests.conftest import wait_until
 
 
 def ipcluster(*args, timeout=90, **kwargs):
@@ -116,6 +117,20 @@ def test_status_shows_each_engine_and_the_queue(cluster):
         table = ipcluster("status", "--cluster-id", cluster.cluster_id)
         assert "ENGINE" in table.stdout and "CPU%" in table.stdout and "4 engines" in table.stdout
         busy.get(timeout=30)
+        # 12 labelled tasks: 4 run, 8 wait (4 given to engines behind a running one, 4 unassigned)
+        view = rc.load_balanced_view()
+        with view.temp_flags(label="slow-step"):
+            slow = [view.apply_async(time.sleep, 20) for _ in range(12)]
+        wait_until(lambda: all(e["state"] == "busy" for e in rc.engine_info().values()))
+        status = json.loads(ipcluster("status", "--cluster-id", cluster.cluster_id, "-o", "json").stdout)
+        assert status["queued"] == 8
+        assert {e["label"] for e in status["engines"]} == {"slow-step"}
+        table = ipcluster("status", "--cluster-id", cluster.cluster_id).stdout
+        assert "LABEL" in table and "slow-step" in table and "4 engines; 8 tasks queued" in table
+        rc.abort(slow)
+        for ar in slow:
+            with pytest.raises(ipp.TaskAborted):
+                ar.get(timeout=30)
     out = ipcluster("status", "--cluster-id", "nope")
     assert out.returncode == 1 and "no connection file" in out.stderr
 
