@@ -84,9 +84,9 @@ def test_nobody_watching_no_task_event_is_made_or_sent(rc):
 def test_watched_events_come_batched_at_most_one_message_per_interval(rc):
     from ipcluster.controller.watch import INTERVAL
     from ipcluster.dashboard.feed import Feed
-    from ipcluster.dashboard.state import State
+    from ipcluster.dashboard.status import Status
 
-    state = State(rc.cluster_id)
+    state = Status(rc.cluster_id)
     feed = Feed(rc._session.info, state)
     feed.start()
     try:

@@ -1,6 +1,6 @@
 """Surfaces layer: the dashboard's line to the controller: a thread that holds a watch on it
 (a signed ``control`` request, renewed before its lease ends) and feeds each event batch it
-receives into the `State`.
+receives into the `Status`.
 
 It owns its socket; `stop()` ends it. When the controller is silent for `silence` seconds (it
 stopped, so the cluster is gone), `gone` is set, and the dashboard process exits: a dashboard

@@ -7,7 +7,7 @@
     │ last errors with their tracebacks        │ each engine's output tail               │
     └───────────────────────────────────────────────────────────────────────────────────┘
 
-Each session polls the shared `State` every `REFRESH` ms and pushes only what changed (new task
+Each session polls the shared `Status` every `REFRESH` ms and pushes only what changed (new task
 bars are streamed, not resent). Models the browser test reads carry a `name`.
 """
 
@@ -110,7 +110,7 @@ def make_document(state):
         seen = {"tasks": 0, "finished": -1, "updated": -1.0}
 
         def update() -> None:
-            status = state.status()
+            status = state.summary()
             if status["updated"] == seen["updated"]:
                 return
             seen["updated"] = status["updated"]

@@ -28,7 +28,7 @@ from ipcluster import connection
 from ipcluster.dashboard import link
 from ipcluster.dashboard.feed import Feed
 from ipcluster.dashboard.page import make_document
-from ipcluster.dashboard.state import State
+from ipcluster.dashboard.status import Status
 
 log = logging.getLogger("ipcluster.dashboard")
 
@@ -41,13 +41,13 @@ class Forbidden(RequestHandler):
 
 
 class StatusHandler(RequestHandler):
-    def initialize(self, state: State) -> None:
+    def initialize(self, state: Status) -> None:
         self.state = state
 
     def get(self) -> None:
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
-        self.finish(json.dumps(self.state.status()))
+        self.finish(json.dumps(self.state.summary()))
 
 
 def serve(connection_file, ip: str = "127.0.0.1", port: int = 0) -> int:
@@ -60,7 +60,7 @@ def serve(connection_file, ip: str = "127.0.0.1", port: int = 0) -> int:
     # BokehJS inline in the page: its static URLs would be absolute (/TOKEN/static/...) and miss
     # behind a proxy's prefix (Jupyter's /proxy/PORT/); its websocket URL follows the page's
     settings.resources.set_value("inline")
-    state = State(info.cluster_id)
+    state = Status(info.cluster_id)
     feed = Feed(info, state)
     server = Server(
         {"/": Application(FunctionHandler(make_document(state)))},

@@ -123,3 +123,24 @@ def test_jupyter_shows_cluster_client_and_result_with_state_progress_and_link(cl
     failed = rc[0].apply_async(lambda: 1 / 0)
     failed.wait(30)
     assert "failed, 1 failed" in failed._repr_html_()
+
+
+def test_task_events_go_only_to_a_watcher_holding_the_key(cluster):
+    import dataclasses
+
+    from ipcluster.dashboard.feed import Feed
+    from ipcluster.dashboard.status import Status
+
+    info = connection.read(cluster.connection_file)
+    forged = dataclasses.replace(info, key=connection.new_key())
+    feeds = [Feed(i, Status(cluster.cluster_id)) for i in (info, forged)]
+    for feed in feeds:
+        feed.start()
+    try:
+        cluster.client.load_balanced_view().map_sync(abs, range(8), chunksize=1)
+        wait_until(lambda: feeds[0].batches >= 4, timeout=20)
+        assert feeds[1].batches == 0  # a watch request signed with another key is dropped
+    finally:
+        for feed in feeds:
+            feed.stop()
+            feed.join(timeout=10)

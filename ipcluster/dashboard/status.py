@@ -2,7 +2,7 @@
 batches: engines (with CPU and memory read here), queue depth and throughput over time, the
 finished tasks for the task stream, the last errors and each engine's output tail.
 
-One `State` per dashboard process; the feed thread writes it, the page and the JSON API read
+One `Status` per dashboard process; the feed thread writes it, the page and the JSON API read
 it (under its lock). Everything it keeps is bounded.
 """
 
@@ -19,7 +19,7 @@ ERRORS = 20  # last errors kept, with their tracebacks
 TAIL = 2000  # characters of output kept per engine
 
 
-class State:
+class Status:
     def __init__(self, cluster_id: str) -> None:
         self.cluster_id = cluster_id
         self.lock = threading.Lock()
@@ -72,7 +72,7 @@ class State:
             self._procs.pop(pid, None)
             return None, None
 
-    def status(self) -> dict:
+    def summary(self) -> dict:
         """The facts of ``GET <dashboard_link>/api/status``."""
         with self.lock:
             rates = [r for _, _, r in list(self.history)[-10:]]
