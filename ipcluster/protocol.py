@@ -62,6 +62,9 @@ KINDS = {k.name: k for k in [
     Kind("unregister", "engine", "msgpack", "an engine leaves cleanly, saying why"),
     Kind("withdrawn", "engine", "msgpack",
          "the answer to a withdraw control: queued tasks given back, and those already started"),
+    Kind("watchdog", "engine", "msgpack",
+         "an engine's watchdog process: the engine is busy or stopped, or a task ran past its "
+         "timeout and the engine was ended"),
     Kind("beat", "engine", "none", "an engine is alive; the controller answers with a beat"),
     Kind("event", "controller", "msgpack",
          "published: engine_up, engine_down (one id each), beat (every engine id)"),

@@ -71,26 +71,29 @@ def test_a_timeout_stops_a_running_task_and_the_engine_goes_on(restarting):
     assert rc[pid].apply_sync(lambda: "next") == "next"
 
 
+def block_sigint():
+    import signal
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # no interrupt reaches its tasks
+
+
 def stuck_in_c(seconds):
     import ctypes
-    import signal
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # a C call no signal reaches
     ctypes.CDLL(None).sleep(seconds)
 
 
 def test_a_task_stuck_in_c_past_its_timeout_gets_its_engine_restarted(restarting):
     cluster, rc = restarting
     before = {eid: e["pid"] for eid, e in rc.engine_info().items()}
-    view = rc.load_balanced_view()
+    rc[1].apply_sync(block_sigint)  # beforehand: an interrupt must not beat the task to its call
+    view = rc.load_balanced_view(targets=[1])
     with view.temp_flags(timeout=1):
         ar = view.apply_async(stuck_in_c, 60)
     t0 = time.monotonic()
     with pytest.raises(ipp.TaskTimeout, match="did not stop"):
         ar.get(timeout=30)
     print(f"\nstuck task reported after {time.monotonic() - t0:.2f} s")
-    assert time.monotonic() - t0 < 2
-    eid = ar.metadata["engine_id"]
-    wait_until(lambda: rc.engine_info().get(eid, {}).get("pid", before[eid]) != before[eid])
+    assert time.monotonic() - t0 < 2.5
+    wait_until(lambda: rc.engine_info().get(1, {}).get("pid", before[1]) != before[1])
     assert len(set(rc[:].apply_sync(os.getpid))) == 3
 
 
@@ -200,3 +203,71 @@ def test_an_exited_engine_removed_first_is_still_named_to_its_supervisor(restart
     report = {"action": "engine_exited", "pid": pid, "host": cluster.supervisor.host, "code": -9}
     assert rc._session.request("control", report) == {"engine_id": 1}  # removed now
     assert rc._session.request("control", report) == {"engine_id": 1}  # and still named
+
+
+def holds_the_gil(n, marker=None):
+    import re
+    if marker:
+        with open(marker, "a") as f:
+            f.write("ran\n")
+    return re.match(r"(a+)+$", "a" * n + "b")  # catastrophic backtracking, all in C
+
+
+def test_a_timeout_holds_for_a_task_that_holds_the_gil(restarting):
+    """No thread of the engine runs while the regex holds the GIL: its watchdog process
+    reports TaskTimeout and ends it; the supervisor starts it again."""
+    cluster, rc = restarting
+    t0 = time.monotonic()
+    with pytest.raises(ipp.TaskTimeout):  # "did not stop": the watchdog ended it
+        rc.load_balanced_view(targets=[1], timeout=1).apply_async(holds_the_gil, 34).get(timeout=30)
+    took = time.monotonic() - t0
+    print(f"\nTaskTimeout after {took:.2f} s (timeout 1 s, kill_grace 0.5 s)")
+    assert took < 1 + 0.5 + 1
+    wait_until(lambda: rc.engine_info().get(1, {}).get("state") == "idle")  # (restarted)
+    assert rc[1].apply_sync(lambda: "next") == "next"
+
+
+def nap(x):
+    import time
+    time.sleep(0.2)
+    return x
+
+
+def test_a_frozen_engine_does_not_stall_a_map_and_its_late_results_are_discarded(restarting, caplog):
+    cluster, rc = restarting
+    n, engines = 150, 3
+    undisturbed = n * 0.2 / engines  # 10 s of sleeping, shared by three engines
+    view = rc.load_balanced_view(retries=1)
+    victim = rc[2].apply_sync(os.getpid)
+    t0 = time.monotonic()
+    ar = view.map_async(nap, range(n), chunksize=1)
+    wait_until(lambda: ar.progress >= 2 * n // 3)
+    os.kill(victim, signal.SIGSTOP)  # its queued and running tasks must not wait for it
+    try:
+        assert ar.get(timeout=60) == list(range(n))
+        took = time.monotonic() - t0
+    finally:
+        os.kill(victim, signal.SIGCONT)
+    print(f"\nmap of {undisturbed:.0f} s with an engine frozen at 2/3: {took:.2f} s")
+    assert took < undisturbed + 3 + 2  # + unresponsive_after + 2 s
+    wait_until(lambda: rc.engine_info()[2]["state"] != "unresponsive")
+    assert rc[2].apply_sync(os.getpid) == victim  # the same engine, back; its late results
+    assert [r.getMessage() for r in caplog.records if r.name == "ipcluster.client"] == []
+
+
+def test_a_busy_engine_holding_the_gil_is_not_taken_for_frozen(restarting, tmp_path):
+    cluster, rc = restarting
+    marker = tmp_path / "runs"
+    ar = rc.load_balanced_view(targets=[0, 1], retries=1).apply_async(holds_the_gil, 25, str(marker))
+    def running_on():
+        return next((eid for eid, e in rc.engine_info().items()
+                     if e["current"] == ar.msg_ids[0]), None)
+
+    wait_until(lambda: running_on() is not None)
+    eid, states = running_on(), set()
+    while not ar.done():  # about 5 s in one C call: longer than unresponsive_after (3 s)
+        states.add(rc.engine_info()[eid]["state"])
+        time.sleep(0.1)
+    assert ar.get() is None
+    assert marker.read_text() == "ran\n"  # once: not sent again elsewhere
+    assert "unresponsive" not in states

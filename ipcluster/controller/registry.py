@@ -22,6 +22,7 @@ class Engine:
     answered: float = 0.0  # when its beat was last answered (monotonic)
     completed: int = 0
     responsive: bool = True  # False once silent for the controller's `unresponsive_after`
+    frozen: bool = False  # stopped (its watchdog says) or silent with its watchdog: see liveness
 
     def info(self) -> dict:
         return {"id": self.id, "pid": self.pid, "host": self.host, "shm": self.shm, "tasks": len(self.tasks),

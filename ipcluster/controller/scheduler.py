@@ -110,6 +110,7 @@ class Scheduler:
         self.stamp: dict[int, int] = {}  # engine -> when it last got a task; lower is longer ago
         self.busy: dict[int, list] = {}  # engine -> [tasks timed, seconds], for `weighted`
         self.room = _Roster()
+        self.paused: set[int] = set()  # engines that get nothing for now (frozen)
         self.idle: set[int] = set()  # engines with no outstanding task
         self.backlog: set[int] = set()  # engines with a task queued behind the one they run
         self.buckets: dict[frozenset | None, _Bucket] = {}
@@ -141,6 +142,7 @@ class Scheduler:
         if self.load.pop(eid, None) is None:
             return []
         del self.stamp[eid], self.busy[eid]
+        self.paused.discard(eid)
         self.room.discard(eid)
         self.idle.discard(eid)
         self.backlog.discard(eid)
@@ -173,8 +175,19 @@ class Scheduler:
                 self.busy[eid][1] += duration
             self._update(eid, had_room)
 
+    def pause(self, eid: int) -> None:
+        """Send nothing more to `eid` (it is frozen) until `resume`."""
+        if eid in self.load:
+            self.paused.add(eid)
+            self._update(eid, had_room=True)
+
+    def resume(self, eid: int) -> None:
+        if eid in self.paused:
+            self.paused.discard(eid)
+            self._update(eid, had_room=False)
+
     def _has_room(self, eid: int) -> bool:
-        return not self.hwm or self.load[eid] < self.hwm
+        return eid not in self.paused and (not self.hwm or self.load[eid] < self.hwm)
 
     def _rank(self, eid: int) -> tuple:
         if self.scheme == "leastload":

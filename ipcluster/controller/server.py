@@ -27,7 +27,7 @@ import time
 from collections import Counter
 
 from ipcluster import connection, transport
-from ipcluster.controller import actions, recovery
+from ipcluster.controller import actions, liveness, recovery
 from ipcluster.controller.provenance import Provenance
 from ipcluster.controller.watch import Watch
 from ipcluster.controller.ledger import Ledger, Task, Undelivered
@@ -47,7 +47,7 @@ STALL = 0.05  # seconds without a result after which an engine's queued tasks ma
 # idle engine: long enough that a stream of short tasks never moves, short beside a long task
 BEAT_ANSWER_EVERY = 10.0  # seconds; an engine stops after 60 s without hearing from us
 CLIENT_KINDS = {"hello", "query", "apply", "control"}
-ENGINE_KINDS = {"register", "unregister", "beat", "result", "output", "withdrawn"}
+ENGINE_KINDS = {"register", "unregister", "beat", "result", "output", "withdrawn", "watchdog"}
 
 
 def _url(bound: str, location: str) -> str:
@@ -143,11 +143,9 @@ class Controller:
     def _check_engines(self, now: float) -> None:
         """Silent engines are shown unresponsive, then after the grace declared dead."""
         for engine in self.registry.silent_since(now - self.options.unresponsive_after):
-            if engine.responsive:
-                engine.responsive = False
-                log.warning("engine %d (pid %d on %s) is unresponsive: silent for %.1f s",
-                            engine.id, engine.pid, engine.host, now - engine.last_seen)
-                self._publish({"event": "engine_unresponsive", "id": engine.id})
+            if not engine.frozen:  # its watchdog is silent too: the whole node may be stopped
+                liveness.freeze(self, engine, next(iter(engine.tasks), None),
+                                f"silent for {now - engine.last_seen:.1f} s")
         for engine in self.registry.silent_since(now - self.options.engine_timeout):
             self.drop_engine(engine, f"silent for more than {self.options.engine_timeout} s")
 
@@ -375,6 +373,8 @@ class Controller:
             if not engine.responsive:
                 engine.responsive = True
                 log.info("engine %d answers again", engine.id)
+            if engine.frozen:
+                liveness.thaw(self, engine)
         return engine
 
     def on_register(self, msg) -> None:
@@ -424,8 +424,11 @@ class Controller:
         if engine is None and self.restored and task is not None and task.result is None:
             recovery.restored_result(self, task, msg)  # finished while we were down
             return
-        if task is None or engine is None or task.result is not None or task.engine != engine.id:
+        if task is None or engine is None:
             raise BadMessage(f"result for unknown task {msg.header.get('parent')!r}")
+        if task.result is not None or task.engine != engine.id:  # moved off it while it was frozen
+            log.info("late result of task %s from engine %d discarded", task.id, engine.id)
+            return
         engine.tasks.pop(task.id, None)
         engine.completed += 1
         engine.progressed = time.monotonic()
@@ -452,6 +455,12 @@ class Controller:
         if engine is not None and isinstance(reply, dict):
             if recovery.withdrawn(self, engine, reply):
                 self._dispatch()
+
+    def on_watchdog(self, msg) -> None:
+        said = unpack(msg.content) or {}
+        engine = self.registry.by_pid(int(said.get("pid", -1)), str(said.get("host", "")))
+        if engine is not None:
+            liveness.watchdog_said(self, engine, said)
 
     def on_output(self, msg) -> None:
         self._engine(msg)

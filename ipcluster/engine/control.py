@@ -5,8 +5,8 @@ engine, hands incoming work to the main thread through a queue, forwards results
 sends it over an in-process socket, streams captured output while tasks run, and beats so the
 controller knows the engine is alive. It also acts on control messages while a task runs:
 abort (skip a queued task, interrupt a running one), withdraw (give back queued tasks not yet
-started), signal, shutdown, and a task's timeout.
-If the controller is silent for `controller_timeout`, it stops the engine (SIGTERM to itself),
+started), signal, shutdown, and a task's timeout (interrupted here; one that does not stop
+within `kill_grace` is reported and ended by the engine's watchdog process). If the controller is silent for `controller_timeout`, it stops the engine (SIGTERM to itself),
 so an engine never outlives its cluster.
 """
 
@@ -34,8 +34,9 @@ class Running:
     control thread. A queued task is either started by the main thread or withdrawn by the
     control thread, never both: one lock decides (the "not started" handshake)."""
 
-    def __init__(self) -> None:
+    def __init__(self, watch, grace: float) -> None:
         self._lock = threading.Lock()
+        self._watch, self._grace = watch, grace  # what the watchdog process sees
         self.task: str | None = None
         self.deadline: float | None = None
         self.reason: str | None = None  # why it was interrupted: "abort" or "timeout"
@@ -71,10 +72,12 @@ class Running:
             self.task, self.reason = task, None
             limited = isinstance(timeout, (int, float)) and timeout > 0
             self.deadline = time.monotonic() + timeout if limited else None
+            self._watch.running(task, self.deadline, self._grace)
 
     def finish(self) -> None:
         with self._lock:
             self.task = self.deadline = None
+            self._watch.running(None, None, self._grace)
 
     def interrupt(self, task: str | None, reason: str) -> bool:
         """Interrupt the running task (if it is `task`, or any if None) with KeyboardInterrupt."""
@@ -85,18 +88,14 @@ class Running:
         signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
         return True
 
-    def stuck(self, grace: float) -> bool:
-        """Interrupted for its timeout more than `grace` seconds ago and still running."""
-        return (self.task is not None and self.reason == "timeout"
-                and time.monotonic() - self.interrupted_at > grace)
-
     def overdue(self) -> bool:
         return self.deadline is not None and time.monotonic() > self.deadline
 
 
 class Control(threading.Thread):
-    def __init__(self, context, info, signer, capture, tasks, options, requested_id=None):
+    def __init__(self, context, info, signer, capture, tasks, options, watch, requested_id=None):
         super().__init__(name="ipcluster-control", daemon=True)
+        self.watch = watch
         self.context, self.info, self.signer = context, info, signer
         self.capture, self.tasks, self.options = capture, tasks, options
         self.requested_id = requested_id
@@ -107,7 +106,7 @@ class Control(threading.Thread):
         self.shm = shm.host(info.key_bytes)  # None where there is no shared memory
         self.durable = False  # the controller stores results: send them as bytes
         self.registered = threading.Event()
-        self.running = Running()
+        self.running = Running(watch, options.kill_grace)
         self.aborted: set[str] = set()
         self.error: str | None = None
         self.stop_reason = "it shut down"  # told to the controller, which tells the clients
@@ -173,11 +172,9 @@ class Control(threading.Thread):
                 self._send_output(sock)
                 transport.send(sock, frames)
             self._send_output(sock)
-            if self.running.overdue():
+            self.watch.alive()  # the watchdog speaks for the engine when this stops
+            if self.running.overdue():  # past kill_grace more, the watchdog ends the engine
                 self.running.interrupt(None, "timeout")
-            if self.running.stuck(self.options.kill_grace):
-                self._give_up(sock)
-                return
             now = time.monotonic()
             if now >= next_beat:
                 next_beat = now + self.options.beat_interval
@@ -190,21 +187,6 @@ class Control(threading.Thread):
                 break
         self._send_output(sock)
         self._send(sock, {"kind": "unregister"}, pack({"reason": self.stop_reason}))
-
-    def _give_up(self, sock) -> None:
-        """The task ignores its interrupt (a C call that does not return): report its timeout,
-        then end the process, so that its supervisor starts a fresh engine."""
-        task = self.running.task
-        error = {"error": "TaskTimeout", "ename": "TaskTimeout", "engine_id": self.engine_id,
-                 "evalue": f"ran past its timeout and did not stop within {self.options.kill_grace} s "
-                           "of being interrupted; its engine was ended (and is restarted if the "
-                           "cluster has restart=True)", "traceback": ""}
-        self._send_output(sock)
-        self._send(sock, {"kind": "result", "parent": task, "engine": self.engine_id,
-                          "status": "error"}, pack(error))
-        log.error("task %s did not stop after its timeout; ending the engine", task)
-        self.context.close(linger_ms=2000)  # deliver the result first
-        os._exit(70)
 
     def _on_message(self, frames) -> None:
         try:

@@ -21,7 +21,9 @@ from ipcluster import fingerprint, namespace, serialize, transport
 from ipcluster.connection import ConnectionInfo
 from ipcluster.engine import shell
 from ipcluster.engine.capture import Capture
+from ipcluster.engine import watchdog
 from ipcluster.engine.control import RESULTS, STOP, Control
+from ipcluster.engine.watchdog import Watch
 from ipcluster.errors import RemoteError, SerializationError, TaskAborted, TaskTimeout, UnmetDependency
 from ipcluster.protocol import Signer, encode, now, pack
 
@@ -34,19 +36,21 @@ class EngineOptions:
     controller_timeout: float = 60.0  # seconds of controller silence after which the engine exits
     beat_interval: float = 1.0  # seconds between beats to the controller
     kill_grace: float = 0.5  # seconds a task may run on after its timeout interrupt before the
-    # engine gives up on it and exits (to be restarted by its supervisor)
+    # engine's watchdog reports TaskTimeout and ends it (to be restarted by its supervisor)
 
 
 class Engine:
     def __init__(self, info: ConnectionInfo, options: EngineOptions, requested_id=None) -> None:
         self.signer = Signer(info.key_bytes)
         self.max_message_size = info.max_message_size
+        self.watch = Watch()  # forked before any zmq context exists, as fork requires
+        self.watchdog = watchdog.start(self.watch, info, self.signer, options.beat_interval)
         self.context = transport.Context()
         self.capture = Capture()
         self.tasks: queue.SimpleQueue = queue.SimpleQueue()
         self.terminating = False
         self.control = Control(self.context, info, self.signer, self.capture, self.tasks,
-                               options, requested_id)
+                               options, self.watch, requested_id)
         self.running = self.control.running
 
     def _on_sigterm(self, signum, frame):

@@ -65,3 +65,22 @@ def test_allreduce_from_px():
             assert rc[:].pull("total", block=True) == [10, 10, 10, 10]
     finally:
         InteractiveShell.clear_instance()
+
+
+def test_a_timeout_holds_on_an_mpi_engine_whose_task_holds_the_gil():
+    """Its watchdog (a process the rank forks) reports TaskTimeout and ends the rank; the
+    world then ends (docs/launchers/mpi.md says what happens to an MPI world that loses a rank)."""
+    import time
+
+    from tests.test_faults import holds_the_gil
+
+    mpiexec, env = FLAVOURS["mpich"]
+    require(shutil.which(mpiexec) is not None, "MPICH's mpiexec and mpi4py")
+    with ipcluster.Cluster(n=2, engines="mpi", mpiexec=mpiexec, env=env) as rc:
+        view = rc.load_balanced_view(targets=[1], timeout=1)
+        t0 = time.monotonic()
+        with pytest.raises(ipcluster.TaskTimeout):  # "did not stop": the watchdog ended it
+            view.apply_async(holds_the_gil, 34).get(timeout=30)
+        took = time.monotonic() - t0
+        print(f"\nTaskTimeout on an MPI rank after {took:.2f} s")
+        assert took < 1 + 0.5 + 1
