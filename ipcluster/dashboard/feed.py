@@ -2,14 +2,15 @@
 (a signed ``control`` request, renewed before its lease ends) and feeds each event batch it
 receives into the `Status`.
 
-It owns its socket; `stop()` ends it. When the controller is silent for `silence` seconds (it
-stopped, so the cluster is gone), `gone` is set, and the dashboard process exits: a dashboard
-never outlives its cluster.
+It owns its socket; `stop()` ends it. When the cluster's connection file is gone (its
+controller stopped) or the controller is silent for `silence` seconds (it died), `gone` is set,
+and the dashboard process exits: a dashboard never outlives its cluster.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
@@ -23,9 +24,10 @@ RENEW = 3.0  # seconds between renewals of the watch (its lease is longer)
 
 
 class Feed(threading.Thread):
-    def __init__(self, info, state, silence: float = 20.0) -> None:
+    def __init__(self, info, state, silence: float = 20.0, connection_file=None) -> None:
         super().__init__(name="ipcluster-dashboard-feed", daemon=True)
         self.info, self.state, self.silence = info, state, silence
+        self.connection_file = connection_file
         self.signer = Signer(info.key_bytes)
         self.ids = Ids()
         self.replay = Replay()
@@ -58,6 +60,10 @@ class Feed(threading.Thread):
         while not self._stopping.is_set():
             now = time.monotonic()
             if now >= renew:
+                if self.connection_file and not os.path.exists(self.connection_file):
+                    log.info("the connection file %s is gone: the cluster stopped; the "
+                             "dashboard stops", self.connection_file)
+                    return
                 renew = now + RENEW
                 header = {"kind": "control", "id": self.ids()}
                 transport.send(sock, encode(self.signer, header, pack({"action": "watch"})))

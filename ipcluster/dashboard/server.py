@@ -61,7 +61,7 @@ def serve(connection_file, ip: str = "127.0.0.1", port: int = 0) -> int:
     # behind a proxy's prefix (Jupyter's /proxy/PORT/); its websocket URL follows the page's
     settings.resources.set_value("inline")
     state = Status(info.cluster_id)
-    feed = Feed(info, state)
+    feed = Feed(info, state, connection_file=connection_file)
     server = Server(
         {"/": Application(FunctionHandler(make_document(state)))},
         address=ip, port=port, prefix=token,

@@ -144,3 +144,14 @@ def test_task_events_go_only_to_a_watcher_holding_the_key(cluster):
         for feed in feeds:
             feed.stop()
             feed.join(timeout=10)
+
+
+def test_the_dashboard_ends_when_its_controller_stops():
+    cluster = start_cluster(1)
+    try:
+        cluster.dashboard_link
+        pid = link.read(cluster.cluster_dir)["pid"]
+        cluster.client.shutdown(hub=True)  # the controller stops by itself, the owner lives on
+        wait_until(lambda: not link._alive(pid), timeout=15)
+    finally:
+        cluster.stop_cluster_sync()
