@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import signal
+import socket
 from pathlib import Path
 
 from bokeh.application import Application
@@ -72,7 +73,10 @@ def serve(connection_file, ip: str = "127.0.0.1", port: int = 0) -> int:
         allow_websocket_origin=["*"],
         check_unused_sessions_milliseconds=2000, unused_session_lifetime_milliseconds=5000)
     server.start()
-    host = "127.0.0.1" if ip in ("0.0.0.0", "", "*") else ip
+    host = socket.gethostname() if ip in ("0.0.0.0", "", "*", "::") else ip
+    if not ip.startswith("127.") and ip not in ("localhost", "::1"):
+        log.warning("the dashboard listens on %s, beyond this host: its token protects it, but "
+                    "its traffic (and the token) crosses the network unencrypted", ip)
     url = f"http://{host}:{server.port}/{token}"
     loop = server.io_loop
 
