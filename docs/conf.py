@@ -23,3 +23,5 @@ autodoc_default_options = {"members": True, "show-inheritance": True}
 html_theme = "alabaster"
 html_title = "ipcluster"
 html_theme_options = {"description": "Interactive parallel computing for Python"}
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]

@@ -4,9 +4,10 @@
     import ipcluster
 
     ipcluster.register_joblib_backend()
-    with joblib.parallel_config("ipcluster"):               # a local cluster, for each call
-        joblib.Parallel(n_jobs=-1)(joblib.delayed(f)(i) for i in range(1000))
-    with joblib.parallel_config("ipcluster", view=rc.load_balanced_view()):  # a running one
+    with joblib.parallel_config("ipcluster"):  # a local cluster per call
+        joblib.Parallel(n_jobs=-1)(joblib.delayed(f)(i) for i in range(99))
+    view = rc.load_balanced_view()  # or a running cluster's engines
+    with joblib.parallel_config("ipcluster", view=view):
         ...
 
 Given no view, each ``Parallel`` call starts a local cluster (`Cluster`, one engine per core
