@@ -83,10 +83,18 @@ def check_size(content, buffers, limit: int, what: str) -> None:
         return
     largest = max([len(content), *(memoryview(b).nbytes for b in buffers)])
     if largest > limit:
+        if what == "the result":
+            tips = ("return less (a summary, or one part per task), or keep it on the engine (assign "
+                    "it to a name, then pull it in pieces), or write it to a shared file and return "
+                    "the path")
+        else:
+            tips = "send it in pieces (view.scatter, or several push calls)"
+        bigger = 1 << (2 * largest - 1).bit_length()
         raise SerializationError(
             f"cannot send {what}: a part of it is {largest:,} bytes, more than the cluster's "
-            f"max_message_size of {limit:,} bytes; send it in pieces (e.g. scatter) or start the "
-            "controller with a larger max_message_size")
+            f"max_message_size of {limit:,} bytes; {tips}; or start the cluster with a larger "
+            f"limit: Cluster(..., max_message_size={bigger}) or `ipcluster start "
+            f"--max-message-size {bigger}`")
 
 
 def writable(frame):

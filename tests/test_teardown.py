@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from ipcluster import connection
 from ipcluster.config import ipcluster_dir
 from tests.test_cli import ipcluster
 
@@ -26,8 +27,10 @@ def test_a_failed_daemonized_start_quotes_its_log_and_list_and_clean_show_it():
 
 def test_stop_takes_a_positional_id_and_all_and_version_is_shown():
     for cid in ("one", "two"):
-        assert ipcluster("start", "-n", "1", "--daemonize", "--cluster-id", cid).returncode == 0
+        assert ipcluster("start", "-n", "1", "--daemonize", "--cluster-id", cid,
+                         "--max-message-size", "3000000").returncode == 0
     try:
+        assert connection.read(ipcluster_dir() / "one" / "connection.json").max_message_size == 3000000
         ambiguous = ipcluster("status")
         assert ambiguous.returncode == 1
         assert "2 clusters are running (one, two) and none is 'default'" in ambiguous.stderr

@@ -113,22 +113,20 @@ def test_a_signed_but_malformed_request_is_answered_with_an_error(raw):
     assert reply.kind == "error" and "unknown control action" in protocol.unpack(reply.content)["evalue"]
 
 
-def test_an_oversized_call_is_refused_before_it_is_sent(tmp_path):
+def test_an_oversized_call_is_refused_before_it_is_sent_and_says_what_to_do():
     import numpy as np
 
-    env = {"DASK_IPCLUSTER__CONTROLLER__MAX_MESSAGE_SIZE": str(1 << 20)}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        with ipcluster.Cluster(n=1) as rc:
-            with pytest.raises(ipcluster.SerializationError, match="max_message_size of 1,048,576"):
-                rc[0].push({"big": np.zeros(1 << 18)})  # 2 MiB
-            with pytest.raises(ipcluster.RemoteError, match="cannot send the result"):
-                rc[0].apply_sync(lambda: bytearray(2 << 20))
-            assert rc[0].apply_sync(lambda: "fine") == "fine"
-    finally:
-        for k, v in old.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    cluster = ipcluster.Cluster(n=1, max_message_size=1 << 20)
+    with cluster as rc:
+        assert connection.read(cluster.connection_file).max_message_size == 1 << 20
+        with pytest.raises(ipcluster.SerializationError, match="max_message_size of 1,048,576") as sent:
+            rc[0].push({"big": np.zeros(1 << 18)})  # 2 MiB
+        assert "send it in pieces (view.scatter" in str(sent.value)
+        assert "Cluster(..., max_message_size=4194304) or `ipcluster start --max-message-size 4194304`" in str(sent.value)
+        with pytest.raises(ipcluster.RemoteError, match="cannot send the result") as result:
+            rc[0].apply_sync(lambda: bytearray(2 << 20))
+        assert "return less" in str(result.value) and "pull it in pieces" in str(result.value)
+        assert rc[0].apply_sync(lambda: "fine") == "fine"
 
 
 def test_connection_files_and_directories_are_private(cluster):
