@@ -123,3 +123,30 @@ def test_sigkill_of_a_jupyter_kernel_stops_its_cluster():
 def ipcluster_cli(*args):
     return subprocess.run([sys.executable, "-m", "ipcluster", *args], capture_output=True,
                           text=True, timeout=90)
+
+
+def test_the_replacement_controller_of_a_durable_cluster_keeps_watching_the_owner():
+    owner = subprocess.Popen([sys.executable, "-m", "ipcluster", "start", "-n", "1", "--db", "sqlite",
+                              "--cluster-id", "durable-owner"], stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert "1 engines ready" in owner.stdout.readline()
+        first = state.read("durable-owner")["controller_pid"]
+        os.kill(first, signal.SIGKILL)  # the owner starts one that takes over
+
+        def replaced() -> bool:
+            pid = (state.read("durable-owner") or {}).get("controller_pid")
+            return pid not in (None, first) and state.alive(pid)
+
+        wait_until(replaced)
+        pids = _pids("durable-owner")
+        assert f"{owner.pid}:" in " ".join(psutil.Process(pids[0]).cmdline())  # --owner PID:START
+        owner.send_signal(signal.SIGKILL)
+        owner.wait()
+        took = wait_until_gone(pids)
+        print(f"\nreplacement controller and engines gone {took:.2f} s after SIGKILL of the owner")
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait()
+    assert ipcluster_cli("clean").returncode == 0

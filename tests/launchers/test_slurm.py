@@ -4,6 +4,7 @@ register, and `ipcluster start` inside an allocation."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -261,3 +262,28 @@ def test_ctrl_c_while_the_job_is_pending_cancels_it(slurm):
             proc.wait()
     assert job not in squeue_ids()
     assert subprocess.run([sys.executable, "-m", "ipcluster", "clean"], capture_output=True).returncode == 0
+
+
+def test_the_batch_job_of_a_killed_owner_is_cancelled(slurm):
+    code = ("import json, ipcluster\n"
+            "cluster = ipcluster.Cluster(n=1, engines='slurm', poll_interval=0.5)\n"
+            "cluster.start_and_connect_sync()\n"
+            "print(json.dumps(cluster.launcher.jobs), flush=True)\n"
+            "import time; time.sleep(120)\n")
+    owner = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        line = owner.stdout.readline()
+        assert line, owner.stderr.read() if owner.poll() is not None else "no output"
+        (job,) = json.loads(line)
+        assert job in squeue_ids()
+        owner.send_signal(signal.SIGKILL)
+        owner.wait()
+        killed = time.monotonic()
+        wait_until(lambda: job not in squeue_ids(), timeout=10)
+        print(f"\nslurm job {job} gone {time.monotonic() - killed:.2f} s after SIGKILL of its owner")
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait()
+    subprocess.run([sys.executable, "-m", "ipcluster", "clean"], capture_output=True)
