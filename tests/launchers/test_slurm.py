@@ -27,6 +27,9 @@ SQUEUE = """\
 6|CANCELLED|JobHeldUser
 """
 
+# a C call holding the GIL for hours (a lambda travels by value: the engines cannot import tests)
+HOLDS_THE_GIL = lambda: __import__("re").match(r"(a+)+$", "a" * 34 + "b")  # noqa: E731
+
 
 def test_script_has_the_options_as_directives_and_srun_starts_the_engines(tmp_path):
     launcher = SlurmLauncher(log_dir=str(tmp_path), partition="debug", account="proj1", qos="high",
@@ -86,6 +89,10 @@ def test_a_cluster_of_slurm_engines_runs_work_and_leaves_no_job(slurm):
         ranks = rc[:].apply_sync(lambda: int(__import__("os").environ["SLURM_PROCID"]))
         assert sorted(ranks) == [0, 1, 2, 3] and rc.ids == [0, 1, 2, 3]
         assert rc.load_balanced_view().map_sync(lambda x: x * x, range(8)) == [x * x for x in range(8)]
+        t1 = time.monotonic()  # a task holding the GIL past its timeout: the watchdog acts
+        with pytest.raises(ipcluster.TaskTimeout):
+            rc.load_balanced_view(targets=[3], timeout=1).apply_async(HOLDS_THE_GIL).get(timeout=30)
+        assert time.monotonic() - t1 < 1 + 0.5 + 1
     assert job not in squeue_ids()
     print(f"Cluster(n=4, engines='slurm'): engines usable after {ready:.2f} s")
 

@@ -14,6 +14,9 @@ from ipcluster import launchers
 from ipcluster.launchers.ssh import SSHLauncher
 from tests.launchers.conftest import SSH_ARGS, SSH_PORT
 
+# a C call holding the GIL for hours (a lambda travels by value: the engines cannot import tests)
+HOLDS_THE_GIL = lambda: __import__("re").match(r"(a+)+$", "a" * 34 + "b")  # noqa: E731
+
 
 def ssh_options(**more):
     return {"port": SSH_PORT, "ssh_args": SSH_ARGS, **more}
@@ -48,6 +51,10 @@ def test_ssh_engines_run_work_and_leave_no_process(sshd):
             assert "engine" in psutil.Process(pid).cmdline() and "--connection-file" not in psutil.Process(pid).cmdline()
             assert "IPCLUSTER_CONNECTION" in psutil.Process(pid).environ()
         assert rc.load_balanced_view().map_sync(abs, [-1, -2, -3]) == [1, 2, 3]
+        t0 = time.monotonic()  # a task holding the GIL past its timeout: the watchdog acts
+        with pytest.raises(ipcluster.TaskTimeout):
+            rc.load_balanced_view(targets=[0], timeout=1).apply_async(HOLDS_THE_GIL).get(timeout=30)
+        assert time.monotonic() - t0 < 1 + 0.5 + 1
     deadline = time.monotonic() + 10
     while any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids):
         assert time.monotonic() < deadline, "remote engines left behind"
