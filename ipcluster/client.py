@@ -24,7 +24,7 @@ from ipcluster.task import TaskFuture
 import ipcluster.dashboard.link as dashboard
 from ipcluster.dependency import Dependency
 from ipcluster.errors import NoEnginesRegistered, NoSuchEngine, RemoteError
-from ipcluster.protocol import now
+from ipcluster.protocol import Apply, now
 from ipcluster.session import Session
 from ipcluster.balanced import LoadBalancedView
 from ipcluster.views import BroadcastView, DirectView, activate_magics
@@ -388,19 +388,15 @@ class Client:
         for task in tasks:
             session.tasks[task.task_id] = self._futures[task.task_id] = task
             self.history.append(task.task_id)
-        header = {"kind": "apply", "id": session.ids(), "tasks": [t.task_id for t in tasks],
-                  "targets": targets, "balanced": balanced, "submitted": now(),
-                  "fn": fingerprint.qualified_name(fingerprint.user_function(f, args))}
-        if key is not None:
-            header["key"] = key
-        for name in ("label", "timeout", "retries", "priority"):
-            if flags.get(name) is not None:
-                header[name] = flags[name]
-        for name in ("after", "follow"):  # plain data: {"ids": [...], "all", "success", "failure"}
-            wire = Dependency.of(flags[name]).to_wire() if flags.get(name) is not None else None
-            if wire is not None:
-                header[name] = wire
-        tracker = session.send(header, content, buffers, track=bool(flags.get("track")))
+        deps = {name: Dependency.of(flags[name]).to_wire() if flags.get(name) is not None else None
+                for name in ("after", "follow")}  # plain data: {"ids": [...], "all", ...}
+        request = Apply(
+            [t.task_id for t in tasks], targets, balanced, label=label, key=key,
+            fn=fingerprint.qualified_name(fingerprint.user_function(f, args)),
+            timeout=flags.get("timeout"), retries=flags.get("retries") or 0,
+            priority=flags.get("priority") or 0, submitted=now(), **deps)
+        tracker = session.send(request.header(session.ids()), content, buffers,
+                               track=bool(flags.get("track")))
         return tasks, tracker
 
     # -- closing ----------------------------------------------------------------------------

@@ -43,37 +43,165 @@ class BadMessage(ValueError):
 class Kind:
     name: str
     sender: str  # who sends it: client, controller, engine
+    receivers: tuple  # who acts on it (a result goes to the controller, which forwards it on)
     content: str  # "pickle", "msgpack" or "none"
     doc: str
 
 
-# Every kind of message, once. Receivers look their handler up by name (`on_<kind>`).
+C, E, K = "client", "engine", "controller"
+
+# Every kind of message, once. Each receiver has one table kind -> handler covering exactly the
+# kinds addressed to it (tests/test_protocol.py checks it); headers with fields beyond the
+# id are records below (`Apply`, `Result`), built and checked in one place.
 KINDS = {k.name: k for k in [
-    Kind("hello", "client", "none", "client introduces itself; answered by hello_reply"),
-    Kind("hello_reply", "controller", "msgpack", "engine ids and controller facts"),
-    Kind("query", "client", "msgpack", "ask the controller for state (engine ids, queue)"),
-    Kind("query_reply", "controller", "msgpack", "the answer to a query"),
-    Kind("apply", "client", "pickle", "run (f, args, kwargs) on targets, or load-balanced"),
-    Kind("result", "engine", "pickle", "the return value of one task (msgpack error if failed)"),
-    Kind("output", "engine", "msgpack", "stdout/stderr text produced by a running task"),
-    Kind("register", "engine", "msgpack", "an engine asks to join; answered by register_reply"),
-    Kind("register_reply", "controller", "msgpack", "the engine's id"),
-    Kind("reregister", "controller", "none", "a restarted controller asks an engine to register"),
-    Kind("unregister", "engine", "msgpack", "an engine leaves cleanly, saying why"),
-    Kind("withdrawn", "engine", "msgpack",
+    Kind("hello", C, (K,), "none", "client introduces itself; answered by hello_reply"),
+    Kind("hello_reply", K, (C,), "msgpack", "engine ids and controller facts"),
+    Kind("query", C, (K,), "msgpack", "ask the controller for state (engine ids, queue)"),
+    Kind("query_reply", K, (C,), "msgpack", "the answer to a query"),
+    Kind("apply", C, (K, E), "pickle", "run (f, args, kwargs) on targets, or load-balanced: `Apply`"),
+    Kind("result", E, (K, C), "pickle", "the return value of one task (msgpack error if failed): "
+         "`Result`"),
+    Kind("output", E, (K, C), "msgpack", "stdout/stderr text produced by a running task"),
+    Kind("register", E, (K,), "msgpack", "an engine asks to join; answered by register_reply"),
+    Kind("register_reply", K, (E,), "msgpack", "the engine's id"),
+    Kind("reregister", K, (E,), "none", "a restarted controller asks an engine to register"),
+    Kind("unregister", E, (K,), "msgpack", "an engine leaves cleanly, saying why"),
+    Kind("withdrawn", E, (K,), "msgpack",
          "the answer to a withdraw control: queued tasks given back, and those already started"),
-    Kind("watchdog", "engine", "msgpack",
+    Kind("watchdog", E, (K,), "msgpack",
          "an engine's watchdog process: the engine is busy or stopped, or a task ran past its "
          "timeout and the engine was ended"),
-    Kind("beat", "engine", "none", "an engine is alive; the controller answers with a beat"),
-    Kind("event", "controller", "msgpack",
+    Kind("beat", E, (K, E), "none", "an engine is alive; the controller answers now and then"),
+    Kind("event", K, (C,), "msgpack",
          "published: engine_up, engine_down (one id each), beat (every engine id)"),
-    Kind("control", "client", "msgpack",
-         "abort, signal, shutdown, fetch, purge; the controller passes abort/signal/shutdown on"
-         " and asks engines to withdraw queued tasks"),
-    Kind("control_reply", "controller", "msgpack", "the outcome of a control request"),
-    Kind("error", "controller", "msgpack", "a signed request the controller could not accept"),
+    Kind("control", C, (K, E),
+         "msgpack", "abort, signal, shutdown, fetch, purge; the controller passes abort/signal/"
+         "shutdown on and asks engines to withdraw queued tasks"),
+    Kind("control_reply", K, (C,), "msgpack", "the outcome of a control request"),
+    Kind("error", K, (C,), "msgpack", "a signed request the controller could not accept"),
 ]}
+
+
+def kinds_for(receiver: str, sender: str | None = None) -> set[str]:
+    """The kinds `receiver` acts on (from `sender` only, if given)."""
+    return {k.name for k in KINDS.values()
+            if receiver in k.receivers and (sender is None or k.sender == sender)}
+
+
+def _check(ok: bool, kind: str, field: str, expected: str, value) -> None:
+    if not ok:
+        raise BadMessage(f"{kind}: {field!r} must be {expected}, not {value!r}")
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass
+class Apply:
+    """The header of an ``apply``: its tasks, where they run, and the flags the controller and
+    engine act on. The client builds it (`header`); controller and engine check it with
+    `from_header`, which raises `BadMessage` for anything malformed."""
+
+    tasks: list  # one task id (balanced), or one per target (direct)
+    targets: list | None = None  # engine ids: where (direct) or where allowed (balanced)
+    balanced: bool = False
+    label: str | None = None
+    key: str | None = None  # a digest of the call, for labelled sweeps run again
+    fn: str | None = None  # the function's name, for the dashboard
+    timeout: float | None = None
+    retries: int = 0
+    priority: float = 0
+    after: object = None  # dependencies as plain data (`Dependency.to_wire`)
+    follow: object = None
+    submitted: float | None = None
+
+    def header(self, msg_id: str) -> dict:
+        h = {"kind": "apply", "id": msg_id, "tasks": self.tasks, "targets": self.targets,
+             "balanced": self.balanced}
+        for name in ("label", "key", "fn", "timeout", "after", "follow", "submitted"):
+            if getattr(self, name) is not None:
+                h[name] = getattr(self, name)
+        if self.retries:
+            h["retries"] = self.retries
+        if self.priority:
+            h["priority"] = self.priority
+        return h
+
+    @classmethod
+    def from_header(cls, h: dict) -> "Apply":
+        tasks, targets = h.get("tasks"), h.get("targets")
+        _check(isinstance(tasks, list) and bool(tasks) and all(isinstance(t, str) for t in tasks),
+               "apply", "tasks", "a list of task ids", tasks)
+        _check(targets is None or isinstance(targets, list) and all(
+            isinstance(t, int) and not isinstance(t, bool) for t in targets),
+            "apply", "targets", "a list of engine ids or null", targets)
+        balanced = h.get("balanced", False)
+        _check(isinstance(balanced, bool), "apply", "balanced", "true or false", balanced)
+        if balanced and len(tasks) != 1:
+            raise BadMessage("apply: a load-balanced request carries exactly one task id")
+        if not balanced and (targets is None or len(targets) != len(tasks)):
+            raise BadMessage("apply: a direct request needs one task id per target")
+        for name in ("label", "key", "fn"):
+            _check(h.get(name) is None or isinstance(h[name], str), "apply", name, "a string",
+                   h.get(name))
+        for name in ("timeout", "priority", "submitted"):
+            _check(h.get(name) is None or _number(h[name]), "apply", name, "a number", h.get(name))
+        retries = h.get("retries", 0)
+        _check(isinstance(retries, int) and not isinstance(retries, bool) and retries >= 0,
+               "apply", "retries", "an int >= 0", retries)
+        return cls(tasks, targets, balanced, h.get("label"), h.get("key"), h.get("fn"),
+                   h.get("timeout"), retries, h.get("priority") or 0, h.get("after"),
+                   h.get("follow"), h.get("submitted"))
+
+    def task_for(self, engine_id: int) -> str:
+        """The task an engine runs: the only one if balanced, else the one at its place."""
+        if self.balanced:
+            return self.tasks[0]
+        if engine_id not in self.targets:
+            raise BadMessage(f"apply: engine {engine_id} is not among the targets {self.targets}")
+        return self.tasks[self.targets.index(engine_id)]
+
+
+@dataclass
+class Result:
+    """The header of a ``result``: which task, from which engine, how it ended and when.
+    Content: the pickled value if `status` is "ok", else the error as msgpack (never pickle)."""
+
+    parent: str  # the task id
+    engine: int | None
+    status: str  # "ok" or "error"
+    started: float | None = None
+    completed: float | None = None
+    unmet: bool = False  # an UnmetDependency: the task may run on another engine
+    prov: dict | None = None  # provenance: function, hashes of code, call and result
+
+    def header(self, msg_id: str) -> dict:
+        h = {"kind": "result", "id": msg_id, "parent": self.parent, "engine": self.engine,
+             "status": self.status, "started": self.started, "completed": self.completed}
+        if self.unmet:
+            h["unmet"] = True
+        if self.prov is not None:
+            h["prov"] = self.prov
+        return h
+
+    @classmethod
+    def from_header(cls, h: dict) -> "Result":
+        _check(isinstance(h.get("parent"), str), "result", "parent", "a task id", h.get("parent"))
+        _check(h.get("status") in ("ok", "error"), "result", "status", '"ok" or "error"',
+               h.get("status"))
+        for name in ("started", "completed"):
+            _check(h.get(name) is None or _number(h[name]), "result", name, "a time", h.get(name))
+        engine = h.get("engine")
+        _check(engine is None or isinstance(engine, int), "result", "engine", "an engine id", engine)
+        prov = h.get("prov")
+        return cls(h["parent"], engine, h["status"], h.get("started"), h.get("completed"),
+                   bool(h.get("unmet")), prov if isinstance(prov, dict) else None)
+
+    @property
+    def duration(self) -> float | None:
+        timed = self.started is not None and self.completed is not None
+        return self.completed - self.started if timed else None
 
 MAX_HEADER = 16 * 1024  # bytes; headers are small maps, a larger one is malformed
 

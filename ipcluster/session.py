@@ -28,7 +28,9 @@ import warnings
 from ipcluster import serialize, shm, transport
 from ipcluster.task import TaskFuture
 from ipcluster.errors import ClientClosed, ControllerLost, RemoteError, SerializationError, from_wire
-from ipcluster.protocol import Ids, Replay, Signer, decode, encode, now, pack, unpack
+from ipcluster.protocol import (
+    BadMessage, Ids, Replay, Result, Signer, decode, encode, now, pack, unpack,
+)
 
 log = logging.getLogger("ipcluster.client")
 
@@ -250,46 +252,68 @@ class Session:
             log.warning("dropped a message from the controller: %s: %s", type(exc).__name__, exc)
 
     def _dispatch(self, msg) -> None:
-        header = msg.header
-        if msg.kind == "result":
-            task = self.tasks.pop(header.get("parent"), None)
-            if task is not None:
-                if self._segments:
-                    self._discard_segments(task.task_id)
-                self._complete(task, msg)
-            else:
-                log.warning("dropped a result for task %s, which this client does not wait "
-                            "for (a duplicate?)", header.get("parent"))
-        elif msg.kind == "output":
-            task = self.tasks.get(header.get("parent"))
-            if task is not None:
-                out = unpack(msg.content)
-                task.add_output(out["name"], out["text"], header.get("engine"))
-        elif msg.kind == "error":  # the controller refused a request of ours
-            error = unpack(msg.content)
-            exc = RemoteError(error.get("ename", "Error"), f"the controller refused the request: "
-                              f"{error.get('evalue', '')}")
-            for task_id in error.get("tasks", []):
-                task = self.tasks.pop(task_id, None)
-                if task is not None:
-                    task.set_exception(exc)
-            reply = self._replies.get(header.get("parent"))
-            if reply is not None and not reply.done():
-                reply.set_exception(exc)
-        elif header.get("parent") in self._syncs:
-            self._syncs.discard(header["parent"])
-            self._on_sync(unpack(msg.content) or {})
-        else:
-            reply = self._replies.get(header.get("parent"))
-            if reply is not None and not reply.done():
-                reply.set_result(unpack(msg.content))
+        handler = HANDLERS.get(msg.kind)
+        if handler is None:
+            raise BadMessage(f"a {msg.kind!r} message is not for clients")
+        handler(self, msg)
 
-    def _complete(self, task: TaskFuture, msg) -> None:
-        header = msg.header
-        task.metadata.update(engine_id=header.get("engine"), started=header.get("started"),
-                             completed=header.get("completed"), received=now(),
-                             status=header.get("status"))
-        if header.get("status") == "ok":
+    # -- a handler per kind (HANDLERS) ------------------------------------------------------
+
+    def on_result(self, msg) -> None:
+        result = Result.from_header(msg.header)
+        task = self.tasks.pop(result.parent, None)
+        if task is not None:
+            if self._segments:
+                self._discard_segments(task.task_id)
+            self._complete(task, result, msg)
+        else:
+            log.warning("dropped a result for task %s, which this client does not wait "
+                        "for (a duplicate?)", result.parent)
+
+    def on_output(self, msg) -> None:
+        task = self.tasks.get(msg.header.get("parent"))
+        if task is not None:
+            out = unpack(msg.content)
+            task.add_output(out["name"], out["text"], msg.header.get("engine"))
+
+    def on_error(self, msg) -> None:  # the controller refused a request of ours
+        error = unpack(msg.content)
+        exc = RemoteError(error.get("ename", "Error"), f"the controller refused the request: "
+                          f"{error.get('evalue', '')}")
+        for task_id in error.get("tasks", []):
+            task = self.tasks.pop(task_id, None)
+            if task is not None:
+                task.set_exception(exc)
+        reply = self._replies.get(msg.header.get("parent"))
+        if reply is not None and not reply.done():
+            reply.set_exception(exc)
+
+    def on_reply(self, msg) -> None:  # hello_reply, query_reply, control_reply
+        if msg.header.get("parent") in self._syncs:
+            self._syncs.discard(msg.header["parent"])
+            self._on_sync(unpack(msg.content) or {})
+            return
+        reply = self._replies.get(msg.header.get("parent"))
+        if reply is not None and not reply.done():
+            reply.set_result(unpack(msg.content))
+
+    def on_event(self, msg) -> None:
+        event = unpack(msg.content)
+        if event.get("event") in ("engine_up", "engine_down"):
+            self._readers.pop(event.get("id"), None)  # a restarted engine has a new token
+        if "ids" in event:  # the whole list, in each beat
+            self.set_engine_ids(event["ids"])
+        elif event.get("event") == "engine_up":
+            self._engine_joined(int(event["id"]))
+        elif event.get("event") == "engine_down":
+            self._engine_left(int(event["id"]))
+        if "store" in event:
+            self.store_problem = event["store"]
+
+    def _complete(self, task: TaskFuture, result: Result, msg) -> None:
+        task.metadata.update(engine_id=result.engine, started=result.started,
+                             completed=result.completed, received=now(), status=result.status)
+        if result.status == "ok":
             try:
                 task.set_result(serialize.loads(msg.content, msg.buffers))
             except SerializationError as exc:
@@ -299,16 +323,15 @@ class Session:
 
     def _on_event(self, frames) -> None:
         try:
-            event = unpack(decode(self.signer, frames, self.replay).content)
-            if event.get("event") in ("engine_up", "engine_down"):
-                self._readers.pop(event.get("id"), None)  # a restarted engine has a new token
-            if "ids" in event:  # the whole list, in each beat
-                self.set_engine_ids(event["ids"])
-            elif event.get("event") == "engine_up":
-                self._engine_joined(int(event["id"]))
-            elif event.get("event") == "engine_down":
-                self._engine_left(int(event["id"]))
-            if "store" in event:
-                self.store_problem = event["store"]
+            msg = decode(self.signer, frames, self.replay)
+            if msg.kind != "event":
+                raise BadMessage(f"a {msg.kind!r} message on the event subscription")
+            self.on_event(msg)
         except Exception as exc:
             log.warning("dropped an event: %s: %s", type(exc).__name__, exc)
+
+
+# The client's handler per kind it receives: a function of (session, message).
+HANDLERS = {"result": Session.on_result, "output": Session.on_output, "error": Session.on_error,
+            "event": Session.on_event, "hello_reply": Session.on_reply,
+            "query_reply": Session.on_reply, "control_reply": Session.on_reply}

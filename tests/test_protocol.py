@@ -82,3 +82,50 @@ def test_ids_are_unique_across_instances():
     a, b = protocol.Ids(), protocol.Ids()
     ids = {a() for _ in range(100)} | {b() for _ in range(100)}
     assert len(ids) == 200
+
+
+# -- every kind defined once: records and handler tables ------------------------------------
+
+def test_each_receiver_has_one_handler_per_kind_addressed_to_it():
+    from ipcluster import session
+    from ipcluster.controller import server
+    from ipcluster.engine import control
+
+    assert set(server.HANDLERS) == protocol.kinds_for("controller")
+    assert set(control.HANDLERS) == protocol.kinds_for("engine")
+    assert set(session.HANDLERS) == protocol.kinds_for("client")
+    assert server.CLIENT_KINDS == {"hello", "query", "apply", "control"}
+
+
+def test_an_apply_record_round_trips_and_names_the_task_of_each_engine():
+    direct = protocol.Apply(["t1", "t2"], [3, 5], label="sweep", timeout=2.5)
+    header = direct.header("m-1")
+    assert header["kind"] == "apply" and "retries" not in header  # defaults stay off the wire
+    back = protocol.Apply.from_header(msgpack.unpackb(msgpack.packb(header)))
+    assert back == direct and back.task_for(5) == "t2"
+    with pytest.raises(BadMessage, match="engine 4 is not among the targets"):
+        back.task_for(4)
+    balanced = protocol.Apply(["t9"], None, True, retries=2, priority=1.5)
+    assert protocol.Apply.from_header(balanced.header("m-2")).task_for(0) == "t9"
+
+
+@pytest.mark.parametrize("change, error", [
+    ({"tasks": []}, "'tasks' must be a list of task ids"),
+    ({"targets": [1, "2"]}, "'targets' must be a list of engine ids"),
+    ({"balanced": True}, "exactly one task id"),
+    ({"targets": [1]}, "one task id per target"),
+    ({"priority": True}, "'priority' must be a number"),
+    ({"retries": -1}, "'retries' must be an int >= 0"),
+    ({"label": 3}, "'label' must be a string"),
+])
+def test_a_malformed_apply_is_refused_saying_what_was_expected(change, error):
+    header = {**protocol.Apply(["a", "b"], [0, 1]).header("m"), **change}
+    with pytest.raises(BadMessage, match=error):
+        protocol.Apply.from_header(header)
+
+
+def test_a_result_record_round_trips_and_refuses_a_bad_status():
+    result = protocol.Result("t1", 0, "ok", started=1.0, completed=1.5)
+    assert protocol.Result.from_header(result.header("m")) == result and result.duration == 0.5
+    with pytest.raises(BadMessage, match="'status' must be"):
+        protocol.Result.from_header({**result.header("m"), "status": "fine"})

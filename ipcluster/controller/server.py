@@ -37,7 +37,8 @@ from ipcluster.controller.graph import Dep, Graph
 from ipcluster.controller.scheduler import Pending, make_scheduler
 from ipcluster.errors import EngineError, ImpossibleDependency, NoSuchEngine, RemoteError
 from ipcluster.protocol import (
-    DELIM, BadMessage, Drops, Ids, Replay, Signer, decode, encode, pack, unpack,
+    DELIM, Apply, BadMessage, Drops, Ids, Replay, Result, Signer, decode, encode, kinds_for, pack,
+    unpack,
 )
 
 log = logging.getLogger("ipcluster.controller")
@@ -46,8 +47,8 @@ EVENT_TOPIC = b"ev"
 STALL = 0.05  # seconds without a result after which an engine's queued tasks may move to an
 # idle engine: long enough that a stream of short tasks never moves, short beside a long task
 BEAT_ANSWER_EVERY = 10.0  # seconds; an engine stops after 60 s without hearing from us
-CLIENT_KINDS = {"hello", "query", "apply", "control"}
-ENGINE_KINDS = {"register", "unregister", "beat", "result", "output", "withdrawn", "watchdog"}
+CLIENT_KINDS = kinds_for("controller", "client")
+ENGINE_KINDS = kinds_for("controller", "engine")
 
 
 def _url(bound: str, location: str) -> str:
@@ -161,7 +162,7 @@ class Controller:
             self.received[msg.kind] += 1
             if sock is self.clients and self.undelivered.by_client:  # it is back: catch it up
                 self.undelivered.flush(self._to_client, msg.route[0])
-            getattr(self, f"on_{msg.kind}")(msg)
+            HANDLERS[msg.kind](self, msg)
         except Exception as exc:  # a signed request we cannot accept: say so, keep serving
             self.dropped(exc)
             if sock is self.clients and msg.route:
@@ -192,8 +193,7 @@ class Controller:
 
     def fail(self, task: Task, error: RemoteError) -> None:
         """Finish `task` with an error made here (no such engine, engine died, aborted...)."""
-        header = {"kind": "result", "id": self.ids(), "parent": task.id, "status": "error",
-                  "engine": task.engine, "completed": time.time()}
+        header = Result(task.id, task.engine, "error", completed=time.time()).header(self.ids())
         frames = encode(self.signer, header, pack(error.to_wire()))[1:]
         self.ledger.finish(task, frames, "error", None)
         if self.watch:
@@ -280,31 +280,17 @@ class Controller:
                                                     "evalue": str(exc), "tasks": []})
 
     def on_apply(self, msg) -> None:
-        header = msg.header
-        client = msg.route[0]
-        tasks, targets = header.get("tasks"), header.get("targets")
-        if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) for t in tasks):
-            raise BadMessage("apply: 'tasks' must be a list of task ids")
-        if targets is not None and (
-            not isinstance(targets, list) or not all(isinstance(t, int) for t in targets)
-        ):
-            raise BadMessage("apply: 'targets' must be a list of engine ids or null")
+        request = Apply.from_header(msg.header)
+        client, tasks, targets = msg.route[0], request.tasks, request.targets
         if any(self.ledger.get(t) is not None for t in tasks):
             raise BadMessage("apply: a task id is in use already")
-        label = header.get("label") if isinstance(header.get("label"), str) else None
-        key = header.get("key") if isinstance(header.get("key"), str) else None
-        fn = header.get("fn") if isinstance(header.get("fn"), str) else None
-        if header.get("balanced"):
-            if len(tasks) != 1:
-                raise BadMessage("apply: a load-balanced request carries exactly one task id")
+        label, key, fn = request.label, request.key, request.fn
+        if request.balanced:
             allowed = None if targets is None else frozenset(targets)
-            retries, priority = header.get("retries"), header.get("priority", 0)
-            if isinstance(priority, bool) or not isinstance(priority, (int, float)):
-                raise BadMessage(f"apply: 'priority' must be a number, not {priority!r}")
-            after, follow = Dep.from_wire(header.get("after")), Dep.from_wire(header.get("follow"))
+            after, follow = Dep.from_wire(request.after), Dep.from_wire(request.follow)
             task = Task(tasks[0], client, balanced=True, targets=allowed, label=label,
-                        request=msg.frames, retries=retries if isinstance(retries, int) else 0,
-                        priority=priority, key=key, function=fn)
+                        request=msg.frames, retries=request.retries,
+                        priority=request.priority, key=key, function=fn)
             self.ledger.add(task)
             if allowed is not None and not allowed & set(self.registry.by_id):
                 self.fail(task, NoSuchEngine(
@@ -318,8 +304,6 @@ class Controller:
                 self._release(task, detail)
                 self._dispatch()
             return
-        if targets is None or len(targets) != len(tasks):
-            raise BadMessage("apply: a direct request needs one task id per target")
         for task_id, eid in zip(tasks, targets):
             task = Task(task_id, client, label=label, key=key, function=fn, request=msg.frames)
             self.ledger.add(task)
@@ -420,33 +404,32 @@ class Controller:
 
     def on_result(self, msg) -> None:
         engine = self._engine(msg)
-        task = self.ledger.get(msg.header.get("parent"))
+        result = Result.from_header(msg.header)
+        task = self.ledger.get(result.parent)
         if engine is None and self.restored and task is not None and task.result is None:
             recovery.restored_result(self, task, msg)  # finished while we were down
             return
         if task is None or engine is None:
-            raise BadMessage(f"result for unknown task {msg.header.get('parent')!r}")
+            raise BadMessage(f"result for unknown task {result.parent!r}")
         if task.result is not None or task.engine != engine.id:  # moved off it while it was frozen
             log.info("late result of task %s from engine %d discarded", task.id, engine.id)
             return
         engine.tasks.pop(task.id, None)
         engine.completed += 1
         engine.progressed = time.monotonic()
-        h = msg.header
-        timed = all(isinstance(h.get(k), (int, float)) for k in ("started", "completed"))
-        self.scheduler.finished(engine.id, h["completed"] - h["started"] if timed else None)
-        if msg.header.get("unmet") and task.balanced and recovery.move(self, task, engine, msg):
+        self.scheduler.finished(engine.id, result.duration)
+        if result.unmet and task.balanced and recovery.move(self, task, engine, msg):
             self._dispatch()
             return
-        if msg.header.get("status") == "error" and recovery.retry(self, task, engine.id, msg):
+        if result.status == "error" and recovery.retry(self, task, engine.id, msg):
             self._dispatch()
             return
         self.provenance.finished(task, engine, msg.header)
-        self.ledger.finish(task, msg.frames, str(msg.header.get("status")), msg.header.get("completed"))
+        self.ledger.finish(task, msg.frames, result.status, result.completed)
         if self.watch:
             self.watch.finished(task, msg.header, msg.content)
         self.forward(task, msg.frames)
-        self._on_graph(self.graph.finished(task.id, msg.header.get("status") == "ok", engine.id))
+        self._on_graph(self.graph.finished(task.id, result.status == "ok", engine.id))
         self._dispatch()
 
     def on_withdrawn(self, msg) -> None:
@@ -493,3 +476,7 @@ class Controller:
                     f"stopped before finishing this task: {reason}", engine_id=engine.id))
         self._publish({"event": "engine_down", "id": engine.id})
         self._dispatch()  # retried tasks go to the engines left
+
+
+# The controller's handler per kind it receives: a function of (controller, message).
+HANDLERS = {kind: getattr(Controller, f"on_{kind}") for kind in CLIENT_KINDS | ENGINE_KINDS}

@@ -21,7 +21,9 @@ import time
 import uuid
 
 from ipcluster import fingerprint, shm, transport
-from ipcluster.protocol import BadMessage, Drops, Ids, Replay, decode, encode, pack, unpack
+from ipcluster.protocol import (
+    Apply, BadMessage, Drops, Ids, Replay, decode, encode, kinds_for, pack, unpack,
+)
 
 log = logging.getLogger("ipcluster.engine")
 
@@ -191,32 +193,32 @@ class Control(threading.Thread):
     def _on_message(self, frames) -> None:
         try:
             msg = decode(self.signer, frames, self.replay)
-            if msg.kind == "apply":
-                task = self._task_id(msg.header)
-                self.running.enqueue(task)
-                self.tasks.put((task, msg))
-            elif msg.kind == "control":
-                self._on_control(unpack(msg.content))
-            elif msg.kind == "reregister":  # a restarted controller: same id, namespace intact
-                log.info("the controller restarted; registering again as engine %s", self.engine_id)
-                self._send(self._sock, {"kind": "register"}, pack(self._facts(self.engine_id)))
-            elif msg.kind == "register_reply":
-                log.info("registered again as engine %s", unpack(msg.content).get("id"))
-            elif msg.kind != "beat":
+            handler = HANDLERS.get(msg.kind)
+            if handler is None:
                 raise BadMessage(f"a {msg.kind!r} message is not for engines")
+            handler(self, msg)
         except Exception as exc:  # nothing a message says may stop this thread
             self.dropped(exc)
 
-    def _task_id(self, header: dict) -> str:
-        """This engine's task in an apply: the only one if balanced, else the one at its place."""
-        tasks, targets = header.get("tasks"), header.get("targets")
-        if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) for t in tasks):
-            raise BadMessage("apply: 'tasks' must be a list of task ids")
-        if header.get("balanced"):
-            return tasks[0]
-        if not isinstance(targets, list) or len(targets) != len(tasks) or self.engine_id not in targets:
-            raise BadMessage(f"apply: engine {self.engine_id} is not among the targets")
-        return tasks[targets.index(self.engine_id)]
+    # -- a handler per kind (HANDLERS) ------------------------------------------------------
+
+    def on_apply(self, msg) -> None:
+        task = Apply.from_header(msg.header).task_for(self.engine_id)
+        self.running.enqueue(task)
+        self.tasks.put((task, msg))
+
+    def on_control(self, msg) -> None:
+        self._on_control(unpack(msg.content))
+
+    def on_reregister(self, msg) -> None:  # a restarted controller: same id, namespace intact
+        log.info("the controller restarted; registering again as engine %s", self.engine_id)
+        self._send(self._sock, {"kind": "register"}, pack(self._facts(self.engine_id)))
+
+    def on_register_reply(self, msg) -> None:
+        log.info("registered again as engine %s", unpack(msg.content).get("id"))
+
+    def on_beat(self, msg) -> None:
+        """Hearing from the controller is all a beat says (`last_heard` is set for any message)."""
 
     def _on_control(self, request) -> None:
         if not isinstance(request, dict):
@@ -247,3 +249,7 @@ class Control(threading.Thread):
         for task, name, text in self.capture.take():
             self._send(sock, {"kind": "output", "parent": task, "engine": self.engine_id},
                        pack({"name": name, "text": text}))
+
+
+# The engine's handler per kind it receives: a function of (control thread, message).
+HANDLERS = {kind: getattr(Control, f"on_{kind}") for kind in kinds_for("engine")}

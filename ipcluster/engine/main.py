@@ -25,7 +25,7 @@ from ipcluster.engine import watchdog
 from ipcluster.engine.control import RESULTS, STOP, Control
 from ipcluster.engine.watchdog import Watch
 from ipcluster.errors import RemoteError, SerializationError, TaskAborted, TaskTimeout, UnmetDependency
-from ipcluster.protocol import Signer, encode, now, pack
+from ipcluster.protocol import Result, Signer, encode, now, pack
 
 log = logging.getLogger("ipcluster.engine")
 
@@ -92,14 +92,13 @@ class Engine:
     def run_task(self, task_id: str, msg) -> list | None:
         header = msg.header
         eid = self.control.engine_id
-        reply = {"kind": "result", "id": self.control.ids(), "parent": task_id, "engine": eid}
-        started = now()
+        reply = Result(task_id, eid, "error", started=now())
         if not self.running.claim(task_id):
             return None  # given back to the controller, which sends it elsewhere
         if task_id in self.control.aborted:
             self.control.aborted.discard(task_id)
             error = TaskAborted("TaskAborted", "aborted before it started", engine_id=eid)
-            return self._reply(reply, pack(error.to_wire()), [], "error", started)
+            return self._reply(reply, pack(error.to_wire()), [])
         self.capture.task = task_id
         self.running.start(task_id, header.get("timeout"))
         function = None
@@ -114,23 +113,24 @@ class Engine:
             self.running.finish()
             content, buffers = serialize.dumps(result, "the result")
             serialize.check_size(content, buffers, self.max_message_size, "the result")
-            status = "ok"
+            reply.status = "ok"
         except BaseException as exc:  # the task's failure, reported to its client
             self.running.finish()
             if self.terminating:
                 raise  # SIGTERM arrived during the task: stop the engine
             error = self._error(exc, eid, header.get("timeout"))
-            reply["unmet"] = isinstance(exc, UnmetDependency)
-            content, buffers, status = pack(error), [], "error"
+            reply.unmet = isinstance(exc, UnmetDependency)
+            content, buffers = pack(error), []
         finally:
             sys.stdout.flush()
             self.capture.task = None
-        reply["prov"] = fingerprint.facts(function, msg.content, msg.buffers, content, buffers)
-        return self._reply(reply, content, buffers, status, started, header.get("shm_host"))
+        reply.prov = fingerprint.facts(function, msg.content, msg.buffers, content, buffers)
+        return self._reply(reply, content, buffers, header.get("shm_host"))
 
-    def _reply(self, reply, content, buffers, status, started, client=None) -> list:
-        reply.update(status=status, started=started, completed=now())
-        return encode(self.signer, reply, content, buffers, self._shared(client) if buffers else None)
+    def _reply(self, reply: Result, content, buffers, client=None) -> list:
+        reply.completed = now()
+        return encode(self.signer, reply.header(self.control.ids()), content, buffers,
+                      self._shared(client) if buffers else None)
 
     def _shared(self, client):
         """Shared memory for a result to `client` (its identity) if it is on this host and the
