@@ -12,7 +12,7 @@ import time
 import pytest
 
 import ipcluster as ipp
-from tests.conftest import _fixture_pids
+from tests.conftest import _fixture_pids, wait_until
 
 
 @pytest.fixture
@@ -112,9 +112,11 @@ def test_a_killed_controller_restored_keeps_engines_namespaces_and_the_sweep(dur
     pids = rc[:].apply_sync(os.getpid)
     view = rc.load_balanced_view()
     ar = view.map_async(slow_times_ten, range(300), chunksize=3, label="survives")
-    direct = [rc[i % 2].apply_async(sleep_then, 1.0, i) for i in range(4)]  # running at the kill
     while ar.progress < 10:
         time.sleep(0.01)
+    direct = [rc[i % 2].apply_async(sleep_then, 0.5, i) for i in range(4)]  # unfinished at the kill
+    ids = [d.msg_ids[0] for d in direct]
+    wait_until(lambda: len(rc.db_query({"msg_id": {"$in": ids}}, keys=["msg_id"])) == 4)  # stored
     os.kill(cluster.controller.pid, signal.SIGKILL)
     cluster.controller.wait()
     log = open(cluster.cluster_dir / "controller.log", "ab")
