@@ -104,6 +104,8 @@ def writable(frame):
     A buffer that came through shared memory is mapped copy-on-write, not copied."""
     if isinstance(frame, shm.Segment):
         return frame.map()
+    if isinstance(frame, memoryview) and not frame.readonly:  # mapped already (`received`)
+        return frame
     view = getattr(frame, "buffer", frame)
     if view is frame or not len(view):
         return bytearray(view)
@@ -115,6 +117,12 @@ def writable(frame):
     memory = (ctypes.c_char * len(view)).from_address(address)
     memory.frame = frame  # the frame owns the memory: it lives as long as the view
     return memoryview(memory).cast("B")
+
+
+def received(buffers) -> list:
+    """Received buffers with those in shared memory mapped, for a reader that looks at the
+    bytes (provenance hashes) before unpickling them."""
+    return [b.map() if isinstance(b, shm.Segment) else b for b in buffers]
 
 
 def loads(content, buffers=()) -> object:

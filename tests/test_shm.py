@@ -165,6 +165,13 @@ def test_push_to_many_engines_is_one_segment_they_all_map_and_pull_comes_back_th
     assert ours(where, key, "s") == []  # every name was removed by its reader
 
 
+def test_a_call_whose_arguments_came_through_shared_memory_runs_and_its_bytes_are_hashed(rc2):
+    array = np.arange(MB, dtype=np.float64)
+    ar = rc2[0].apply_async(lambda a: float(a.sum()), array)
+    assert ar.get(timeout=30) == float(array.sum())
+    assert ar.metadata["engine_id"] == 0 and rc2[0].apply_sync(os.getpid)  # the engine lives
+
+
 def test_pushing_s_bytes_raises_each_process_private_memory_by_at_most_a_quarter_more(rc2):
     size = 256 * MB
     array = np.random.default_rng(0).integers(0, 255, size, dtype=np.uint8)

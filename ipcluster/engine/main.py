@@ -104,8 +104,10 @@ class Engine:
         function = None
         try:
             try:
+                msg.buffers = serialize.received(msg.buffers)  # hashed below, as received
                 f, args, kwargs = serialize.loads(msg.content, msg.buffers)
             except SerializationError as exc:
+                msg.buffers = []  # not hashed: they could not be read
                 raise SerializationError(unloadable(exc, eid)) from exc.__cause__
             function = fingerprint.user_function(f, args)
             args, kwargs = namespace.resolve_references(args, kwargs)
