@@ -27,7 +27,7 @@ class Simulator:
     def __init__(self, info, engines: int, beat_interval: float = 1.0) -> None:
         self.signer = Signer(info.key_bytes)
         self.ids = Ids()
-        self.context = transport.Context()
+        self.context = transport.Context(info.key_bytes)  # proves the key when it connects
         self.sockets = [self.context.dealer(info.engine_url, identity=uuid.uuid4().bytes)
                         for _ in range(engines)]
         self.engine_ids: dict = {}

@@ -44,7 +44,7 @@ class Session:
         self.signer = Signer(info.key_bytes)
         self.replay = Replay()
         self.ids = Ids()
-        self.context = transport.Context()
+        self.context = transport.Context(info.key_bytes)  # proves the key when it connects
         self._inbox_name = f"client-{self.ids.session}"
         self.shm = shm.host(info.key_bytes)  # None where there is no shared memory
         self._readers: dict[int, str | None] = {}  # engine id -> its reader token, if on this host

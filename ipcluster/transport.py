@@ -4,11 +4,21 @@ Sockets are made here with the options every role needs (no silent drops at the 
 mark, mandatory routing so a vanished peer is an error, transport heartbeats), and everything
 above speaks in lists of frames. Frames are sent with ``copy=False`` so large buffers are never
 copied on the way out.
+
+Peers authenticate when they connect (ZAP), with credentials derived from the cluster key: a
+PLAIN password on loopback, a CurveZMQ client key pair when encrypted. A server's context runs
+the ZAP handler; a peer without the key is refused during the handshake, so it receives no
+event and libzmq never buffers a frame of its.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import threading
+
 import zmq
+from zmq.utils import z85
 
 Again = zmq.Again
 ZMQError = zmq.ZMQError
@@ -30,18 +40,81 @@ def uses_curve(sock) -> bool:
     return sock.getsockopt(zmq.MECHANISM) == zmq.CURVE
 
 
+def _derived(key: bytes, purpose: bytes) -> bytes:
+    return hmac.new(key, b"ipcluster " + purpose, hashlib.sha256).digest()
+
+
+def peer_password(key: bytes) -> bytes:
+    """The PLAIN password of every peer of the cluster with this key (never the key itself)."""
+    return _derived(key, b"zap password").hex().encode()
+
+
+def peer_curve_keys(key: bytes) -> tuple[bytes, bytes]:
+    """The CurveZMQ (public, secret) client key pair of every peer of the cluster, Z85."""
+    secret = z85.encode(_derived(key, b"curve client"))
+    return zmq.curve_public(secret), secret
+
+
+class _Gatekeeper(threading.Thread):
+    """The ZAP handler of a context: admits a PLAIN peer with the password, a CURVE peer with
+    the client key, both derived from the cluster key; refuses everyone else."""
+
+    def __init__(self, ctx: zmq.Context, key: bytes) -> None:
+        super().__init__(name="ipcluster-zap", daemon=True)
+        self.password, self.curve_public = peer_password(key), z85.decode(peer_curve_keys(key)[0])
+        self.refused = 0
+        self._stopping = threading.Event()
+        self._sock = ctx.socket(zmq.ROUTER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.bind("inproc://zeromq.zap.01")
+        self.start()
+
+    def run(self) -> None:
+        sock = self._sock
+        while not self._stopping.is_set():
+            if not sock.poll(100):
+                continue
+            # only libzmq writes here: [route, "", version, request id, domain, address,
+            # identity, mechanism, credentials...]
+            route, _, _, request_id, _, _, _, mechanism, *credentials = sock.recv_multipart()
+            if mechanism == b"PLAIN" and len(credentials) == 2:
+                ok = hmac.compare_digest(credentials[1], self.password)
+            elif mechanism == b"CURVE" and len(credentials) == 1:
+                ok = hmac.compare_digest(credentials[0], self.curve_public)
+            else:
+                ok = False
+            self.refused += not ok
+            status = (b"200", b"OK") if ok else (b"400", b"not a peer of this cluster")
+            sock.send_multipart([route, b"", b"1.0", request_id, *status, b"", b""])
+        sock.close()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.join(timeout=5)
+
+
 class Context:
     """Owns a zmq context and every socket made from it; `close()` closes them all.
 
     With `curve_secret` (servers) or `curve_server_key` (clients), sockets encrypt with
-    CurveZMQ; a peer without the server's public key cannot connect.
+    CurveZMQ; a peer without the server's public key cannot connect. With the cluster `key`,
+    servers admit only peers that prove it and clients prove it (see the module's docstring).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, key: bytes | None = None) -> None:
         self._ctx = zmq.Context()
+        self._key = key
+        self._gatekeeper: _Gatekeeper | None = None
 
     def close(self, linger_ms: int = 0) -> None:
+        if self._gatekeeper is not None:
+            self._gatekeeper.stop()
         self._ctx.destroy(linger=linger_ms)
+
+    @property
+    def refused(self) -> int:
+        """Peers refused at connect so far (servers)."""
+        return 0 if self._gatekeeper is None else self._gatekeeper.refused
 
     def _socket(self, kind: int) -> zmq.Socket:
         sock = self._ctx.socket(kind)
@@ -51,6 +124,12 @@ class Context:
         return sock
 
     def _bind(self, sock: zmq.Socket, ip: str, curve_secret: str | None, port: int | None) -> str:
+        if self._key is not None:
+            if self._gatekeeper is None:
+                self._gatekeeper = _Gatekeeper(self._ctx, self._key)
+            sock.setsockopt(zmq.ZAP_DOMAIN, b"ipcluster")
+            if not curve_secret:
+                sock.setsockopt(zmq.PLAIN_SERVER, 1)
         if curve_secret:
             sock.setsockopt(zmq.CURVE_SERVER, 1)
             sock.setsockopt(zmq.CURVE_SECRETKEY, curve_secret.encode())
@@ -62,10 +141,13 @@ class Context:
 
     def _connect(self, sock: zmq.Socket, url: str, curve_server_key: str | None) -> zmq.Socket:
         if curve_server_key:
-            public, secret = zmq.curve_keypair()
+            public, secret = peer_curve_keys(self._key) if self._key else zmq.curve_keypair()
             sock.setsockopt(zmq.CURVE_SERVERKEY, curve_server_key.encode())
             sock.setsockopt(zmq.CURVE_PUBLICKEY, public)
             sock.setsockopt(zmq.CURVE_SECRETKEY, secret)
+        elif self._key is not None:
+            sock.setsockopt(zmq.PLAIN_USERNAME, b"peer")
+            sock.setsockopt(zmq.PLAIN_PASSWORD, peer_password(self._key))
         sock.connect(url)
         return sock
 

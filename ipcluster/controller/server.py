@@ -60,7 +60,7 @@ class Controller:
                  curve_secret: str = "", ports=(None, None, None), store=None) -> None:
         self.options = options
         self.cluster_id = cluster_id
-        self.context = transport.Context()
+        self.context = transport.Context(bytes.fromhex(key))  # admits only peers with the key
         curve = curve_secret or None
         self.clients, client_url = self.context.router(
             options.ip, curve, options.max_message_size, options.client_queue, ports[0])
@@ -253,6 +253,7 @@ class Controller:
             "tasks": self.ledger.open(),
             "dropped": [list(k) for k in self.registry.dropped],
             "received": dict(self.received),
+            "refused": self.context.refused,  # peers refused at connect: no cluster key
             "store": self.store_problem(),
             "event_batches": self.watch.batches,
         })

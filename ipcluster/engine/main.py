@@ -45,7 +45,7 @@ class Engine:
         self.max_message_size = info.max_message_size
         self.watch = Watch()  # forked before any zmq context exists, as fork requires
         self.watchdog = watchdog.start(self.watch, info, self.signer, options.beat_interval)
-        self.context = transport.Context()
+        self.context = transport.Context(info.key_bytes)  # proves the key when it connects
         self.capture = Capture()
         self.tasks: queue.SimpleQueue = queue.SimpleQueue()
         self.terminating = False

@@ -93,7 +93,7 @@ class Watchdog:
 
     def _say(self, content: dict) -> None:
         if self._sock is None:
-            self._context = transport.Context()
+            self._context = transport.Context(self.info.key_bytes)  # proves the key
             self._sock = self._context.dealer(
                 self.info.engine_url, identity=os.urandom(16),
                 curve_server_key=self.info.curve_public_key or None)

@@ -9,11 +9,13 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 
 import ipcluster
 from ipcluster import connection, protocol, serialize, transport
 from ipcluster.protocol import Signer, encode
+from tests.conftest import wait_until
 
 
 def mark(path):
@@ -36,9 +38,10 @@ def recv_within(sock, seconds: float):
 
 @pytest.fixture
 def raw(cluster):
-    """A bare DEALER on the controller's client socket, and the cluster's connection info."""
+    """A bare DEALER on the controller's client socket (admitted: its context proves the key),
+    and the cluster's connection info."""
     info = connection.read(cluster.connection_file)
-    ctx = transport.Context()
+    ctx = transport.Context(info.key_bytes)
     yield ctx.dealer(info.client_url), info
     ctx.close()
 
@@ -63,6 +66,30 @@ def test_a_wrong_key_cannot_connect_run_code_or_read_results(cluster, rc, raw, t
                     protocol.pack({"action": "fetch", "tasks": done.msg_ids}))
     transport.send(sock, stolen)
     assert recv_within(sock, 1.0) is None
+
+
+def test_peers_without_the_key_hear_no_event_and_cannot_make_the_controller_hold_frames(
+        cluster, rc):
+    info = connection.read(cluster.connection_file)
+    controller = psutil.Process(cluster.controller.pid)
+    refused = rc._session.request("query", {})["refused"]
+    insider = transport.Context(info.key_bytes)
+    outsiders = [transport.Context(bytes.fromhex(connection.new_key())), transport.Context()]
+    try:
+        heard = insider.subscriber(info.pub_url)
+        listeners = [ctx.subscriber(info.pub_url) for ctx in outsiders]
+        rss = controller.memory_info().rss
+        for ctx in outsiders:  # 2 x 100 MB, under max_message_size: libzmq would buffer them
+            transport.send(ctx.dealer(info.client_url), [bytes(100 << 20)])
+        beats = []
+        wait_until(lambda: beats.extend(transport.drain(heard)) or len(beats) >= 2)
+        wait_until(lambda: rc._session.request("query", {})["refused"] >= refused + 2)
+        assert all(not transport.Poller(sock).poll(0) for sock in listeners)
+        growth = controller.memory_info().rss - rss
+        assert growth < 50 << 20, f"the controller holds {growth / 2**20:.0f} MiB more"
+    finally:
+        for ctx in (insider, *outsiders):
+            ctx.close()
 
 
 def test_a_wrong_key_cannot_register_an_engine(cluster, tmp_path, rc):

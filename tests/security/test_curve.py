@@ -48,7 +48,7 @@ with ipcluster.Client(sys.argv[1], timeout=20) as rc:
     rc[:].push({"secret": sys.argv[2]}, block=True)
     print("PULLED", rc[0].pull("secret", block=True))
 if info.curve_public_key:
-    ctx = transport.Context()
+    ctx = transport.Context(info.key_bytes)
     encrypted = ctx.dealer(info.client_url, curve_server_key=info.curve_public_key)
     print("CURVE", transport.uses_curve(encrypted))
     plain = ctx.dealer(info.client_url)  # no server key

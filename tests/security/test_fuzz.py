@@ -84,7 +84,7 @@ def test_fuzz_the_controller_sockets(cluster, tmp_path):
     side_effect = str(tmp_path / "executed")
     controller = psutil.Process(cluster.controller.pid)
     rss_before = controller.memory_info().rss
-    ctx = transport.Context()
+    ctx = transport.Context(info.key_bytes)  # admitted at connect: the fuzz tests the messages
     try:
         rng = random.Random(SEED)
         t0 = time.monotonic()
@@ -110,7 +110,7 @@ def test_fuzz_an_engine(tmp_path):
     """A fake controller accepts an engine, throws the fuzz at it, then asks for real work."""
     key = connection.new_key()
     signer = Signer(bytes.fromhex(key))
-    ctx = transport.Context()
+    ctx = transport.Context(bytes.fromhex(key))
     router, url = ctx.router("127.0.0.1")
     path = tmp_path / "fake" / "connection.json"
     connection.write(path, connection.ConnectionInfo("fake", url, url, url, key))
