@@ -214,9 +214,22 @@ class Poller:
         return {sock for sock, _ in self._poller.poll(ms)}
 
 
+class Refused(ConnectionError):
+    """The other end refused this socket's connection at its handshake: nothing can be sent."""
+
+
 def send(sock, frames: list, track: bool = False):
-    """Send without copying; with `track`, returns a tracker done once zmq let go of the frames."""
-    return sock.send_multipart(frames, copy=False, track=track)
+    """Send without copying; with `track`, returns a tracker done once zmq let go of the frames.
+
+    Never blocks: queues are unbounded, so the only wait would be for a peer that refused the
+    handshake (libzmq drops the connection's queue then, and a blocking send waits forever).
+    """
+    try:
+        return sock.send_multipart(frames, copy=False, track=track, flags=zmq.NOBLOCK)
+    except zmq.Again:
+        raise Refused("the other end refused this connection when it was made: the cluster "
+                      "key does not match (is the connection file from an earlier run of the "
+                      "cluster?)") from None
 
 
 def recv(sock) -> list:
