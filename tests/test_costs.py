@@ -65,7 +65,7 @@ def test_an_engine_imports_no_heavy_module_until_it_is_used(rc):
 
 def test_nobody_watching_no_task_event_is_made_or_sent(rc):
     info = rc._session.info
-    ctx = transport.Context()
+    ctx = transport.Context(info.key_bytes)  # a peer with the key: it hears what clients hear
     try:
         sub = ctx.subscriber(info.pub_url)  # what every client hears
         before = rc._session.request("query", {})

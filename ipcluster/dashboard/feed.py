@@ -41,7 +41,7 @@ class Feed(threading.Thread):
         self._stopping.set()
 
     def run(self) -> None:
-        context = transport.Context()
+        context = transport.Context(self.info.key_bytes)  # proves the key when it connects
         try:
             self._run(context)
         except Exception as exc:  # surfaced: the process exits and logs it

@@ -40,7 +40,7 @@ def test_a_result_finished_while_its_client_is_away_arrives_once_when_it_is_back
         wait_until(lambda: served.call(lambda: len(ctl.undelivered.by_client.get(identity, ()))) == 2)
 
         info = connection.read(served.path)
-        signer, ids, context = Signer(info.key_bytes), Ids(), transport.Context()
+        signer, ids, context = Signer(info.key_bytes), Ids(), transport.Context(info.key_bytes)
         try:
             back = context.dealer(info.client_url, identity=identity)  # the same client, back
             transport.send(back, encode(signer, {"kind": "hello", "id": ids()}))
