@@ -25,6 +25,7 @@ class SSHOptions:
     user: str | None = None  # remote user; None: ssh's default
     port: int | None = None  # remote sshd port; None: ssh's default (22 or ~/.ssh/config)
     identity_file: str | None = None  # ssh -i
+    config_file: str | None = None  # ssh -F: an ssh config of your own (Host aliases, HostName...)
     ssh: str = "ssh"  # the ssh command
     ssh_args: list = field(default_factory=lambda: ["-o", "BatchMode=yes", "-o", "ConnectTimeout=10"])  # more ssh options
     python: str | None = None  # remote python that runs engines; None: the command's own
@@ -50,11 +51,28 @@ class SSHLauncher(Launcher):
         self._count = 0
 
     def hosts(self) -> list[str]:
-        return list(self.options.hosts)
+        """The addresses ssh connects to: a host alias is resolved as ssh would (`resolve`)."""
+        return [self.resolve(host) for host in self.options.hosts]
+
+    def resolve(self, host: str) -> str:
+        """The HostName that ssh's configuration gives `host` (``ssh -G``), or `host` itself."""
+        o = self.options
+        argv = [o.ssh, *(["-F", o.config_file] if o.config_file else []), *o.ssh_args, "-G", host]
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return host
+        for line in out.stdout.splitlines() if out.returncode == 0 else ():
+            key, _, value = line.partition(" ")
+            if key == "hostname" and value.strip():
+                return value.strip()
+        return host
 
     def ssh_argv(self, host: str) -> list[str]:
         o = self.options
         argv = [o.ssh, *o.ssh_args]
+        if o.config_file:
+            argv[1:1] = ["-F", o.config_file]
         if o.port:
             argv += ["-p", str(o.port)]
         if o.identity_file:

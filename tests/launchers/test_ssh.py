@@ -65,3 +65,17 @@ def test_an_unreachable_host_fails_fast_with_ssh_output(sshd):
     launcher = SSHLauncher(hosts={"127.0.0.1": 1}, port=1, ssh_args=SSH_ARGS)
     with pytest.raises(launchers.LaunchError, match=r"(?s)starting 1 engines on 127.0.0.1.*refused"):
         launcher.start(["true"], 1)
+
+
+def test_engines_on_a_host_alias_of_a_private_ssh_config(sshd, tmp_path):
+    config = tmp_path / "ssh_config"  # ours, with -F: root's own ~/.ssh/config is not read
+    config.write_text(f"Host node1\n    HostName 127.0.0.1\n    Port {SSH_PORT}\n"
+                      "    StrictHostKeyChecking no\n    UserKnownHostsFile /dev/null\n"
+                      "    LogLevel ERROR\n    BatchMode yes\n")
+    launcher = SSHLauncher(hosts={"node1": 1}, config_file=str(config), ssh_args=[])
+    assert launcher.hosts() == ["127.0.0.1"]  # what `ssh -F config -G node1` connects to
+    assert launcher.script(["python"], 1).startswith(f"# ssh -F {config} node1 sh -s")
+    cluster = ipcluster.Cluster(n=1, engines="ssh", hosts={"node1": 1}, config_file=str(config),
+                                ssh_args=[])
+    with cluster as rc:
+        assert rc[:].apply_sync(os.getpid) == [p for p, _ in cluster.launcher.started["node1"]]
