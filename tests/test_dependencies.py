@@ -67,3 +67,13 @@ def test_priority_runs_higher_first(rc):
         high = view.apply_async(time.time)
     assert high.get(timeout=30) <= low.get(timeout=30)
     [b.get(timeout=30) for b in blockers]
+
+
+def test_a_purged_task_is_forgotten_by_the_dependency_graph(rc):
+    view = rc.load_balanced_view()
+    parent = view.apply_async(abs, -1)
+    assert parent.get(timeout=30) == 1
+    rc.purge_results(parent.msg_ids)
+    with pytest.raises(ipp.ImpossibleDependency, match="purged"):
+        with view.temp_flags(after=parent):
+            view.apply_async(abs, -2).get(timeout=30)

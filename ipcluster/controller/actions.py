@@ -140,6 +140,7 @@ def purge(ctl, client: bytes, request: dict) -> dict:
     ids = ctl.ledger.finished_ids() if ids == "all" else ids or []
     for task_id in ids:
         ctl.ledger.purge(task_id)
+        ctl.graph.forget(task_id)
     return {"purged": len(ids)}
 
 

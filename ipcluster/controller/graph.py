@@ -151,7 +151,8 @@ class Graph:
                     return self._doom_new(task_id, "a task cannot depend on itself")
                 if dep_id not in self.open and dep_id not in self.outcomes:
                     return self._doom_new(task_id, f"task {dep_id!r} is unknown here (never "
-                                          f"submitted, or finished before the last {self.keep})")
+                                          f"submitted, purged, or finished before the last "
+                                          f"{self.keep})")
         for need in w.needs():
             for dep_id in need.dep.ids:
                 if dep_id in self.outcomes:
@@ -180,6 +181,10 @@ class Graph:
         place = engine if engine is not None and engine not in self.gone else None
         self._record(task_id, ok, place)
         return self._propagate(deque([(task_id, ok, place)]))
+
+    def forget(self, task_id: str) -> None:
+        """A finished task was purged: forget its outcome (a task naming it later is refused)."""
+        self.outcomes.pop(task_id, None)
 
     def engine_gone(self, eid: int) -> list[tuple]:
         """Engine `eid` went away: work that ran there can no longer be followed."""
