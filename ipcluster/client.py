@@ -385,9 +385,6 @@ class Client:
             tasks = [TaskFuture(session.ids(), label=label, size=sizes)]
         else:
             tasks = [TaskFuture(session.ids(), t, label=label, size=sizes) for t in targets]
-        for task in tasks:
-            session.tasks[task.task_id] = self._futures[task.task_id] = task
-            self.history.append(task.task_id)
         deps = {name: Dependency.of(flags[name]).to_wire() if flags.get(name) is not None else None
                 for name in ("after", "follow")}  # plain data: {"ids": [...], "all", ...}
         request = Apply(
@@ -395,8 +392,12 @@ class Client:
             fn=fingerprint.qualified_name(fingerprint.user_function(f, args)),
             timeout=flags.get("timeout"), retries=flags.get("retries") or 0,
             priority=flags.get("priority") or 0, submitted=now(), **deps)
-        tracker = session.send(request.header(session.ids()), content, buffers,
-                               track=bool(flags.get("track")))
+        with session.submitting:
+            for task in tasks:
+                session.tasks[task.task_id] = self._futures[task.task_id] = task
+                self.history.append(task.task_id)
+            tracker = session.send(request.header(session.ids()), content, buffers,
+                                   track=bool(flags.get("track")))
         return tasks, tracker
 
     # -- closing ----------------------------------------------------------------------------

@@ -61,6 +61,9 @@ class Session:
         self._warned: str | None = None
         self._last_heard = time.monotonic()
         self._syncs: set[str] = set()  # ids of our sync requests not yet answered
+        # held while a task is registered and its request handed to the IO thread, so that a
+        # sync never lists a task whose request would reach the controller after it
+        self.submitting = threading.Lock()
         self._stopping = threading.Event()
         self._io_ready = threading.Event()
         self._io = threading.Thread(target=self._io_loop, name="ipcluster-client-io", daemon=True)
@@ -183,7 +186,7 @@ class Session:
                 if monitor in ready:
                     was, connected = connected, connected + transport.connections(monitor)
                     if was and connected > was:  # connected again: find what we missed
-                        self._sync(dealer)
+                        self._sync(dealer, inbox)
                 if inbox in ready:
                     for frames in transport.drain(inbox):
                         transport.send(dealer, frames)
@@ -201,8 +204,16 @@ class Session:
             self.lost = f"the client's IO thread failed: {type(exc).__name__}: {exc}"
             self._fail_all(ControllerLost(self.lost))
 
-    def _sync(self, dealer) -> None:
-        if self.tasks:
+    def _sync(self, dealer, inbox) -> None:
+        with self.submitting:  # each task listed has its request on the wire ahead of the sync
+            pending = True
+            while pending:  # forward every request handed over so far
+                pending = False
+                for frames in transport.drain(inbox):
+                    transport.send(dealer, frames)
+                    pending = True
+            if not self.tasks:
+                return
             msg_id = self.ids()
             self._syncs.add(msg_id)
             request = {"action": "sync", "tasks": list(self.tasks)}
