@@ -57,8 +57,75 @@ def dumps(obj, what: str = "object") -> tuple[bytes, list]:
         ) from exc
 
 
+class _Pickled(bytes):
+    """A function pickled once, inside the pickle of a call: unpickled where the call is."""
+
+    def __reduce__(self):
+        return pickle.loads, (bytes(self),)
+
+
+_IMMUTABLE = (int, float, complex, str, bytes, bool, type(None), range, types.ModuleType)
+_cache: dict = {}  # (function, code, pickle of what it captured) -> _Pickled
+CACHE_SIZE = 256
+
+
+def _frozen(value, depth: int = 0) -> bool:
+    """True if pickling `value` today and later gives the same bytes: immutable plain data,
+    modules, and functions or classes pickled by reference (by their importable name)."""
+    if isinstance(value, _IMMUTABLE):
+        return True
+    if isinstance(value, (tuple, frozenset)):
+        return depth < 3 and len(value) <= 32 and all(_frozen(v, depth + 1) for v in value)
+    if isinstance(value, (types.FunctionType, type, types.BuiltinFunctionType)):
+        return cloudpickle.cloudpickle._should_pickle_by_reference(value)
+    return False
+
+
+def _captured(f):
+    """What cloudpickle captures when it pickles `f` by value (the globals its code names, its
+    closure, its defaults), if all of it is frozen; else None: such a function is not cached."""
+    if f.__dict__ or f.__kwdefaults__ and not _frozen(tuple(f.__kwdefaults__.items())):
+        return None
+    names = sorted(cloudpickle.cloudpickle._extract_code_globals(f.__code__))
+    values = tuple((n, f.__globals__[n]) for n in names if n in f.__globals__)
+    cells = tuple(c.cell_contents for c in f.__closure__ or ())
+    state = (values, cells, f.__defaults__ or ())
+    return state if _frozen(tuple(v for _, v in values) + cells + state[2]) else None
+
+
+def _function(f):
+    """`f` ready to go in a call's pickle: pickled once per function and captured state when
+    cloudpickle would pickle it by value (from ``__main__`` or a notebook), so a task carries
+    its arguments, not the function's code again. A function that captured anything mutable
+    is pickled afresh each time, so a changed value is never sent stale."""
+    if not isinstance(f, types.FunctionType) or cloudpickle.cloudpickle._should_pickle_by_reference(f):
+        return f
+    state = _captured(f)
+    if state is None:
+        return f
+    key = (f, f.__code__, pickle.dumps(state, protocol=5))
+    cached = _cache.get(key)
+    if cached is None:
+        cached = _Pickled(dumps(f, "the function")[0])
+        if len(_cache) >= CACHE_SIZE:
+            _cache.pop(next(iter(_cache)))
+        _cache[key] = cached
+    return cached
+
+
+_PLAIN = (int, float, complex, str, bytes, bool, type(None))
+
+
+def _plain(values) -> bool:
+    """Small plain data only (what the standard pickler writes exactly as cloudpickle does)."""
+    return len(values) <= 16 and all(isinstance(v, _PLAIN) for v in values)
+
+
 def dumps_call(f, args: tuple, kwargs: dict) -> tuple[bytes, list]:
     """Pickle a call; when that fails, name the argument that cannot be pickled."""
+    f = _function(f)
+    if isinstance(f, _Pickled) and _plain(args) and _plain(tuple(kwargs.values())):
+        return pickle.dumps((f, args, kwargs), protocol=5), []  # no cloudpickle machinery
     try:
         return dumps((f, args, kwargs))
     except SerializationError:

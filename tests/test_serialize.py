@@ -64,3 +64,44 @@ def test_a_missing_module_on_load_is_named(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(tmp_path)])
     with pytest.raises(SerializationError, match="module 'only_on_the_sender' is not installed"):
         serialize.loads(content, buffers)
+
+
+# -- the pickled-function cache: never a stale value ----------------------------------------
+
+def main_function(source: str, name: str, namespace: dict):
+    """A function as a notebook cell or script defines it: in ``__main__``, pickled by value."""
+    namespace.setdefault("__name__", "__main__")
+    exec(source, namespace)
+    return namespace[name]
+
+
+def call(f, *args):
+    content, buffers = serialize.dumps_call(f, args, {})
+    g, a, k = serialize.loads(content, buffers)
+    return g(*a, **k), content
+
+
+def test_a_changed_global_is_sent_anew_and_an_unchanged_function_is_pickled_once():
+    ns = {"SCALE": 2}
+    f = main_function("def f(x):\n    return SCALE * x\n", "f", ns)
+    first, content = call(f, 5)
+    again, same = call(f, 5)
+    assert first == again == 10 and same == content  # one pickle of f, reused
+    ns["SCALE"] = 3  # the global changes between two calls
+    assert call(f, 5)[0] == 15
+
+
+def test_a_global_changed_in_place_or_a_rebound_closure_is_never_stale():
+    ns = {"WEIGHTS": [1, 2]}
+    f = main_function("def f(i):\n    return WEIGHTS[i]\n", "f", ns)
+    assert call(f, 1)[0] == 2
+    ns["WEIGHTS"][1] = 20  # mutable: never cached
+    assert call(f, 1)[0] == 20
+
+    g = main_function("def outer():\n    n = 1\n    def g():\n        return n\n"
+                      "    def bump():\n        nonlocal n\n        n += 1\n    return g, bump\n",
+                      "outer", {})
+    inner, bump = g()
+    assert call(inner)[0] == 1
+    bump()
+    assert call(inner)[0] == 2
