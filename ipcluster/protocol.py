@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import msgpack
 
-from ipcluster import shm
+from ipcluster import direct, shm
 
 DELIM = b"IPC1"
 
@@ -49,6 +49,7 @@ class Kind:
 
 
 C, E, K = "client", "engine", "controller"
+DATA_PORT, LINKS = "data port", "links"  # the two ends of a direct link (engine, client)
 
 # Every kind of message, once. Each receiver has one table kind -> handler covering exactly the
 # kinds addressed to it (tests/test_protocol.py checks it); headers with fields beyond the
@@ -79,6 +80,11 @@ KINDS = {k.name: k for k in [
          "shutdown on and asks engines to withdraw queued tasks"),
     Kind("control_reply", K, (C,), "msgpack", "the outcome of a control request"),
     Kind("error", K, (C,), "msgpack", "a signed request the controller could not accept"),
+    # on direct links between a client and an engine's data port (direct.py), not the controller
+    Kind("link", C, (DATA_PORT, LINKS), "none",
+         "a client opens a link to an engine's data port; the engine answers with a link"),
+    Kind("data", C, (DATA_PORT, LINKS), "none",
+         "1 MiB of the large buffers of an apply (to the engine) or a result (to the client)"),
 ]}
 
 
@@ -335,6 +341,11 @@ def decode(signer: Signer, frames: list, replay: Replay | None = None,
     buffers = body[3:]
     if [len(_buffer(b)) for b in buffers] != header.get("buffers", []):
         raise BadMessage("buffer lengths differ from those signed in the header")
+    if "direct" in header:
+        try:
+            direct.check(header, buffers)
+        except ValueError as exc:
+            raise BadMessage(f"bad direct buffers: {exc}") from None
     if "segments" in header:
         try:
             buffers = shm.segments(header, buffers)

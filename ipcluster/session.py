@@ -25,7 +25,8 @@ import threading
 import time
 import warnings
 
-from ipcluster import serialize, shm, transport
+from ipcluster import direct, serialize, shm, transport
+from ipcluster.links import Links
 from ipcluster.task import TaskFuture
 from ipcluster.errors import ClientClosed, ControllerLost, RemoteError, SerializationError, from_wire
 from ipcluster.protocol import (
@@ -47,7 +48,8 @@ class Session:
         self.context = transport.Context(info.key_bytes)  # proves the key when it connects
         self._inbox_name = f"client-{self.ids.session}"
         self.shm = shm.host(info.key_bytes)  # None where there is no shared memory
-        self._readers: dict[int, str | None] = {}  # engine id -> its reader token, if on this host
+        self._facts: dict[int, dict] = {}  # engine id -> its "shm" identity and "data" port URL
+        self.links = Links(self)  # direct links to the data ports of engines on other hosts
         self._segments: dict[str, list] = {}  # task id -> names its engine has yet to map
         self._local = threading.local()
         self.tasks: dict[str, TaskFuture] = {}  # unfinished tasks of this client
@@ -78,6 +80,8 @@ class Session:
         if self._io.is_alive() and self._io is not threading.current_thread():
             self._io.join(timeout=5)
         self._fail_all(ClientClosed("the client was closed before this result arrived"))
+        for task, *_ in self.links.pending.expired(0):  # results still waiting for their data
+            task.set_exception(ClientClosed("the client was closed before this result arrived"))
         for task_id in list(self._segments):
             self._discard_segments(task_id)
         self.context.close()
@@ -95,35 +99,50 @@ class Session:
             if problem:
                 warnings.warn(f"the controller says: {problem}", RuntimeWarning, stacklevel=3)
 
-    def send(self, header: dict, content=b"", buffers=(), track: bool = False):
+    def to_io(self, frames: list, track: bool = False):
+        """Hand frames to the IO thread (from any thread)."""
         sock = getattr(self._local, "outbox", None)
         if sock is None:
             sock = self._local.outbox = self.context.outbox(self._inbox_name)
-        shared = None
-        if self.shm is not None and header["kind"] == "apply":
-            header["shm_host"] = self.shm.identity  # so an engine here answers through memory
-            shared = self._shared(header, buffers)
+        return transport.send(sock, frames, track=track)
+
+    def send(self, header: dict, content=b"", buffers=(), track: bool = False):
+        """Send a message to the controller. The large buffers of a direct request go through
+        shared memory if all its engines are on this host, else on direct links to their data
+        ports if all answer, else in the message."""
+        shared, data = None, []
+        if header["kind"] == "apply":
+            if self.shm is not None:  # so an engine here answers through memory
+                header["shm_host"] = self.shm.identity
+            if self.links.any_open:  # so an engine elsewhere answers on the link
+                header["link"] = self.links.identity.decode()
+            facts = self._engines(header, buffers)
+            readers = [self.shm.reader(f.get("shm")) for f in facts] if facts and self.shm else []
+            if readers and all(readers):
+                shared = (self.shm, readers)
+            elif facts and all(f.get("data") and self.links.usable(f["data"]) for f in facts):
+                header["link"] = self.links.identity.decode()
+                buffers, frames = direct.split(header, buffers, shm.THRESHOLD)
+                data = self.links.messages(header["id"], [f["data"] for f in facts], frames)
         frames = encode(self.signer, header, content, buffers, shared)
         if "segments" in header:  # removed by the engine once mapped, or here if it never is
             for task_id, reader in zip(header["tasks"], shared[1]):
                 self._segments[task_id] = self.shm.names(header, reader)
-        return transport.send(sock, frames, track=track)
+        for message in data:
+            self.to_io(message)
+        return self.to_io(frames, track=track)
 
-    def _shared(self, header: dict, buffers):
-        """Shared memory and its readers for a direct request with large buffers to engines
-        that are all on this host; None otherwise (the buffers then go in the message)."""
+    def _engines(self, header: dict, buffers) -> list[dict] | None:
+        """What the controller says of each engine of a direct request with large buffers."""
         targets = header.get("targets")
         if (header.get("balanced") or not targets or len(set(targets)) != len(targets)
                 or not any(memoryview(b).nbytes >= shm.THRESHOLD for b in buffers)):
             return None  # balanced requests may be sent again elsewhere: they carry their bytes
-        unknown = [t for t in targets if t not in self._readers]
+        unknown = [t for t in targets if t not in self._facts]
         if unknown:
             engines = self.request("query", {"targets": unknown})["engines"]
-            for eid in unknown:
-                facts = engines.get(eid) or {}
-                self._readers[eid] = self.shm.reader(facts.get("shm"))
-        readers = [self._readers.get(t) for t in targets]
-        return (self.shm, readers) if all(readers) else None
+            self._facts.update({eid: engines.get(eid) or {} for eid in unknown})
+        return [self._facts.get(t, {}) for t in targets]
 
     def _discard_segments(self, task_id: str) -> None:
         for path in self._segments.pop(task_id, ()):
@@ -189,7 +208,11 @@ class Session:
                         self._sync(dealer, inbox)
                 if inbox in ready:
                     for frames in transport.drain(inbox):
-                        transport.send(dealer, frames)
+                        if not self.links.on_request(frames, poller):
+                            transport.send(dealer, frames)
+                for sock in self.links.readable(ready):
+                    for frames in transport.drain(sock):
+                        self._on_link(sock, frames)
                 if dealer in ready:
                     self._last_heard = time.monotonic()
                     for frames in transport.drain(dealer):
@@ -199,6 +222,7 @@ class Session:
                     for frames in transport.drain(sub):
                         self._on_event(frames)
                 self._check_controller(dealer)
+                self.links.expire()
         except Exception as exc:  # surfaced to every caller waiting on this client
             log.exception("client IO thread failed")
             self.lost = f"the client's IO thread failed: {type(exc).__name__}: {exc}"
@@ -276,7 +300,12 @@ class Session:
         if task is not None:
             if self._segments:
                 self._discard_segments(task.task_id)
-            self._complete(task, result, msg)
+            if "direct" in msg.header:  # its large buffers come on a direct link
+                data = self.links.pending.message(msg.header["id"], (task, result, msg))
+                if data is None:
+                    return  # completed when they arrive
+                msg.buffers = direct.join(msg.header, msg.buffers, data)
+            self.complete(task, result, msg)
         else:
             log.warning("dropped a result for task %s, which this client does not wait "
                         "for (a duplicate?)", result.parent)
@@ -311,7 +340,7 @@ class Session:
     def on_event(self, msg) -> None:
         event = unpack(msg.content)
         if event.get("event") in ("engine_up", "engine_down"):
-            self._readers.pop(event.get("id"), None)  # a restarted engine has a new token
+            self._facts.pop(event.get("id"), None)  # a restarted engine has a new token
         if "ids" in event:  # the whole list, in each beat
             self.set_engine_ids(event["ids"])
         elif event.get("event") == "engine_up":
@@ -321,7 +350,8 @@ class Session:
         if "store" in event:
             self.store_problem = event["store"]
 
-    def _complete(self, task: TaskFuture, result: Result, msg) -> None:
+    def complete(self, task: TaskFuture, result: Result, msg) -> None:
+        """Finish `task` with the value or error of its result message."""
         task.metadata.update(engine_id=result.engine, started=result.started,
                              completed=result.completed, received=now(), status=result.status)
         if result.status == "ok":
@@ -331,6 +361,13 @@ class Session:
                 task.set_exception(exc)
         else:
             task.set_exception(from_wire(unpack(msg.content)))
+
+    def _on_link(self, sock, frames) -> None:
+        try:
+            self.links.on_message(sock, frames)
+        except Exception as exc:  # one bad message must not stop the IO thread
+            log.warning("dropped a message from an engine's data port: %s: %s",
+                        type(exc).__name__, exc)
 
     def _on_event(self, frames) -> None:
         try:

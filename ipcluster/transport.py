@@ -133,7 +133,9 @@ class Context:
         if curve_secret:
             sock.setsockopt(zmq.CURVE_SERVER, 1)
             sock.setsockopt(zmq.CURVE_SECRETKEY, curve_secret.encode())
-        if port:  # a restarted controller takes the ports its engines and clients know
+        if isinstance(port, tuple):  # a range [low, high) a site opened
+            port = sock.bind_to_random_port(f"tcp://{ip}", *port)
+        elif port:  # a restarted controller takes the ports its engines and clients know
             sock.bind(f"tcp://{ip}:{port}")
         else:
             port = sock.bind_to_random_port(f"tcp://{ip}")
@@ -208,6 +210,9 @@ class Poller:
         self._poller = zmq.Poller()
         for sock in sockets:
             self._poller.register(sock, zmq.POLLIN)
+
+    def add(self, sock) -> None:
+        self._poller.register(sock, zmq.POLLIN)
 
     def poll(self, timeout_s: float | None) -> set:
         ms = None if timeout_s is None else max(0, int(timeout_s * 1000))

@@ -13,6 +13,7 @@ class Engine:
     pid: int
     host: str
     shm: str = ""  # its shared-memory identity (host, boot id, probe), given to clients
+    data: str = ""  # the URL of its data port, where clients on other hosts send large buffers
     registered: float = field(default_factory=time.time)
     last_seen: float = field(default_factory=time.monotonic)
     tasks: dict = field(default_factory=dict)  # task id -> balanced?, sent and not yet answered
@@ -25,7 +26,8 @@ class Engine:
     frozen: bool = False  # stopped (its watchdog says) or silent with its watchdog: see liveness
 
     def info(self) -> dict:
-        return {"id": self.id, "pid": self.pid, "host": self.host, "shm": self.shm, "tasks": len(self.tasks),
+        return {"id": self.id, "pid": self.pid, "host": self.host, "shm": self.shm, "data": self.data,
+                "tasks": len(self.tasks),
                 "completed": self.completed, "state": self.state,
                 "current": next(iter(self.tasks), None),
                 "silent": round(time.monotonic() - self.last_seen, 3)}

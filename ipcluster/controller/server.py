@@ -369,7 +369,8 @@ class Controller:
         requested = info.get("id")
         engine = self.registry.add(msg.route[0], int(info.get("pid", 0)), str(info.get("host", "?")),
                                    requested if isinstance(requested, int) else None)
-        engine.shm = info.get("shm") if isinstance(info.get("shm"), str) else ""
+        engine.shm, engine.data = (info.get(k) if isinstance(info.get(k), str) else ""
+                                   for k in ("shm", "data"))
         self.provenance.registered(engine, info)
         self.graph.engine_added(engine.id)
         self.scheduler.add_engine(engine.id)

@@ -20,9 +20,10 @@ import threading
 import time
 import uuid
 
-from ipcluster import fingerprint, shm, transport
+from ipcluster import direct, fingerprint, shm, transport
+from ipcluster.engine.dataport import DataPort
 from ipcluster.protocol import (
-    Apply, BadMessage, Drops, Ids, Replay, decode, encode, kinds_for, pack, unpack,
+    Apply, BadMessage, Result, Drops, Ids, Replay, decode, encode, kinds_for, pack, unpack,
 )
 
 log = logging.getLogger("ipcluster.engine")
@@ -107,6 +108,7 @@ class Control(threading.Thread):
         self.engine_id: int | None = None
         self.shm = shm.host(info.key_bytes)  # None where there is no shared memory
         self.durable = False  # the controller stores results: send them as bytes
+        self.dataport: DataPort | None = None  # where clients on other hosts send large buffers
         self.registered = threading.Event()
         self.running = Running(watch, options.kill_grace)
         self.aborted: set[str] = set()
@@ -153,16 +155,18 @@ class Control(threading.Thread):
     def _facts(self, engine_id) -> dict:
         return {"pid": os.getpid(), "host": socket.gethostname(), "id": engine_id,
                 "shm": self.shm.identity if self.shm is not None else "",
+                "data": self.dataport.url if self.dataport is not None else "",
                 "environment": fingerprint.environment()}  # for provenance
 
     def _run(self) -> None:
         sock = self._sock = self.context.dealer(self.info.engine_url, identity=uuid.uuid4().bytes,
                                                 curve_server_key=self.info.curve_public_key or None)
         inbox = self.context.inbox(RESULTS)
+        self.dataport = DataPort(self.context, self.info, self.signer, self.replay)
         if not self._register(sock):
             return
         self.registered.set()
-        poller = transport.Poller(sock, inbox)
+        poller = transport.Poller(sock, inbox, self.dataport.sock)
         last_heard = next_beat = time.monotonic()
         while not self._stopping.is_set():
             ready = poller.poll(0.1)
@@ -170,7 +174,13 @@ class Control(threading.Thread):
                 last_heard = time.monotonic()
                 for frames in transport.drain(sock):
                     self._on_message(frames)
+            if self.dataport.sock in ready:
+                for frames in transport.drain(self.dataport.sock):
+                    self._on_data(frames)
             for frames in transport.drain(inbox) if inbox in ready else ():
+                if frames[0].bytes == b"data":  # a result's data, to its client's link
+                    self.dataport.send(frames[1].bytes, frames[2:])
+                    continue
                 self._send_output(sock)
                 transport.send(sock, frames)
             self._send_output(sock)
@@ -181,6 +191,8 @@ class Control(threading.Thread):
             if now >= next_beat:
                 next_beat = now + self.options.beat_interval
                 self._send(sock, {"kind": "beat"})
+                for msg in self.dataport.pending.expired():
+                    self._fail_undelivered(sock, msg)
             if now - last_heard > self.options.controller_timeout:
                 self.error = (f"lost the controller: nothing heard from {self.info.engine_url} "
                               f"for {self.options.controller_timeout} s")
@@ -204,8 +216,30 @@ class Control(threading.Thread):
 
     def on_apply(self, msg) -> None:
         task = Apply.from_header(msg.header).task_for(self.engine_id)
+        msg = self.dataport.request(msg)  # None: its large buffers have yet to come
+        if msg is not None:
+            self._queue(msg, task)
+
+    def _queue(self, msg, task: str) -> None:
         self.running.enqueue(task)
         self.tasks.put((task, msg))
+
+    def _on_data(self, frames) -> None:
+        try:
+            msg = self.dataport.receive(frames, self.ids)
+            if msg is not None:
+                self._queue(msg, Apply.from_header(msg.header).task_for(self.engine_id))
+        except Exception as exc:  # nothing a message says may stop this thread
+            self.dropped(exc)
+
+    def _fail_undelivered(self, sock, msg) -> None:
+        task = Apply.from_header(msg.header).task_for(self.engine_id)
+        error = {"error": "RemoteError", "ename": "DataLost", "engine_id": self.engine_id,
+                 "evalue": f"the large buffers of this request did not arrive on the engine's data "
+                           f"port within {direct.WAIT} s of the request (the client's direct link "
+                           "broke); submit it again", "traceback": ""}
+        header = Result(task, self.engine_id, "error", completed=time.time()).header(self.ids())
+        transport.send(sock, encode(self.signer, header, pack(error)))
 
     def on_control(self, msg) -> None:
         self._on_control(unpack(msg.content))

@@ -17,7 +17,7 @@ import sys
 import traceback
 from dataclasses import dataclass
 
-from ipcluster import fingerprint, namespace, serialize, transport
+from ipcluster import direct, fingerprint, namespace, serialize, shm, transport
 from ipcluster.connection import ConnectionInfo
 from ipcluster.engine import shell
 from ipcluster.engine.capture import Capture
@@ -73,11 +73,11 @@ class Engine:
             namespace.install(self.control.engine_id, shell.run_cell)
             log.info("registered as engine %d", self.control.engine_id)
             self.capture.install()
-            outbox = self.context.outbox(RESULTS)
+            self.outbox = self.context.outbox(RESULTS)
             while (item := self.tasks.get()) is not STOP:
                 reply = self.run_task(*item)
                 if reply is not None:  # None: withdrawn before it started
-                    transport.send(outbox, reply)
+                    transport.send(self.outbox, reply)
         except SystemExit:
             log.info("engine %s stopping", self.control.engine_id)
         finally:
@@ -127,12 +127,28 @@ class Engine:
             sys.stdout.flush()
             self.capture.task = None
         reply.prov = fingerprint.facts(function, msg.content, msg.buffers, content, buffers)
-        return self._reply(reply, content, buffers, header.get("shm_host"))
+        return self._reply(reply, content, buffers, header)
 
-    def _reply(self, reply: Result, content, buffers, client=None) -> list:
+    def _reply(self, reply: Result, content, buffers, request=None) -> list:
         reply.completed = now()
-        return encode(self.signer, reply.header(self.control.ids()), content, buffers,
-                      self._shared(client) if buffers else None)
+        header = reply.header(self.control.ids())
+        shared = self._shared(request.get("shm_host")) if buffers and request else None
+        if buffers and request and shared is None:
+            buffers = self._direct(header, buffers, request.get("link"))
+        return encode(self.signer, header, content, buffers, shared)
+
+    def _direct(self, header: dict, buffers, peer) -> list:
+        """The large buffers of a result to a client on another host go on its direct link
+        (if it opened one, and the controller does not store results); returns what stays."""
+        port = self.control.dataport
+        if (not isinstance(peer, str) or port is None or self.control.durable
+                or peer.encode() not in port.peers):
+            return buffers
+        kept, large = direct.split(header, buffers, shm.THRESHOLD)
+        for fields, chunk in direct.chunks(large):
+            data = {"kind": "data", "id": self.control.ids(), "parent": header["id"], **fields}
+            transport.send(self.outbox, [b"data", peer.encode(), *encode(self.signer, data, b"", [chunk])])
+        return kept
 
     def _shared(self, client):
         """Shared memory for a result to `client` (its identity) if it is on this host and the

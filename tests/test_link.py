@@ -1,0 +1,177 @@
+"""Across hosts, one hop: a client, a controller and an engine on three fake hosts (network
+namespaces, each with its own host name, mount namespace and private /dev/shm), every link
+limited to 1 Gbit/s in both directions with tc tbf. A 100 MB push goes client -> engine
+directly: nothing of it crosses the controller's link, and it takes about the link's transfer
+time (printed; through the controller it crosses two links one after the other). With the
+engine's data port cut off, it goes through the controller instead.
+
+Safety, as in tests/launchers/test_multihost.py: only 10.200.1.x addresses inside namespaces
+this test makes; the route `unreachable 10.200.0.0/16` is in the root namespace first and
+leaves it last, and nothing here talks to those addresses from the root namespace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import wait_until
+from tests.launchers.conftest import require
+from tests.launchers.test_multihost import ip
+
+PREFIX = "ipcd"
+HOSTS = {"ctl": "10.200.1.1", "cli": "10.200.1.2", "eng": "10.200.1.3"}
+RATE = 1e9  # bits per second on every link
+SIZE = 100_000_000  # bytes pushed
+DATA_PORTS = "41000-41009"  # the engine's data port, cut off in the fallback test
+TBF = ("tbf", "rate", "1gbit", "burst", "1mb", "latency", "100ms")
+
+
+def ns(name: str) -> str:
+    return f"{PREFIX}-{name}"
+
+
+def tc(*args) -> None:
+    subprocess.run(["tc", *args], check=True, capture_output=True, text=True)
+
+
+def teardown() -> None:
+    for name in [*HOSTS, "sw"]:
+        for pid in ip("netns", "pids", ns(name), check=False).stdout.split():
+            try:
+                os.kill(int(pid), 9)
+            except ProcessLookupError:
+                pass
+        ip("netns", "del", ns(name), check=False)
+
+
+@pytest.fixture(scope="module")
+def hosts():
+    require(os.geteuid() == 0 and shutil.which("ip") and shutil.which("tc") and shutil.which("unshare"),
+            "root, iproute2 (namespaces, tc) and unshare")
+    ip("route", "replace", "unreachable", "10.200.0.0/16")  # FIRST: nothing for 10.200/16 leaves
+    try:
+        teardown()  # what a killed earlier run may have left
+        ip("netns", "add", ns("sw"))
+        ip("-n", ns("sw"), "link", "add", "br0", "type", "bridge")
+        ip("-n", ns("sw"), "link", "set", "br0", "up")
+        for name, address in HOSTS.items():
+            ip("netns", "add", ns(name))
+            ip("link", "add", "eth0", "netns", ns(name), "type", "veth", "peer", "name",
+               f"{name}-br", "netns", ns("sw"))
+            ip("-n", ns("sw"), "link", "set", f"{name}-br", "master", "br0")
+            ip("-n", ns("sw"), "link", "set", f"{name}-br", "up")
+            ip("-n", ns(name), "link", "set", "lo", "up")
+            ip("-n", ns(name), "addr", "add", f"{address}/24", "dev", "eth0")
+            ip("-n", ns(name), "link", "set", "eth0", "up")
+            for where, dev in ((ns(name), "eth0"), (ns("sw"), f"{name}-br")):  # both directions
+                tc("-n", where, "qdisc", "add", "dev", dev, "root", *TBF)
+        yield
+    finally:
+        teardown()
+        ip("route", "del", "unreachable", "10.200.0.0/16", check=False)  # LAST
+
+
+def received(name: str) -> int:
+    """Bytes fake host `name` has received on its link."""
+    stats = json.loads(ip("-n", ns(name), "-s", "-j", "link", "show", "eth0").stdout)
+    return stats[0]["stats64"]["rx"]["bytes"]
+
+
+def on_host(name: str, argv: list[str], env: dict, **kwargs) -> subprocess.Popen:
+    """Run `argv` on fake host `name`: its network, its host name, its own /dev/shm."""
+    shell = (f"hostname {name} && mount -t tmpfs -o size=64m tmpfs /dev/shm && "
+             'exec "$0" "$@"')
+    return subprocess.Popen(["ip", "netns", "exec", ns(name), "unshare", "--uts", "--mount",
+                             "--propagation", "private", "sh", "-c", shell, *argv],
+                            env=env, start_new_session=True, **kwargs)
+
+
+CLIENT = """
+import json, sys, time, logging
+import numpy as np, ipcluster
+logging.basicConfig(level=logging.WARNING)
+rc = ipcluster.Client(sys.argv[1])
+rc.wait_for_engines(1, timeout=60)
+array = np.ones({size}, np.uint8)
+rc[0].push({{"warm": array[:1 << 20]}}, block=True)
+times = []
+for _ in range(2):
+    t = time.perf_counter()
+    rc[0].push({{"a": array}}, block=True)
+    times.append(time.perf_counter() - t)
+total = rc[0].apply_sync(lambda a: int(a.sum()), ipcluster.Reference("a"))
+print("RESULT " + json.dumps({{"seconds": min(times), "sum": total,
+                              "links": rc._session.links.state,
+                              "hosts": rc[:].apply_sync(__import__("socket").gethostname)}}))
+rc.close()
+"""
+
+
+def run_cluster(tmp_path: Path, engine_env: dict | None = None, cut: str | None = None) -> dict:
+    env = {**os.environ, "IPCLUSTER_DIR": str(tmp_path / "state"),
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    conn = tmp_path / "state" / "link" / "connection.json"
+    procs = []
+    try:
+        procs.append(on_host("ctl", [sys.executable, "-m", "ipcluster", "controller",
+                                     "--cluster-id", "link", "--ip", HOSTS["ctl"]], env))
+        wait_until(conn.exists, timeout=30)
+        if cut:  # packets to the engine's data ports wait forever (8 bit/s): a firewall
+            sw = ("-n", ns("sw"))
+            tc(*sw, "qdisc", "replace", "dev", "eng-br", "root", "handle", "1:", "htb", "default", "20")
+            tc(*sw, "class", "add", "dev", "eng-br", "parent", "1:", "classid", "1:10", "htb",
+               "rate", "8bit", "ceil", "8bit")
+            tc(*sw, "class", "add", "dev", "eng-br", "parent", "1:", "classid", "1:20", "htb",
+               "rate", "1gbit", "ceil", "1gbit", "burst", "1mb")
+            tc(*sw, "filter", "add", "dev", "eng-br", "parent", "1:", "protocol", "ip", "u32",
+               "match", "ip", "dport", cut, "0xfff0", "flowid", "1:10")
+        procs.append(on_host("eng", [sys.executable, "-m", "ipcluster", "engine",
+                                     "--connection-file", str(conn)], {**env, **(engine_env or {})}))
+        script = tmp_path / "client.py"
+        script.write_text(CLIENT.format(size=SIZE))
+        before = received("ctl")
+        client = on_host("cli", [sys.executable, str(script), str(conn)], env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        out, err = client.communicate(timeout=100)
+        assert client.returncode == 0, out + err
+        return {**json.loads(out.split("RESULT ", 1)[1]), "log": err,
+                "controller_received": received("ctl") - before}
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if cut:
+            tc("-n", ns("sw"), "qdisc", "replace", "dev", "eng-br", "root", *TBF)
+
+
+def test_a_push_to_an_engine_on_another_host_crosses_the_link_once(hosts, tmp_path):
+    result = run_cluster(tmp_path)
+    link_time = SIZE * 8 / RATE
+    assert result["hosts"] == ["eng"] and result["sum"] == SIZE
+    assert list(result["links"].values()) == ["ok"]  # the data port answered: the direct path
+    # the three pushes (1 MiB, then 2 x 100 MB) never crossed the controller's link
+    assert result["controller_received"] < 4 << 20, result["controller_received"]
+    print(f"100 MB push over 1 Gbit/s: {result['seconds']:.3f} s = "
+          f"{result['seconds'] / link_time:.2f} x the link's transfer time")
+
+
+def test_a_data_port_that_does_not_answer_leaves_the_controller_path(hosts, tmp_path):
+    result = run_cluster(tmp_path, {"IPCLUSTER_DATA_PORTS": DATA_PORTS}, cut="41000")
+    assert result["sum"] == SIZE  # the push arrived, through the controller
+    assert list(result["links"].values()) == ["failed"]
+    assert result["log"].count("large buffers go through the controller instead") == 1
+    assert result["controller_received"] > 2 * SIZE  # both pushes crossed the controller's link
+    print(f"100 MB push through the controller: {result['seconds']:.3f} s = "
+          f"{result['seconds'] / (SIZE * 8 / RATE):.2f} x one link's transfer time")
