@@ -1,5 +1,6 @@
-"""Performance guards that do not depend on the machine's speed: messages per task, copies of a
-large buffer, and what an idle engine imports."""
+"""Performance guards that do not depend on the machine's speed: messages and frames per task,
+scheduler steps per task at many engines, beats answered, copies of a large buffer, and what an
+idle engine imports."""
 
 from __future__ import annotations
 
@@ -8,30 +9,85 @@ import time
 
 import numpy as np
 
-from ipcluster import serialize, transport
-from ipcluster.protocol import Signer, decode, unpack
+from ipcluster import connection, serialize, transport
+from ipcluster.controller import server
+from ipcluster.controller.main import ControllerOptions
+from ipcluster.controller.scheduler import Pending, make_scheduler
+from ipcluster.controller.server import Controller
+from ipcluster.protocol import Signer, decode, encode, unpack
 from tests.conftest import wait_until
 
 
+def counts(rc) -> dict:
+    return rc._session.request("query", {})
+
+
 def received(rc) -> dict:
-    return rc._session.request("query", {})["received"]
+    return counts(rc)["received"]
 
 
-def test_one_message_each_way_per_task_and_one_request_for_all_engines(rc):
+def test_one_message_each_way_per_task_few_frames_each_and_one_request_for_all_engines(rc):
     view = rc.load_balanced_view()
     view.map_sync(abs, range(10))  # warm
-    before = received(rc)
+    before = counts(rc)
     ars = [view.apply_async(abs, -i) for i in range(100)]
     [ar.get(timeout=30) for ar in ars]
     rc[:].apply_sync(abs, -1)  # 4 engines: still one request from the client
-    after = received(rc)
-    grew = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-    assert grew["apply"] == 101
+    after = counts(rc)
+    mine = {k: n - before["received_from_you"].get(k, 0)
+            for k, n in after["received_from_you"].items()
+            if n != before["received_from_you"].get(k, 0)}
+    assert mine == {"apply": 101, "query": 1}  # this client's messages only: no query per task
+    grew = {k: after["received"].get(k, 0) - before["received"].get(k, 0) for k in after["received"]}
     assert grew["result"] == 104
     assert grew.get("output", 0) == 0  # a silent task sends no output messages
-    # no query per task: the one that read `before`, and the engine supervisor's periodic ones
-    # (every 0.5 s; the controller counts every client's messages)
-    assert grew["query"] < 10
+    traffic = {k: after["traffic"][k] - before["traffic"].get(k, 0) for k in after["traffic"]}
+    tasks = 104
+    # in: an apply per request, a result per task (and the engines' beats and the supervisor's
+    # queries meanwhile, a handful); out: the task to its engine, the result to its client
+    assert traffic["messages_in"] <= 101 + tasks + 20
+    assert traffic["messages_out"] <= 2 * tasks + 20
+    # frames per message: routing id, delimiter, signature, header, content (no buffers here)
+    assert traffic["frames_in"] <= 5 * traffic["messages_in"]
+    assert traffic["frames_out"] <= 5 * traffic["messages_out"]
+
+
+def test_no_per_engine_scan_per_task():
+    """Placing a task costs the same number of scheduler steps at 8 and at 1,000 engines."""
+    def steps_per_task(engines: int, tasks: int = 2000) -> float:
+        s = make_scheduler("leastload", 2)
+        for eid in range(engines):
+            s.add_engine(eid)
+        start = s.steps
+        for i in range(tasks):
+            s.submit(Pending(f"t{i}", None, None))
+            for _, eid in s.ready():
+                s.finished(eid)
+        return (s.steps - start) / tasks
+
+    few, many = steps_per_task(8), steps_per_task(1000)
+    assert many <= 2 * few + 2, (few, many)
+
+
+def test_beats_answered_per_second_do_not_grow_with_every_beat(tmp_path):
+    """N engines beating once a second cost the controller N decodes a second and at most
+    N / BEAT_ANSWER_EVERY answers, not N answers: the controller's handler on its own, no
+    socket traffic (sends are recorded)."""
+    ctl = Controller("costs", ControllerOptions(), connection.new_key())
+    sent = []
+    ctl.send = lambda sock, identity, frames: sent.append(identity) or True
+    try:
+        n = 500
+        for eid in range(n):
+            ctl.registry.add(f"e{eid}".encode(), eid, "h")
+        for second in range(5):  # five beats from every engine
+            for eid in range(n):
+                frames = [f"e{eid}".encode(),
+                          *encode(ctl.signer, {"kind": "beat", "id": f"b{second}-{eid}"})]
+                server.HANDLERS["beat"](ctl, decode(ctl.signer, frames))
+        assert len(sent) == n  # one answer each, for 5 * n beats
+    finally:
+        ctl.close()
 
 
 def test_a_large_array_is_never_copied_on_the_way_in_or_out():

@@ -87,6 +87,8 @@ class Controller:
         self.restored = False  # took over from a controller that died
         self.dropped = Drops(log)  # messages dropped as bad (unsigned, forged, replayed, malformed)
         self.received: Counter = Counter()  # accepted messages by kind: a machine-free cost measure
+        self.received_from: dict[bytes, Counter] = {}  # ... by client (the last 1000 clients)
+        self.traffic: Counter = Counter()  # messages and frames in and out (not events)
         self._next_beat = 0.0
         self.watch = Watch()  # dashboards watching task events; empty: nothing is sent
         self.provenance = Provenance(store)  # what ran where: engine environments, task facts
@@ -160,6 +162,10 @@ class Controller:
             if msg.kind not in allowed:
                 raise BadMessage(f"{msg.kind!r} is not accepted on this socket")
             self.received[msg.kind] += 1
+            self.traffic["messages_in"] += 1
+            self.traffic["frames_in"] += len(frames)
+            if sock is self.clients:
+                self._count_from(msg.route[0], msg.kind)
             if sock is self.clients and self.undelivered.by_client:  # it is back: catch it up
                 self.undelivered.flush(self._to_client, msg.route[0])
             HANDLERS[msg.kind](self, msg)
@@ -173,7 +179,17 @@ class Controller:
 
     # -- sending ----------------------------------------------------------------------------
 
+    def _count_from(self, client: bytes, kind: str) -> None:
+        counts = self.received_from.get(client)
+        if counts is None:
+            if len(self.received_from) >= 1000:
+                self.received_from.pop(next(iter(self.received_from)))
+            counts = self.received_from[client] = Counter()
+        counts[kind] += 1
+
     def send(self, sock, identity: bytes, frames: list) -> bool:
+        self.traffic["messages_out"] += 1
+        self.traffic["frames_out"] += len(frames) + 1
         try:
             transport.send(sock, [identity, *frames])
             return True
@@ -253,6 +269,8 @@ class Controller:
             "tasks": self.ledger.open(),
             "dropped": [list(k) for k in self.registry.dropped],
             "received": dict(self.received),
+            "received_from_you": dict(self.received_from.get(msg.route[0], {})),
+            "traffic": dict(self.traffic),
             "refused": self.context.refused,  # peers refused at connect: no cluster key
             "store": self.store_problem(),
             "event_batches": self.watch.batches,
