@@ -25,7 +25,7 @@ from pathlib import Path
 
 import psutil
 
-from benchmarks import goals, report, venvs
+from benchmarks import goals, link, report, venvs
 from benchmarks.noise import NoiseMeter
 from benchmarks.peers.cases import CASES, select
 
@@ -64,7 +64,8 @@ def git() -> dict:
 def run_peer(peer: str, args, workdir: Path) -> dict:
     python = venvs.python_for(peer)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(IPCLUSTER_DIR=str(workdir / "ipcluster"), IPYTHONDIR=str(workdir / "ipython"),
+    # not workdir/"ipcluster": a folder of that name in the working directory shadows the package
+    env.update(IPCLUSTER_DIR=str(workdir / "state"), IPYTHONDIR=str(workdir / "ipython"),
                PATH=f"{Path(python).parent}{os.pathsep}{env.get('PATH', '')}")
     argv = [python, str(RUNNER), "--peer", peer, *(["--quick"] if args.quick else []),
             *(["--only", args.only] if args.only else [])]
@@ -134,6 +135,15 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="ipcluster-bench-") as tmp:
         for peer in peers:
             data["peers"][peer] = run_peer(peer, args, Path(tmp))
+    if "ipcluster" in peers and "link_push_100MB" in select(
+            [o for o in args.only.split(",") if o], args.quick):
+        print("== link: 100 MB across a 1 Gbit/s link (network namespaces)", file=sys.stderr)
+        found = link.measure()
+        entry = data["peers"]["ipcluster"]
+        if "skipped" in found:
+            entry.setdefault("errors", {})["link_push_100MB"] = f"skipped: {found['skipped']}"
+        else:
+            entry.setdefault("results", {})["link_push_100MB"] = found
     data["seconds"] = round(time.perf_counter() - t0, 1)
     data["cases"] = [vars(c) for c in CASES]
     data["goals"] = goals.check(data)

@@ -86,6 +86,17 @@ def check(data: dict) -> list[dict]:
     r = None if ours is None or not others else ours / min(others)
     goal("broadcast of 10 MB to 8 faster than every peer", f"{_show(r)} × the fastest peer's time",
          None if r is None else r < 1)
+    # the data plane issue's goals
+    r = _ratio(data, "pushpull_1GB", "ipyparallel")
+    goal("push + pull of 1 GB ≥ 4 × ipyparallel's rate", f"{_show(r)} ×", _at_least(r, 4))
+    ours = _v(data, "ipcluster", "broadcast_10MB")
+    theirs = _v(data, "ipyparallel", "broadcast_10MB")
+    r = None if ours is None or not theirs else ours / theirs
+    goal("broadcast of 10 MB to 8 ≤ 0.5 × ipyparallel's best time", f"{_show(r)} ×",
+         _at_most(r, 0.5))
+    v = _v(data, "ipcluster", "link_push_100MB")
+    goal("push of 100 MB across a 1 Gbit/s link ≤ 1.2 × the link's transfer time",
+         f"{_show(v)} ×", _at_most(v, 1.2))
     r = _ratio(data, "memory_engine", "ipyparallel")
     goal("idle engine memory ≤ 0.4 × ipyparallel's", f"{_show(r)} ×", _at_most(r, 0.4))
     r = _ratio(data, "memory_controller", "ipyparallel")

@@ -12,6 +12,7 @@ leaves it last, and nothing here talks to those addresses from the root namespac
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -51,10 +52,14 @@ def teardown() -> None:
         ip("netns", "del", ns(name), check=False)
 
 
-@pytest.fixture(scope="module")
-def hosts():
-    require(os.geteuid() == 0 and shutil.which("ip") and shutil.which("tc") and shutil.which("unshare"),
-            "root, iproute2 (namespaces, tc) and unshare")
+def can_make_hosts() -> bool:
+    return bool(os.geteuid() == 0 and shutil.which("ip") and shutil.which("tc")
+                and shutil.which("unshare"))
+
+
+@contextlib.contextmanager
+def fake_hosts():
+    """The three hosts and their switch, removed on exit (also by benchmarks/link.py)."""
     ip("route", "replace", "unreachable", "10.200.0.0/16")  # FIRST: nothing for 10.200/16 leaves
     try:
         teardown()  # what a killed earlier run may have left
@@ -76,6 +81,13 @@ def hosts():
     finally:
         teardown()
         ip("route", "del", "unreachable", "10.200.0.0/16", check=False)  # LAST
+
+
+@pytest.fixture(scope="module")
+def hosts():
+    require(can_make_hosts(), "root, iproute2 (namespaces, tc) and unshare")
+    with fake_hosts():
+        yield
 
 
 def received(name: str) -> int:

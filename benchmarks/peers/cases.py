@@ -31,6 +31,8 @@ CASES = [
     Case("pushpull_100MB", "push + pull of a 100 MB array", "MB/s", "higher"),
     Case("pushpull_1GB", "push + pull of a 1 GB array", "MB/s", "higher"),
     Case("broadcast_10MB", "broadcast 10 MB to 8 workers", "s", "lower"),
+    Case("link_push_100MB", "push 100 MB to another host over 1 Gbit/s, x the link's time",
+         "x", "lower"),
     Case("memory_engine", "idle worker memory (RSS, helpers included)", "MiB", "lower"),
     Case("memory_controller", "controller / scheduler memory (RSS, all processes)", "MiB", "lower"),
     Case("scale_register", "10,000 simulated engines registered", "s", "lower"),
@@ -84,5 +86,6 @@ def select(only: list[str] | None, quick: bool) -> list[str]:
             raise SystemExit(f"unknown case {', '.join(unknown)}; the cases are: {', '.join(names)}")
         return chosen
     if quick:
-        return [n for n in names if n not in ("start_32", "start_64", "pushpull_1GB")]
+        return [n for n in names
+                if n not in ("start_32", "start_64", "pushpull_1GB", "link_push_100MB")]
     return names
