@@ -12,6 +12,7 @@ so an engine never outlives its cluster.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import signal
@@ -101,6 +102,9 @@ class Control(threading.Thread):
         self.watch = watch
         self.context, self.info, self.signer = context, info, signer
         self.capture, self.tasks, self.options = capture, tasks, options
+        # from the main thread: messages to send, each put here, then a one-frame wake-up on
+        # the in-process channel (cheaper than passing the message's frames through it)
+        self.outgoing: collections.deque = collections.deque()
         self.requested_id = requested_id
         self.ids = Ids()
         self.replay = Replay()
@@ -177,11 +181,15 @@ class Control(threading.Thread):
             if self.dataport.sock in ready:
                 for frames in transport.drain(self.dataport.sock):
                     self._on_data(frames)
-            for frames in transport.drain(inbox) if inbox in ready else ():
-                if frames[0].bytes == b"data":  # a result's data, to its client's link
-                    self.dataport.send(frames[1].bytes, frames[2:])
+            if inbox in ready:
+                for _ in transport.drain(inbox):
+                    pass  # wake-ups: the messages are in `outgoing`
+            while self.outgoing:
+                frames = self.outgoing.popleft()
+                if frames[0] == b"data":  # a result's data, to its client's link
+                    self.dataport.send(frames[1], frames[2:])
                     continue
-                self._send_output(sock)
+                self._send_output(sock)  # a task's output before its result
                 transport.send(sock, frames)
             self._send_output(sock)
             self.watch.alive()  # the watchdog speaks for the engine when this stops

@@ -28,6 +28,7 @@ from ipcluster.errors import RemoteError, SerializationError, TaskAborted, TaskT
 from ipcluster.protocol import Result, Signer, encode, now, pack
 
 log = logging.getLogger("ipcluster.engine")
+WAKE = [b""]
 
 
 @dataclass
@@ -77,7 +78,7 @@ class Engine:
             while (item := self.tasks.get()) is not STOP:
                 reply = self.run_task(*item)
                 if reply is not None:  # None: withdrawn before it started
-                    transport.send(self.outbox, reply)
+                    self._post(reply)
         except SystemExit:
             log.info("engine %s stopping", self.control.engine_id)
         finally:
@@ -88,6 +89,11 @@ class Engine:
             log.error("%s", self.control.error)
             return 1
         return 0
+
+    def _post(self, frames: list) -> None:
+        """Hand a message to the control thread, which owns the socket: queued, then woken."""
+        self.control.outgoing.append(frames)
+        transport.send(self.outbox, WAKE)
 
     def run_task(self, task_id: str, msg) -> list | None:
         header = msg.header
@@ -147,7 +153,7 @@ class Engine:
         kept, large = direct.split(header, buffers, shm.THRESHOLD)
         for fields, chunk in direct.chunks(large):
             data = {"kind": "data", "id": self.control.ids(), "parent": header["id"], **fields}
-            transport.send(self.outbox, [b"data", peer.encode(), *encode(self.signer, data, b"", [chunk])])
+            self._post([b"data", peer.encode(), *encode(self.signer, data, b"", [chunk])])
         return kept
 
     def _shared(self, client):
