@@ -68,9 +68,9 @@ class Links:
 
     def on_request(self, frames, poller) -> bool:
         """Act on an inbox message meant for the links; False if it is not one."""
-        tag = frames[0].bytes
+        tag = _bytes(frames[0])
         if tag == OPEN:
-            url = frames[1].bytes.decode()
+            url = _bytes(frames[1]).decode()
             sock = self.session.context.dealer(url, identity=self.identity,
                                                curve_server_key=self.session.info.curve_public_key or None)
             self._socks[url], self._urls[sock] = sock, url
@@ -78,7 +78,7 @@ class Links:
             transport.send(sock, encode(self.session.signer, {"kind": "link", "id": self.session.ids()}))
             return True
         if tag == DATA:
-            transport.send(self._socks[frames[1].bytes.decode()], frames[2:])
+            transport.send(self._socks[_bytes(frames[1]).decode()], frames[2:])
             return True
         return False
 
@@ -113,3 +113,7 @@ class Links:
 
 # The handler per kind a client's link receives (tests/test_direct.py checks the table).
 HANDLERS = {"link": Links.on_link, "data": Links.on_data}
+
+
+def _bytes(frame) -> bytes:
+    return frame.bytes if isinstance(frame, transport.Frame) else bytes(frame)

@@ -64,33 +64,47 @@ class _Pickled(bytes):
         return pickle.loads, (bytes(self),)
 
 
-_IMMUTABLE = (int, float, complex, str, bytes, bool, type(None), range, types.ModuleType)
-_cache: dict = {}  # (function, code, pickle of what it captured) -> _Pickled
+_IMMUTABLE = (int, float, complex, str, bytes, bool, type(None), range)
+_cache: dict = {}  # (function, code, tokens of what it captured) -> _Pickled
 CACHE_SIZE = 256
 
 
-def _frozen(value, depth: int = 0) -> bool:
-    """True if pickling `value` today and later gives the same bytes: immutable plain data,
-    modules, and functions or classes pickled by reference (by their importable name)."""
+class _Mutable(Exception):
+    """A captured value that may change without changing identity: the function is not cached."""
+
+
+def _token(value, depth: int = 0):
+    """What identifies `value` exactly for as long as it exists, if pickling it later gives the
+    same bytes: immutable plain data (with its type), modules and functions or classes pickled
+    by reference (by name). Raises `_Mutable` for anything else."""
     if isinstance(value, _IMMUTABLE):
-        return True
-    if isinstance(value, (tuple, frozenset)):
-        return depth < 3 and len(value) <= 32 and all(_frozen(v, depth + 1) for v in value)
-    if isinstance(value, (types.FunctionType, type, types.BuiltinFunctionType)):
-        return cloudpickle.cloudpickle._should_pickle_by_reference(value)
-    return False
+        return type(value).__name__, value
+    if isinstance(value, (tuple, frozenset)) and depth < 3 and len(value) <= 32:
+        return type(value).__name__, tuple(_token(v, depth + 1) for v in value)
+    if isinstance(value, types.ModuleType):
+        return "module", value.__name__
+    if isinstance(value, types.BuiltinFunctionType):  # bound to a module, not to an object
+        if isinstance(getattr(value, "__self__", None), (types.ModuleType, type(None))):
+            return "builtin", value.__module__, value.__qualname__
+        raise _Mutable
+    if isinstance(value, (types.FunctionType, type)):
+        if cloudpickle.cloudpickle._should_pickle_by_reference(value):
+            return "ref", value.__module__, value.__qualname__
+    raise _Mutable
 
 
 def _captured(f):
-    """What cloudpickle captures when it pickles `f` by value (the globals its code names, its
-    closure, its defaults), if all of it is frozen; else None: such a function is not cached."""
-    if f.__dict__ or f.__kwdefaults__ and not _frozen(tuple(f.__kwdefaults__.items())):
+    """Tokens of what cloudpickle captures when it pickles `f` by value (the globals its code
+    names, its closure, its defaults), or None if any of it may change: then `f` is not cached."""
+    if f.__dict__:
         return None
     names = sorted(cloudpickle.cloudpickle._extract_code_globals(f.__code__))
-    values = tuple((n, f.__globals__[n]) for n in names if n in f.__globals__)
-    cells = tuple(c.cell_contents for c in f.__closure__ or ())
-    state = (values, cells, f.__defaults__ or ())
-    return state if _frozen(tuple(v for _, v in values) + cells + state[2]) else None
+    try:
+        return (tuple((n, _token(f.__globals__[n])) for n in names if n in f.__globals__),
+                tuple(_token(c.cell_contents) for c in f.__closure__ or ()),
+                _token(f.__defaults__ or ()), _token(tuple((f.__kwdefaults__ or {}).items())))
+    except (_Mutable, ValueError):  # ValueError: an empty closure cell
+        return None
 
 
 def _function(f):
@@ -103,7 +117,7 @@ def _function(f):
     state = _captured(f)
     if state is None:
         return f
-    key = (f, f.__code__, pickle.dumps(state, protocol=5))
+    key = (f, f.__code__, state)
     cached = _cache.get(key)
     if cached is None:
         cached = _Pickled(dumps(f, "the function")[0])

@@ -18,6 +18,7 @@ controller does not know.
 from __future__ import annotations
 
 import bisect
+import collections
 import concurrent.futures
 import logging
 import os
@@ -34,6 +35,7 @@ from ipcluster.protocol import (
 )
 
 log = logging.getLogger("ipcluster.client")
+WAKE = [b""]
 
 
 
@@ -47,6 +49,7 @@ class Session:
         self.ids = Ids()
         self.context = transport.Context(info.key_bytes)  # proves the key when it connects
         self._inbox_name = f"client-{self.ids.session}"
+        self._outgoing: collections.deque = collections.deque()  # to the IO thread, in order
         self.shm = shm.host(info.key_bytes)  # None where there is no shared memory
         self._facts: dict[int, dict] = {}  # engine id -> its "shm" identity and "data" port URL
         self.links = Links(self)  # direct links to the data ports of engines on other hosts
@@ -100,11 +103,19 @@ class Session:
                 warnings.warn(f"the controller says: {problem}", RuntimeWarning, stacklevel=3)
 
     def to_io(self, frames: list, track: bool = False):
-        """Hand frames to the IO thread (from any thread)."""
+        """Hand frames to the IO thread (from any thread): one object in a queue and a
+        one-frame wake-up on this thread's in-process socket, not the frames themselves (the
+        queue keeps the order of every thread's messages). With `track`, the tracker says when
+        zmq let go of the frames on their way to the controller."""
+        tracker = None
+        if track:
+            frames, tracker = transport.tracked(frames)
         sock = getattr(self._local, "outbox", None)
         if sock is None:
             sock = self._local.outbox = self.context.outbox(self._inbox_name)
-        return transport.send(sock, frames, track=track)
+        self._outgoing.append(frames)
+        transport.send(sock, WAKE)
+        return tracker
 
     def send(self, header: dict, content=b"", buffers=(), track: bool = False):
         """Send a message to the controller. The large buffers of a direct request go through
@@ -205,11 +216,11 @@ class Session:
                 if monitor in ready:
                     was, connected = connected, connected + transport.connections(monitor)
                     if was and connected > was:  # connected again: find what we missed
-                        self._sync(dealer, inbox)
+                        self._sync(dealer, inbox, poller)
                 if inbox in ready:
-                    for frames in transport.drain(inbox):
-                        if not self.links.on_request(frames, poller):
-                            transport.send(dealer, frames)
+                    for _ in transport.drain(inbox):
+                        pass  # wake-ups: the messages are in `_outgoing`
+                self._send_outgoing(dealer, poller)
                 for sock in self.links.readable(ready):
                     for frames in transport.drain(sock):
                         self._on_link(sock, frames)
@@ -228,14 +239,17 @@ class Session:
             self.lost = f"the client's IO thread failed: {type(exc).__name__}: {exc}"
             self._fail_all(ControllerLost(self.lost))
 
-    def _sync(self, dealer, inbox) -> None:
+    def _send_outgoing(self, dealer, poller) -> None:
+        while self._outgoing:
+            frames = self._outgoing.popleft()
+            if not self.links.on_request(frames, poller):
+                transport.send(dealer, frames)
+
+    def _sync(self, dealer, inbox, poller) -> None:
         with self.submitting:  # each task listed has its request on the wire ahead of the sync
-            pending = True
-            while pending:  # forward every request handed over so far
-                pending = False
-                for frames in transport.drain(inbox):
-                    transport.send(dealer, frames)
-                    pending = True
+            for _ in transport.drain(inbox):
+                pass
+            self._send_outgoing(dealer, poller)  # every request handed over so far
             if not self.tasks:
                 return
             msg_id = self.ids()

@@ -237,6 +237,13 @@ def send(sock, frames: list, track: bool = False):
                       "cluster?)") from None
 
 
+def tracked(frames: list) -> tuple[list, "zmq.MessageTracker"]:
+    """`frames` as zmq frames with one tracker, done once zmq let go of all of them (whichever
+    thread sends them)."""
+    wrapped = [f if isinstance(f, zmq.Frame) else zmq.Frame(f, track=True) for f in frames]
+    return wrapped, zmq.MessageTracker(*wrapped)
+
+
 def recv(sock) -> list:
     """One multipart message, frames as `zmq.Frame` (large ones are not copied)."""
     return sock.recv_multipart(copy=False)

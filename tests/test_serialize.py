@@ -105,3 +105,11 @@ def test_a_global_changed_in_place_or_a_rebound_closure_is_never_stale():
     assert call(inner)[0] == 1
     bump()
     assert call(inner)[0] == 2
+
+
+def test_functions_capturing_modules_and_builtins_are_cached_and_bound_methods_are_not():
+    ns = {"math": __import__("math"), "LOG": __import__("math").log, "ITEMS": [1]}
+    f = main_function("def f(x):\n    return math.floor(LOG(x))\n", "f", ns)
+    assert call(f, 10)[1] == call(f, 10)[1] and call(f, 10)[0] == 2
+    g = main_function("def g(x):\n    return APPEND(x)\n", "g", {"APPEND": ns["ITEMS"].append})
+    assert serialize._captured(g) is None  # a method bound to a list: its list may change
