@@ -5,7 +5,8 @@ A task's record says which client asked (to route the result back), which other 
 for it (`get_result` from a second client), which engine runs it (to fail the task if that
 engine dies), and, while it is not done, its request frames (to send it again elsewhere).
 Finished results are kept, as the frames the engine sent, for `get_result` and `db_query`;
-the oldest are culled past `max_results` tasks or `max_bytes` of result frames.
+the oldest are culled past `max_results` tasks or `max_bytes`, which counts everything a record
+holds (its objects, result frames, output); a record keeps at most `max_output` of output.
 """
 
 from __future__ import annotations
@@ -78,15 +79,26 @@ def matches(record: dict, query: dict) -> bool:
     return True
 
 
+# What a finished record costs besides its data: the Task, its frames' objects, its entries
+# in the indexes (measured with tracemalloc: about 2 KiB)
+RECORD_BYTES = 2048
+
+
 def _size(frames: list) -> int:
     return sum(len(f.buffer) if hasattr(f, "buffer") else len(f) for f in frames)
 
 
+def cost(task: Task) -> int:
+    """The memory a finished task's record holds, as counted against `max_bytes`."""
+    return RECORD_BYTES + _size(task.result or ()) + len(task.stdout) + len(task.stderr)
+
+
 class Ledger:
-    def __init__(self, max_results: int = 100_000, max_bytes: int = 1 << 30, store=None) -> None:
+    def __init__(self, max_results: int = 100_000, max_bytes: int = 128 << 20, store=None,
+                 max_output: int = 1 << 20) -> None:
         self.tasks: dict[str, Task] = {}
         self.store = store  # the durable SQLite store, or None (memory only)
-        self.max_results, self.max_bytes = max_results, max_bytes
+        self.max_results, self.max_bytes, self.max_output = max_results, max_bytes, max_output
         self._done: OrderedDict[str, int] = OrderedDict()  # finished task id -> result bytes
         self._done_bytes = 0
         self.culled = 0
@@ -110,12 +122,26 @@ class Ledger:
         task.completed = completed or time.time()
         if self.store is not None:
             self.store.finished(task)
-        size = _size(frames)
+        size = cost(task)
         self._done[task.id] = size
         self._done_bytes += size
         while self._done and (len(self._done) > self.max_results or self._done_bytes > self.max_bytes):
             self.forget(next(iter(self._done)))
             self.culled += 1
+
+    def output_room(self, task: Task) -> int:
+        """Characters of output `task`'s record may still keep."""
+        return self.max_output - len(task.stdout) - len(task.stderr)
+
+    def wrote(self, task: Task, name: str, text: str) -> None:
+        """Output of a running task: kept up to `max_output`, then a note of the cut."""
+        room = self.output_room(task)
+        if room <= 0:
+            return
+        if len(text) > room:
+            text = (text[:room] + f"\n[output past {self.max_output} characters is not kept by "
+                    "the controller; the client that submitted the task received all of it]\n")
+        setattr(task, name, getattr(task, name) + text)
 
     def forget(self, task_id: str) -> None:
         """Drop a finished task's record and result."""

@@ -79,7 +79,8 @@ class Controller:
         self.registry = Registry()
         self.scheduler = make_scheduler(options.scheme, options.hwm)
         self.graph = Graph()  # tasks waiting for others (after / follow)
-        self.ledger = Ledger(options.max_results, options.max_result_bytes, store)
+        self.ledger = Ledger(options.max_results, options.max_result_bytes, store,
+                             options.max_task_output)
         self.reader = Reader(self.context, f"reader-{self.ids.session}")  # store reads
         self._store_problem: str | None = None  # as last published
         self.undelivered = Undelivered()  # per client: what it missed while away
@@ -469,11 +470,13 @@ class Controller:
         self._engine(msg)
         task = self.ledger.get(msg.header.get("parent"))
         if task is not None and task.result is None:
-            out = unpack(msg.content) or {}
-            if out.get("name") in ("stdout", "stderr") and isinstance(out.get("text"), str):
-                setattr(task, out["name"], getattr(task, out["name"]) + out["text"])
-                if self.watch:
-                    self.watch.wrote(task.engine, out["name"], out["text"])
+            # the record keeps at most max_task_output of it; past that, nothing is unpacked
+            if self.watch or self.ledger.output_room(task) > 0:
+                out = unpack(msg.content) or {}
+                if out.get("name") in ("stdout", "stderr") and isinstance(out.get("text"), str):
+                    self.ledger.wrote(task, out["name"], out["text"])
+                    if self.watch:
+                        self.watch.wrote(task.engine, out["name"], out["text"])
             self.forward(task, msg.frames)
 
     def drop_engine(self, engine: Engine, reason: str) -> None:

@@ -31,6 +31,7 @@ log = logging.getLogger("ipcluster.engine")
 
 RESULTS = "results"  # name of the in-process channel from the main thread
 STOP = object()  # put on the task queue to end the main loop
+OUTPUT_PIECE = 1 << 24  # most characters of output per message: fewer pieces, less joining
 
 
 class Running:
@@ -289,8 +290,16 @@ class Control(threading.Thread):
 
     def _send_output(self, sock) -> None:
         for task, name, text in self.capture.take():
-            self._send(sock, {"kind": "output", "parent": task, "engine": self.engine_id},
-                       pack({"name": name, "text": text}))
+            # in pieces: no message nears max_message_size (4 bytes a character at most), and
+            # the controller holds one piece at a time
+            size = OUTPUT_PIECE
+            if self.info.max_message_size > 0:
+                size = max(1024, min(size, self.info.max_message_size // 8))
+            pieces = [text[i:i + size] for i in range(0, len(text), size)] \
+                if isinstance(text, str) and text else [text]
+            for piece in pieces:
+                self._send(sock, {"kind": "output", "parent": task, "engine": self.engine_id},
+                           pack({"name": name, "text": piece}))
 
 
 # The engine's handler per kind it receives: a function of (control thread, message).
