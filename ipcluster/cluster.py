@@ -356,6 +356,8 @@ class Cluster:
             "shutdown_atexit": self.shutdown_atexit,
             "controller_pid": self.controller.pid if self.controller else None,
             "engine_pids": list(self.launcher.pids), "jobs": jobs,
+            "started": state.start_times([self.controller.pid if self.controller else None,
+                                          *self.launcher.pids]),
             "cancel": [self.launcher.cancel_argv(jobs)] if jobs else [],
             "created": self.created, "ready": self.ready,
         }

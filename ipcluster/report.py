@@ -80,7 +80,7 @@ def cmd_list(args) -> int:
         rows.append({
             "cluster_id": cid,
             "state": state.status(cid),
-            "engines": sum(1 for p in pids if state.alive(p)),
+            "engines": sum(1 for p in pids if state.alive(p, found)),
             "jobs": len(found.get("jobs", [])),
             "owner": (f"{owner.get('pid')}" + ("" if found.get("shutdown_atexit", True) else " (kept)")
                       if owner else "-"),

@@ -66,15 +66,37 @@ def owner_of(record: dict) -> Owner:
     return Owner(int(owner.get("pid", 0)), float(owner.get("started", 0.0)))
 
 
-def alive(pid: int | None) -> bool:
-    """Whether `pid` is still a running ipcluster process (a recorded pid may have been reused)."""
+def start_time(pid: int) -> float | None:
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def start_times(pids) -> dict[str, float]:
+    """``{pid: start time}`` of the processes still there, for a record: pids are reused (and
+    soon, with pid_max 32768), so a recorded pid is ours only if its start time matches."""
+    return {str(pid): t for pid in pids if pid and (t := start_time(pid)) is not None}
+
+
+def alive(pid: int | None, found: dict | None = None) -> bool:
+    """Whether `pid` is still a running ipcluster process; given its cluster's record `found`,
+    whether it is still the very process recorded there (same start time), not a reuse of its
+    pid by another (perhaps another cluster's engine)."""
     import psutil
 
     if not pid:
         return False
     try:
         proc = psutil.Process(pid)
-        return proc.status() != psutil.STATUS_ZOMBIE and "ipcluster" in " ".join(proc.cmdline())
+        if proc.status() == psutil.STATUS_ZOMBIE or "ipcluster" not in " ".join(proc.cmdline()):
+            return False
+        if found is None:
+            return True
+        recorded = (found.get("started") or {}).get(str(pid))
+        return recorded is not None and abs(proc.create_time() - recorded) < 1.0
     except psutil.Error:
         return False
 
@@ -108,7 +130,7 @@ def add_engines(cluster_id: str, pids: list[int], cancel: list[str] | None) -> N
     """Engines added to a running cluster (``ipcluster engines``): stopped with the others."""
     found = read(cluster_id) or {}
     added = list(found.get("added", [])) + [{"pids": list(pids), "cancel": cancel}]
-    update(cluster_id, added=added)
+    update(cluster_id, added=added, started={**found.get("started", {}), **start_times(pids)})
 
 
 def engines(found: dict) -> tuple[list[int], list[list[str]]]:
@@ -142,7 +164,7 @@ def status(cluster_id: str) -> str:
         return "running" if alive(pid) else "stale"
     if record.get("failed"):
         return "failed"
-    if alive(record.get("controller_pid")):
+    if alive(record.get("controller_pid"), record):
         return "running"
     if record.get("controller_pid") is None and owner_of(record).alive():
         return "starting"

@@ -21,19 +21,21 @@ from ipcluster.config import cluster_dir, ipcluster_dir
 from ipcluster.errors import ConnectionFileError
 
 
-def _wait_gone(pids: list[int], timeout: float) -> list[int]:
+def _wait_gone(pids: list[int], found: dict, timeout: float) -> list[int]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        pids = [p for p in pids if state.alive(p)]
+        pids = [p for p in pids if state.alive(p, found)]
         if not pids:
             break
         time.sleep(0.05)
-    return [p for p in pids if state.alive(p)]
+    return [p for p in pids if state.alive(p, found)]
 
 
-def _kill(pids: list[int], sig: int) -> None:
+def _kill(pids: list[int], found: dict, sig: int) -> None:
+    """Signal the processes recorded in `found` that are still those processes (a pid reused
+    by another process, another cluster's engine say, is left alone)."""
     for pid in pids:
-        if state.alive(pid):
+        if state.alive(pid, found):
             try:
                 os.killpg(pid, sig) if os.getpgid(pid) == pid else os.kill(pid, sig)
             except (ProcessLookupError, PermissionError):
@@ -60,7 +62,7 @@ def stop(cluster_id: str) -> list[int]:
     found = state.read(cluster_id) or {}
     owner = state.owner_of(found)
     if _started_by_the_cli(owner):
-        _kill([owner.pid], signal.SIGTERM)  # it stops its engines, jobs and controller
+        os.kill(owner.pid, signal.SIGTERM)  # it stops its engines, jobs and controller
         deadline = time.monotonic() + 40
         while owner.alive() and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -70,18 +72,15 @@ def stop(cluster_id: str) -> list[int]:
             subprocess.run(argv, capture_output=True, timeout=30)
         except (OSError, subprocess.TimeoutExpired) as exc:
             print(f"ipcluster: could not cancel jobs with {argv}: {exc}", file=sys.stderr)
-    children = [found.get("controller_pid"), *pids,
-                (dashboard.read(cluster_dir(cluster_id)) or {}).get("pid")]
-    _kill(children, signal.SIGTERM)
-    left = _kill_after(_wait_gone(children, 5))
+    dashboard.stop(cluster_dir(cluster_id))
+    children = [found.get("controller_pid"), *pids]
+    _kill(children, found, signal.SIGTERM)
+    left = _wait_gone(children, found, 5)
+    _kill(left, found, signal.SIGKILL)
+    left = _wait_gone(left, found, 5)
     if not _started_by_the_cli(owner):
         shutil.rmtree(cluster_dir(cluster_id), ignore_errors=True)
     return left
-
-
-def _kill_after(left: list[int]) -> list[int]:
-    _kill(left, signal.SIGKILL)
-    return _wait_gone(left, 5)
 
 
 def cmd_stop(args) -> int:

@@ -15,7 +15,7 @@ LIVE = {101, 102, 103}  # controller pids taken as running in these tests
 @pytest.fixture
 def clusters(tmp_path, monkeypatch):
     monkeypatch.setenv("IPCLUSTER_DIR", str(tmp_path))
-    monkeypatch.setattr(state, "alive", lambda pid: pid in LIVE)
+    monkeypatch.setattr(state, "alive", lambda pid, found=None: pid in LIVE)
 
     def make(cluster_id, controller_pid, **fields):
         (tmp_path / cluster_id).mkdir()

@@ -43,3 +43,27 @@ def test_stop_takes_a_positional_id_and_all_and_version_is_shown():
     assert json.loads(ipcluster("list", "-o", "json").stdout) == []
     version = ipcluster("--version")
     assert version.returncode == 0 and version.stdout.startswith("ipcluster 0.")
+
+
+def test_a_recorded_pid_now_used_by_another_process_is_left_alone():
+    import subprocess
+    import sys
+
+    import psutil
+
+    from ipcluster import state
+
+    # pid_max is often 32768: a stale record's engine pid may now be another cluster's engine
+    decoy = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "ipcluster-engine"])
+    try:
+        started = psutil.Process(decoy.pid).create_time()
+        (ipcluster_dir() / "reused").mkdir()
+        state.write("reused", {"controller_pid": None, "engine_pids": [decoy.pid],
+                               "started": {str(decoy.pid): started - 100}, "failed": "test"})
+        assert not state.alive(decoy.pid, state.read("reused")) and state.alive(decoy.pid)
+        cleaned = ipcluster("clean")
+        assert "removed failed cluster 'reused'" in cleaned.stdout
+        assert decoy.poll() is None  # not killed: not the process the record names
+    finally:
+        decoy.kill()
+        decoy.wait()

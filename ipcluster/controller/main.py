@@ -111,13 +111,14 @@ def stop_orphaned(controller: Controller, cluster_id: str, grace: float = 3.0) -
     message; local processes by the pids, batch jobs by the cancel commands in the record)."""
     for engine in list(controller.registry.by_id.values()):
         controller.send_control(engine, {"action": "shutdown"})
-    pids, cancel = state.engines(state.read(cluster_id) or {})
+    found = state.read(cluster_id) or {}
+    pids, cancel = state.engines(found)
     for argv in cancel:
         try:
             subprocess.run(argv, capture_output=True, timeout=30)
         except (OSError, subprocess.TimeoutExpired) as exc:
             log.warning("could not cancel the cluster's jobs with %s: %s", argv, exc)
-    pids = [p for p in pids if state.alive(p)]
+    pids = [p for p in pids if state.alive(p, found)]
     deadline = time.monotonic() + grace
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in pids:
@@ -125,7 +126,7 @@ def stop_orphaned(controller: Controller, cluster_id: str, grace: float = 3.0) -
                 os.killpg(pid, sig) if os.getpgid(pid) == pid else os.kill(pid, sig)
         while pids and time.monotonic() < deadline:
             time.sleep(0.05)
-            pids = [p for p in pids if state.alive(p)]
+            pids = [p for p in pids if state.alive(p, found)]
         deadline = time.monotonic() + grace
 
 

@@ -182,12 +182,22 @@ def run(info: ConnectionInfo, options: EngineOptions, requested_id=None) -> int:
     return Engine(info, options, requested_id).run()
 
 
+def log_file() -> str | None:
+    """The file this process's output goes to, when it is one (a launcher's log)."""
+    try:
+        target = os.readlink("/proc/self/fd/1")
+    except OSError:
+        return None
+    return target if os.path.isfile(target) else None
+
+
 def unloadable(exc: SerializationError, eid) -> str:
     """Why this engine cannot unpickle a task's function or arguments, and how to fix it: the
     usual cause is a module importable where the client runs, not where the engine does."""
     cause = exc.__cause__
+    log = log_file()
     where = (f"engine {eid} (pid {os.getpid()} on {socket.gethostname()}, working directory "
-             f"{os.getcwd()}, python {sys.executable})")
+             f"{os.getcwd()}, python {sys.executable}{f', log {log}' if log else ''})")
     if not isinstance(cause, ModuleNotFoundError):
         return f"{where} cannot unpickle the task's function or arguments: {cause or exc}"
     name = cause.name or "?"

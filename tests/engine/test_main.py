@@ -4,6 +4,7 @@ controller is not there."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -38,6 +39,8 @@ def test_a_function_from_a_module_the_engine_cannot_import_is_explained_from_its
     assert "start the engines from the directory that holds mylocalmod" in message
     assert "cloudpickle.register_pickle_by_value(mylocalmod)" in message
     assert "the result" not in message
+    log = re.search(r", log (\S+)\)", message)[1]  # the engine's log, named and still there
+    assert os.path.exists(log) and re.search(r"engine-\d+\.log$", log)
     rc[0].execute(f"import sys; sys.path.insert(0, {str(tmp_path)!r})", block=True)  # the advice works
     try:
         assert rc[0].apply_sync(mylocalmod.twice, 21) == 42
