@@ -19,7 +19,7 @@ def test_a_failed_daemonized_start_quotes_its_log_and_list_and_clean_show_it():
     listed = ipcluster("list")
     assert "nolsf" in listed.stdout and "failed" in listed.stdout and "ipcluster clean" in listed.stdout
     rows = json.loads(ipcluster("list", "-o", "json").stdout)
-    assert [(r["cluster_id"], r["state"]) for r in rows] == [("nolsf", "failed")]
+    assert [r["state"] for r in rows if r["cluster_id"] == "nolsf"] == ["failed"]
     cleaned = ipcluster("clean")
     assert "removed failed cluster 'nolsf'" in cleaned.stdout
     assert not log.parent.exists()
@@ -40,7 +40,8 @@ def test_stop_takes_a_positional_id_and_all_and_version_is_shown():
     finally:
         stopped = ipcluster("stop", "--all")
     assert stopped.returncode == 0 and "cluster 'two' stopped" in stopped.stdout
-    assert json.loads(ipcluster("list", "-o", "json").stdout) == []
+    left = [r["cluster_id"] for r in json.loads(ipcluster("list", "-o", "json").stdout)]
+    assert "one" not in left and "two" not in left
     version = ipcluster("--version")
     assert version.returncode == 0 and version.stdout.startswith("ipcluster 0.")
 
