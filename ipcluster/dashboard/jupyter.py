@@ -13,7 +13,7 @@ def proxy_entry() -> dict:
     return {
         "command": [sys.executable, "-m", "ipcluster.dashboard.manager", "{unix_socket}"],
         "unix_socket": True,  # a socket in a private directory: reachable only through Jupyter
-        "timeout": 30,
+        "timeout": 120,  # seconds for the manager to answer at first: a login node may be busy
         "launcher_entry": {"title": "ipcluster", "category": "Other",
                            "icon_path": str(Path(__file__).with_name("icon.svg"))},
     }

@@ -43,13 +43,17 @@ FORM_TOKEN = secrets.token_hex(16)  # per process: a page of this process posts 
 def clusters() -> list[dict]:
     rows = []
     for cid in state.cluster_ids():
-        record = state.read(cid) or {}
-        running = link.read(cluster_dir(cid))
-        status = state.status(cid)
-        rows.append({"cluster_id": cid, "state": status, "running": status == "running",
-                     "engines": sum(1 for p in state.engines(record)[0] if state.alive(p)),
-                     "launcher": record.get("engines"), "owner": record.get("owner"),
-                     "created": record.get("created"), "dashboard": running is not None})
+        try:
+            record = state.read(cid) or {}
+            status = state.status(cid)
+            rows.append({"cluster_id": cid, "state": status, "running": status == "running",
+                         "engines": sum(1 for p in state.engines(record)[0] if state.alive(p)),
+                         "launcher": record.get("engines"), "created": record.get("created"),
+                         "dashboard": link.read(cluster_dir(cid)) is not None})
+        except Exception as exc:  # one odd directory must not hide the others
+            rows.append({"cluster_id": cid, "state": f"unreadable ({type(exc).__name__}: {exc})",
+                         "running": False, "engines": 0, "launcher": None, "created": None,
+                         "dashboard": False})
     return rows
 
 
@@ -75,10 +79,11 @@ class Page(Handler):
         message = self.get_query_argument("message", "")
         rows = []
         for c in clusters():
-            created = time.strftime("%Y-%m-%d %H:%M", time.localtime(c["created"] or 0))
+            created = (time.strftime("%Y-%m-%d %H:%M", time.localtime(c["created"]))
+                       if isinstance(c["created"], (int, float)) else "-")
             cid = html.escape(c["cluster_id"])
             rows.append(
-                f"<tr><td>{cid}</td><td>{c['state']}</td>"
+                f"<tr><td>{cid}</td><td>{html.escape(c['state'])}</td>"
                 f"<td>{c['engines']}</td><td>{html.escape(str(c['launcher']))}</td><td>{created}</td>"
                 f"<td><a href='dashboard/{cid}' target='_blank'>dashboard</a></td>"
                 f"<td><form method='post' action='stop'><input type='hidden' name='form' "

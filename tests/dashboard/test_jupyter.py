@@ -49,7 +49,7 @@ def jupyter(tmp_path):
 
     try:
         wait_until(up, timeout=60)
-        yield port
+        yield port, tmp_path / "jupyter.log"
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
@@ -78,7 +78,7 @@ def clusters(port: int) -> dict:
 
 
 def test_the_manager_page_starts_and_stops_a_cluster_and_opens_its_dashboard(jupyter, browser):
-    port = jupyter
+    port, log = jupyter
     # the launcher shows an ipcluster icon, which opens the manager page
     info = json.loads(request(port, "GET", "/server-proxy/servers-info")[2])["server_processes"]
     entry = next(s for s in info if s["name"] == "ipcluster")["launcher_entry"]
@@ -91,7 +91,8 @@ def test_the_manager_page_starts_and_stops_a_cluster_and_opens_its_dashboard(jup
         status, headers, _ = request(port, "GET", path, auth=False)
         assert status in (302, 401, 403) and "/login" in headers.get("Location", "/login")
     status, _, page = request(port, "GET", "/ipcluster/")
-    assert status == 200 and "Start a cluster" in page
+    assert status == 200 and "Start a cluster" in page, (
+        f"{status}: {page[:500]}\nJupyter's log ends with:\n{log.read_text()[-3000:]}")
     form = re.search(r"name='form' value='(\w+)'", page).group(1)
     assert request(port, "POST", "/ipcluster/start", {"launcher": "local", "n": "2"})[0] == 403
 
@@ -122,3 +123,20 @@ def test_the_manager_page_starts_and_stops_a_cluster_and_opens_its_dashboard(jup
                                      {"form": form, "cluster_id": "from-jupyter"})
     assert status == 303 and "stopped" in headers["Location"]
     assert "from-jupyter" not in clusters(port)
+
+
+def test_an_unreadable_cluster_directory_does_not_break_the_manager_page():
+    import shutil
+
+    from ipcluster import state
+    from ipcluster.config import cluster_dir
+    from ipcluster.dashboard import manager
+
+    odd = cluster_dir("odd-cluster")
+    odd.mkdir(mode=0o700)
+    try:
+        state.path("odd-cluster").write_text("[1, 2]")  # JSON, but not a cluster's record
+        rows = {r["cluster_id"]: r for r in manager.clusters()}
+        assert rows["odd-cluster"]["state"].startswith("unreadable")
+    finally:
+        shutil.rmtree(odd)
