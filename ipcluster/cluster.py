@@ -29,13 +29,13 @@ import dataclasses
 
 from ipcluster import display
 from ipcluster import launchers
-from ipcluster import connection, state
+from ipcluster import connection, shm, state
 from ipcluster.client import Client
 import ipcluster.dashboard.link as dashboard
 from ipcluster.progress import wait_registered
 from ipcluster.supervisor import Supervisor
 from ipcluster.config import cluster_dir, resolve
-from ipcluster.errors import IpclusterError, NoEnginesRegistered
+from ipcluster.errors import ConnectionFileError, IpclusterError, NoEnginesRegistered
 from ipcluster.launchers import allocation, network
 from ipcluster.launchers.base import tail
 
@@ -343,8 +343,14 @@ class Cluster:
         await asyncio.to_thread(self._stop_at_exit)
 
     def _stop_at_exit(self) -> None:
+        try:
+            key = connection.read(self.connection_file).key_bytes  # gone once the controller is
+        except ConnectionFileError:
+            key = None
         self._halt()
         if self.controller is not None:  # only what this object made: never another's directory
+            if key is not None:  # shared memory left by a killed process, had the controller no
+                shm.sweep(shm.prefix(key))  # chance to remove it (it does when it stops)
             shutil.rmtree(self.cluster_dir, ignore_errors=True)
 
     def _state(self) -> dict:

@@ -240,6 +240,7 @@ def test_kill_9_of_an_engine_and_of_a_client_during_a_1_gb_push_leaves_nothing_o
         finally:
             pusher.wait(timeout=30)
         assert ours(where, key, "s")  # left behind by the killed client, until the stop
+        os.kill(cluster.controller.pid, signal.SIGKILL)  # no sweep of its own: the Cluster's
     finally:
         cluster.stop_cluster_sync()
     assert ours(where, key) == []  # segments and probes of the cluster all gone
