@@ -5,32 +5,35 @@
         rc[:].apply_sync(os.getpid)
 """
 
-from ipcluster.asyncresult import AsyncResult
-from ipcluster.client import Client
-from ipcluster.cluster import Cluster
-from ipcluster.dependency import Dependency
-from ipcluster.namespace import Reference
-from ipcluster.errors import (
-    ClientClosed,
-    CompositeError,
-    ConnectionFileError,
-    ControllerLost,
-    EngineError,
-    ImpossibleDependency,
-    IpclusterError,
-    NoEnginesRegistered,
-    NoSuchEngine,
-    RemoteError,
-    SerializationError,
-    TaskAborted,
-    TaskTimeout,
-    TimeoutError,
-    UnmetDependency,
-)
-from ipcluster.executor import ViewExecutor
-from ipcluster.remotefunction import depend, interactive, require
-from ipcluster.balanced import LoadBalancedView
-from ipcluster.views import BroadcastView, DirectView
+import importlib
+
+# Each public name and the module it lives in, imported on first use (PEP 562), so that an engine,
+# which imports `ipcluster.engine`, does not pay for the client API it never uses.
+_ERRORS = ["ClientClosed", "CompositeError", "ConnectionFileError", "ControllerLost",
+           "EngineError", "ImpossibleDependency", "IpclusterError", "NoEnginesRegistered",
+           "NoSuchEngine", "RemoteError", "SerializationError", "TaskAborted", "TaskTimeout",
+           "TimeoutError", "UnmetDependency"]
+_HOMES = {
+    "AsyncResult": "asyncresult", "Client": "client", "Cluster": "cluster",
+    "Dependency": "dependency", "Reference": "namespace", "ViewExecutor": "executor",
+    "depend": "remotefunction", "interactive": "remotefunction", "require": "remotefunction",
+    "LoadBalancedView": "balanced", "BroadcastView": "views", "DirectView": "views",
+    **{name: "errors" for name in _ERRORS},
+}
+
+
+def __getattr__(name: str):
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'ipcluster' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"ipcluster.{home}"), name)
+    globals()[name] = value  # once: later lookups do not come here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOMES))
+
 
 __version__ = "0.1.0"
 

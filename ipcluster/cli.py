@@ -13,8 +13,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import signal
 import subprocess
 import sys
@@ -23,7 +21,8 @@ import time
 
 import ipcluster
 from ipcluster import connection, state
-from ipcluster.cluster import CONNECTION_VARIABLE, Cluster
+from ipcluster.cluster import Cluster
+from ipcluster.engine import command as engine_command
 from ipcluster.launchers.base import tail
 from ipcluster.report import cmd_list, cmd_status
 from ipcluster.teardown import cmd_clean, cmd_stop
@@ -126,10 +125,7 @@ def _parser() -> argparse.ArgumentParser:
     ctl.add_argument("--owner", default=None, metavar="PID:START_TIME",
                      help="stop the cluster (engines and batch jobs too) when this process exits")
 
-    eng = sub.add_parser("engine", help="run an engine (launchers call this)")
-    eng.add_argument("--connection-file", default=None,
-                     help=f"default: the connection info in ${CONNECTION_VARIABLE}")
-    eng.add_argument("--id", type=int, default=None, help="engine id to ask for")
+    engine_command.add_arguments(sub.add_parser("engine", help="run an engine (launchers call this)"))
     return parser
 
 
@@ -379,42 +375,8 @@ def cmd_controller(args) -> int:
     return 0
 
 
-# Variables holding a process's rank under mpiexec (MPICH/Hydra, Open MPI, PMIx) and srun: an
-# engine asks for its rank as its id, so engine i is rank i.
-RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID")
-
-
-
-def _rank(environ=os.environ) -> int | None:
-    for name in RANK_VARIABLES:
-        if environ.get(name, "").isdigit():
-            return int(environ[name])
-    return None
-
-
-def cmd_engine(args) -> int:
-    import logging
-
-    from ipcluster.engine.main import Engine, EngineOptions
-    from ipcluster.engine.walltime import Walltime, from_environment
-
-    if args.connection_file:
-        info = connection.read(args.connection_file)
-    elif CONNECTION_VARIABLE in os.environ:  # no shared filesystem needed
-        info = connection.ConnectionInfo(**json.loads(os.environ[CONNECTION_VARIABLE]))
-    else:
-        print(f"ipcluster engine: pass --connection-file, or set {CONNECTION_VARIABLE}",
-              file=sys.stderr)
-        return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s engine %(levelname)s %(message)s")
-    engine = Engine(info, EngineOptions(), args.id if args.id is not None else _rank())
-    if (walltime := from_environment()) is not None:
-        Walltime(engine, *walltime).start()
-    return engine.run()
-
-
 COMMANDS = {"status": cmd_status, "start": cmd_start, "stop": cmd_stop, "list": cmd_list,
             "clean": cmd_clean, "engines": cmd_engines, "config": cmd_config,
             "dashboard": dashboard_command.cmd_dashboard,
             "provenance": provenance.cmd_provenance,
-            "controller": cmd_controller, "engine": cmd_engine}
+            "controller": cmd_controller, "engine": engine_command.run}

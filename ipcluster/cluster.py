@@ -41,7 +41,7 @@ from ipcluster.launchers.base import tail
 
 __all__ = ["Cluster"]
 
-CONNECTION_VARIABLE = "IPCLUSTER_CONNECTION"  # the connection info, for engines in batch jobs
+from ipcluster.connection import CONNECTION_VARIABLE  # the connection info, for batch jobs
 
 
 def run_sync(coro):

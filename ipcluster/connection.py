@@ -18,6 +18,7 @@ from pathlib import Path
 from ipcluster.config import cluster_dir
 from ipcluster.errors import ConnectionFileError
 
+CONNECTION_VARIABLE = "IPCLUSTER_CONNECTION"  # the connection info itself, for engines in batch jobs
 FILENAME = "connection.json"
 
 
