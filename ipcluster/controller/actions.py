@@ -94,6 +94,8 @@ def _send(ctl, client: bytes, tasks: list, stored: dict, have: dict) -> dict:
         elif task.result is None:
             if client != task.client:  # its own client gets it anyway: once, not twice
                 task.watchers.add(client)
+            else:  # it asks, so it waits: send it even if restored (see sync)
+                task.held = False
         else:
             held = have.get(task_id) if isinstance(have.get(task_id), list) else [0, 0]
             for name, start in zip(("stdout", "stderr"), held):
