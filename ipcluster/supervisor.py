@@ -77,6 +77,8 @@ class Supervisor(threading.Thread):
             if self.restart and eid is not None:
                 self.restarts += 1
                 self.cluster.launcher.start(self.cluster.engine_command() + ["--id", str(eid)], 1)
+                # its id is known here: should it die before it registers, it is restarted too
+                self._ids[self.cluster.launcher.local_processes()[-1].pid] = eid
 
     def _kill_abandoned(self, session) -> None:
         """An engine process still running that the controller removed as dead (silent past

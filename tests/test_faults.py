@@ -271,3 +271,15 @@ def test_a_busy_engine_holding_the_gil_is_not_taken_for_frozen(restarting, tmp_p
     assert ar.get() is None
     assert marker.read_text() == "ran\n"  # once: not sent again elsewhere
     assert "unresponsive" not in states
+
+
+def test_a_replacement_killed_before_it_registers_is_restarted_too(restarting):
+    """The cause of a chaos-sweep hang under load: a replacement engine killed before it had
+    registered was reported with no id, so it was not restarted, and the engines dwindled."""
+    cluster, rc = restarting
+    os.kill(rc[1].apply_sync(os.getpid), signal.SIGKILL)
+    count = len(cluster.launcher.local_processes())
+    wait_until(lambda: len(cluster.launcher.local_processes()) > count)  # the replacement
+    os.kill(cluster.launcher.local_processes()[-1].pid, signal.SIGKILL)  # before it registers
+    wait_until(lambda: 1 in rc.engine_info(), timeout=60)
+    assert rc[1].apply_sync(lambda: "back") == "back"
