@@ -65,8 +65,10 @@ def evidence(launcher: launchers.Launcher) -> str:
 
 
 def interactive() -> bool:
-    """A person is watching: a terminal, or an IPython kernel (a notebook)."""
-    if "ipykernel" in sys.modules:
+    """A person is watching: a terminal, or a notebook (this process is a Jupyter kernel)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    if type(shell).__name__ == "ZMQInteractiveShell":  # ipykernel's shell
         return True
     try:
         return sys.stderr.isatty()

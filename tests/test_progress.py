@@ -26,3 +26,21 @@ def test_without_a_watcher_the_pending_line_is_written_when_it_changes(capsys):
     waiting.close()
     assert capsys.readouterr().err.splitlines() == [
         "slurm job 7 pending: Priority, 1 s", "slurm job 7 pending: Resources, 4 s"]
+
+
+def test_a_bar_is_drawn_for_a_terminal_or_a_notebook_only(monkeypatch):
+    import io
+    import sys
+
+    from ipcluster import progress
+
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # a pipe or a file: nobody watches
+    assert not progress.interactive()
+
+    class ZMQInteractiveShell:  # what get_ipython() returns in a Jupyter kernel
+        pass
+
+    fake = type(sys)("IPython")
+    fake.get_ipython = ZMQInteractiveShell
+    monkeypatch.setitem(sys.modules, "IPython", fake)
+    assert progress.interactive()
