@@ -6,17 +6,25 @@
 """
 
 import importlib
+import sys
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION
+
+from ipcluster import errors as error  # ipyparallel's ``ipp.error``: ipcluster.errors itself
+
+sys.modules[f"{__name__}.error"] = error  # so that `import ipcluster.error` finds it too
 
 # Each public name and the module it lives in, imported on first use (PEP 562), so that an engine,
 # which imports `ipcluster.engine`, does not pay for the client API it never uses.
-_ERRORS = ["ClientClosed", "CompositeError", "ConnectionFileError", "ControllerLost",
+_ERRORS = ["AlreadyDisplayedError", "InvalidDependency", "ClientClosed", "CompositeError", "ConnectionFileError", "ControllerLost",
            "EngineError", "ImpossibleDependency", "IpclusterError", "NoEnginesRegistered",
            "NoSuchEngine", "RemoteError", "SerializationError", "TaskAborted", "TaskTimeout",
            "TimeoutError", "UnmetDependency"]
 _HOMES = {
-    "AsyncResult": "asyncresult", "Client": "client", "Cluster": "cluster",
+    "AsyncResult": "asyncresult", "AsyncMapResult": "asyncresult",
+    "AsyncHubResult": "asyncresult", "Client": "client", "Cluster": "cluster",
     "Dependency": "dependency", "Reference": "namespace", "ViewExecutor": "executor",
     "depend": "remotefunction", "interactive": "remotefunction", "require": "remotefunction",
+    "remote": "remotefunction", "parallel": "remotefunction",
     "LoadBalancedView": "balanced", "BroadcastView": "views", "DirectView": "views",
     **{name: "errors" for name in _ERRORS},
 }
@@ -54,6 +62,10 @@ def load_ipython_extension(ip) -> None:
 
 
 __all__ = [
+    "ALL_COMPLETED",
+    "AlreadyDisplayedError",
+    "AsyncHubResult",
+    "AsyncMapResult",
     "AsyncResult",
     "BroadcastView",
     "Client",
@@ -65,7 +77,10 @@ __all__ = [
     "Dependency",
     "DirectView",
     "EngineError",
+    "FIRST_COMPLETED",
+    "FIRST_EXCEPTION",
     "ImpossibleDependency",
+    "InvalidDependency",
     "IpclusterError",
     "LoadBalancedView",
     "NoEnginesRegistered",
@@ -79,7 +94,10 @@ __all__ = [
     "UnmetDependency",
     "ViewExecutor",
     "depend",
+    "error",
     "interactive",
+    "parallel",
     "register_joblib_backend",
+    "remote",
     "require",
 ]

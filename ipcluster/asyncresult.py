@@ -18,12 +18,12 @@ import time
 
 from ipcluster import display
 from ipcluster.errors import CompositeError, IpclusterError, RemoteError, TimeoutError
-from ipcluster.output import Streaming, display_outputs
+from ipcluster.output import ExecuteReply, Streaming, display_outputs
 from ipcluster.task import TaskFuture
 
 log = logging.getLogger("ipcluster.client")
 
-__all__ = ["AsyncResult"]
+__all__ = ["AsyncResult", "AsyncMapResult", "AsyncHubResult"]
 
 
 class AsyncResult(concurrent.futures.Future):
@@ -69,7 +69,11 @@ class AsyncResult(concurrent.futures.Future):
             else:
                 self.set_exception(errors[0])
         else:
-            self.set_result(self._combine([t.result() for t in self._finished()]))
+            self.set_result(self._combine([self._value(t) for t in self._finished()]))
+
+    def _value(self, task: TaskFuture):
+        """A finished task's value (its result; `AsyncExecuteResult` makes it a reply)."""
+        return task.result()
 
     def _finished(self) -> list[TaskFuture]:
         return self._tasks if self._ordered else list(self._order)
@@ -98,25 +102,30 @@ class AsyncResult(concurrent.futures.Future):
         except KeyboardInterrupt:
             self.interrupt()
             raise
-        values = [t.exception() or t.result() for t in self._finished()]
+        values = [t.exception() or self._value(t) for t in self._finished()]
         if self._shape == "map":
             return [item for chunk in values for item in (
                 [chunk] if isinstance(chunk, BaseException) else chunk)]
         return values[0] if self._shape == "single" else values
 
     def get_dict(self, timeout: float | None = None) -> dict:
-        """``{engine_id: result}`` for a call on several engines."""
+        """``{engine_id: result}`` for a call with one result per engine."""
         values = self.get(timeout)
-        if self._shape != "list" or self._reduce is not None:
-            raise TypeError("get_dict() is for calls on several engines (a DirectView's apply)")
+        if self._shape == "single":
+            return {self.engine_id: values}
         engines = self.engine_id
+        if self._shape != "list" or self._reduce is not None:
+            raise ValueError("get_dict() is for calls with one result per engine (apply on a "
+                             f"DirectView), not a {self._shape} result; use get() instead")
         if len(set(engines)) != len(engines):
             raise ValueError(f"several tasks ran on one engine ({engines}); use get() instead")
         return dict(zip(engines, values))
 
     def wait(self, timeout: float | None = None,
-             return_when: str = concurrent.futures.ALL_COMPLETED) -> bool:
-        """Wait until done (or, with ``return_when=FIRST_COMPLETED``, one task is); True if so."""
+             return_when: str = concurrent.futures.ALL_COMPLETED):
+        """Wait until done; True if it is. With ``return_when`` FIRST_COMPLETED or
+        FIRST_EXCEPTION (as `concurrent.futures.wait`), ``(done, pending)``: sets of one-task
+        results (`split`)."""
         try:
             return self._wait(timeout, return_when)
         except KeyboardInterrupt:
@@ -131,7 +140,9 @@ class AsyncResult(concurrent.futures.Future):
             concurrent.futures.wait([self], timeout)
             return self.done()
         done, _ = concurrent.futures.wait(self._tasks, timeout, return_when)
-        return bool(done)
+        parts = dict(zip(self._tasks, self.split()))
+        return ({parts[t] for t in self._tasks if t in done},
+                {parts[t] for t in self._tasks if t not in done})
 
     def interrupt(self) -> None:
         """What Ctrl-C in `get` or `wait` does: stop exactly the unfinished work of this result
@@ -173,7 +184,8 @@ class AsyncResult(concurrent.futures.Future):
         else:
             pending = (f for f in concurrent.futures.as_completed(self._tasks))
         for task in pending:
-            value = task.result()
+            task.result()
+            value = self._value(task)
             if self._shape == "map":
                 yield from value
             else:
@@ -219,8 +231,8 @@ class AsyncResult(concurrent.futures.Future):
 
     @property
     def progress(self) -> int:
-        """Tasks finished so far."""
-        return sum(1 for t in self._tasks if t.done())
+        """Tasks finished so far (items, for a map)."""
+        return sum(t.size if self._shape == "map" else 1 for t in self._tasks if t.done())
 
     @property
     def sent(self) -> bool:
@@ -233,7 +245,7 @@ class AsyncResult(concurrent.futures.Future):
             self._tracker.wait(-1 if timeout is None else timeout)
 
     def _times(self, key: str) -> list[float]:
-        return [t.metadata[key] for t in self._tasks if t.metadata[key] is not None]
+        return [t.metadata.seconds(key) for t in self._tasks if t.metadata[key] is not None]
 
     @property
     def elapsed(self) -> float:
@@ -251,27 +263,70 @@ class AsyncResult(concurrent.futures.Future):
     def serial_time(self) -> float:
         """Seconds of computation summed over the tasks (engine-side start to completion)."""
         self._require_done()
-        return sum(t.metadata["completed"] - t.metadata["started"] for t in self._tasks
+        return sum(t.metadata.seconds("completed") - t.metadata.seconds("started")
+                   for t in self._tasks
                    if t.metadata["started"] is not None and t.metadata["completed"] is not None)
 
     def _require_done(self) -> None:
         if not self.done():
-            raise AssertionError("timing is known once the result is ready; wait() first")
+            raise TimeoutError("timing is known once the result is ready; wait() first")
 
     def __len__(self) -> int:
-        return len(self._tasks)
+        """Tasks, or items for a map."""
+        return sum(t.size for t in self._tasks) if self._shape == "map" else len(self._tasks)
+
+    def __getitem__(self, key):
+        """``ar[i]``: the i-th result (waits); ``ar["completed"]``: that metadata key."""
+        if isinstance(key, (int, slice)):
+            return self.get()[key]
+        if key not in (self._tasks[0].metadata if self._tasks else {}):
+            raise KeyError(key)
+        return self._per_task([t.metadata[key] for t in self._tasks])
+
+    def __getattr__(self, key):
+        """Metadata keys as attributes (``ar.started``, ``ar.completed``), as ipyparallel's."""
+        if key.startswith("_"):
+            raise AttributeError(key)
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(f"{type(self).__name__} has no attribute {key!r}") from None
+
+    @property
+    def data(self):
+        """What the tasks published with ``ipcluster.datapub.publish_data``, merged per task."""
+        return self._per_task([t.metadata["data"] for t in self._tasks])
+
+    def wait_for_output(self, timeout: float | None = None) -> bool:
+        """True once every task's output is here (output arrives before each task's result)."""
+        return self._wait(timeout)
+
+    def split(self) -> tuple:
+        """One AsyncResult per task (itself if it has one task)."""
+        if len(self._tasks) == 1 and self._shape != "map":
+            return (self,)
+        shape = "single" if self._shape == "list" else "list"
+        return tuple(AsyncResult([t], shape, client=self._client) for t in self._tasks)
+
+    @classmethod
+    def join(cls, *results) -> "AsyncResult":
+        """One AsyncResult over the tasks of several, in order; a list of their values."""
+        return AsyncResult([t for r in results for t in r._tasks], "list",
+                           client=next((r._client for r in results), None))
 
     def _repr_html_(self) -> str:
         return display.result_html(self)
 
     def __repr__(self) -> str:
-        state = "done" if self.done() else f"{self.progress}/{len(self._tasks)} done"
+        state = "done" if self.done() else f"{self.progress}/{len(self)} done"
         return f"<AsyncResult({self._shape}) {state}>"
 
     # -- showing progress and output ------------------------------------------------------
 
-    def wait_interactive(self, interval: float = 0.1, timeout: float | None = None) -> None:
-        """Wait with a progress bar (done/total, rate and ETA; a widget inside Jupyter)."""
+    def wait_interactive(self, interval: float = 0.1, timeout: float | None = None,
+                         return_when: str = concurrent.futures.ALL_COMPLETED) -> None:
+        """Wait with a progress bar (done/total, rate and ETA; a widget inside Jupyter), until
+        done, or as `return_when` says (FIRST_COMPLETED, FIRST_EXCEPTION)."""
         from tqdm.auto import tqdm
 
         total = sum(t.size for t in self._tasks)
@@ -283,12 +338,20 @@ class AsyncResult(concurrent.futures.Future):
                 bar.update(sum(t.size for t in self._tasks if t.done()) - bar.n)
                 if self.done() or (deadline is not None and time.monotonic() > deadline):
                     break
-                self.wait(interval)
+                if return_when != concurrent.futures.ALL_COMPLETED:
+                    done, _ = self.wait(interval, return_when)
+                    if return_when == concurrent.futures.FIRST_COMPLETED and done or any(
+                            ar.exception() for ar in done):
+                        break
+                else:
+                    self.wait(interval)
 
-    def display_outputs(self, file=None) -> None:
-        """Print each task's stdout and stderr, labelled ``[stdout:<engine>]``, then its
-        display data (``[output:<engine>]``) and ``Out`` value as text."""
-        display_outputs(self._tasks, file or sys.stdout)
+    def display_outputs(self, groupby: str = "type", result_only: bool = False) -> None:
+        """Show the tasks' stdout (on sys.stdout), stderr (on sys.stderr), display data and
+        ``Out`` values; labelled ``[stdout:<engine>]`` unless there is one task. `groupby`:
+        ``"type"`` (all stdout, then stderr, ...), ``"engine"`` or ``"order"`` (as sent)."""
+        display_outputs(self._tasks, groupby, single=self._shape == "single",
+                        result_only=result_only)
 
     def stream_output(self, file=None) -> "Streaming":
         """Print output as it arrives, each line labelled with its engine, until done.
@@ -296,3 +359,19 @@ class AsyncResult(concurrent.futures.Future):
         Use as ``with ar.stream_output(): ar.get()``, or call and forget: it stops by itself.
         """
         return Streaming(self, file or sys.stdout)
+
+
+class AsyncMapResult(AsyncResult):
+    """The AsyncResult of a `map` or `gather` (ipyparallel's name): iterating it gives items."""
+
+
+class AsyncHubResult(AsyncResult):
+    """The AsyncResult of tasks another client sent (``get_result(..., owner=False)``)."""
+
+
+class AsyncExecuteResult(AsyncResult):
+    """The AsyncResult of `execute`: each engine's value is an `ExecuteReply`."""
+
+    def _value(self, task: TaskFuture):
+        task.result()
+        return ExecuteReply(task.metadata)

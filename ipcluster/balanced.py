@@ -12,7 +12,7 @@ from collections import deque
 from itertools import islice
 
 from ipcluster import namespace, partition
-from ipcluster.asyncresult import AsyncResult
+from ipcluster.asyncresult import AsyncMapResult, AsyncResult
 from ipcluster.dependency import Dependency
 from ipcluster.views import View
 
@@ -33,11 +33,11 @@ class LoadBalancedView(View):
         self.timeout = self.retries = self.priority = self.after = self.follow = None
         super().__init__(client, targets, **flags)
 
-    def set_flags(self, **flags) -> None:
+    def set_flags(self, **flags):
         for name in ("after", "follow"):  # checked now, so a bad value fails where it is set
             if flags.get(name) is not None:
                 flags[name] = Dependency.of(flags[name])
-        super().set_flags(**flags)
+        return super().set_flags(**flags)
 
     def __len__(self) -> int:
         return len(self.client.ids if self.targets is None else self.targets)
@@ -51,7 +51,7 @@ class LoadBalancedView(View):
 
     def apply_async(self, f, /, *args, **kwargs) -> AsyncResult:
         flags = self._flags()
-        tasks, tracker = self.client._submit(f, args, kwargs, self._targets(), balanced=True,
+        tasks, tracker = self._submit(f, args, kwargs, self._targets(), balanced=True,
                                              flags=flags)
         return AsyncResult(tasks, "single", client=self.client, tracker=tracker)
 
@@ -63,7 +63,7 @@ class LoadBalancedView(View):
         size = chunksize or self._default_chunksize(n)
         tasks, flags = [], self._flags(**flags)
         for i in range(0, n, size):
-            new, _ = self.client._submit(namespace.call_on_partition,
+            new, _ = self._submit(namespace.call_on_partition,
                                          (f, *[s[i:i + size] for s in sequences]), {},
                                          self._targets(), balanced=True, flags=flags)
             tasks += new
@@ -83,7 +83,7 @@ class LoadBalancedView(View):
         (``--db sqlite``): chunks finished before are fetched, not computed again. Labelled
         chunks are cut from the sequence length alone (not the engine count), so they match.
         """
-        n = partition.equal_lengths(sequences)
+        sequences, n = partition.shortest(sequences)
         flags = self._flags(label=label)
         done = {}
         if flags["label"] is not None:
@@ -93,11 +93,11 @@ class LoadBalancedView(View):
         chunksize = self._check_chunksize(chunksize, n)
         tasks, tracker = [], None
         for chunk in partition.chunks(sequences, chunksize):
-            new, tracker = self.client._submit(
+            new, tracker = self._submit(
                 namespace.map_chunk, (f, *chunk), {"return_exceptions": return_exceptions},
                 self._targets(), balanced=True, flags=flags, sizes=len(chunk[0]), done=done)
             tasks += new
-        ar = AsyncResult(tasks, "map", client=self.client, ordered=ordered, tracker=tracker)
+        ar = AsyncMapResult(tasks, "map", client=self.client, ordered=ordered, tracker=tracker)
         return self._finish(ar, block)
 
     def _check_chunksize(self, chunksize, n: int) -> int:
@@ -115,8 +115,11 @@ class LoadBalancedView(View):
             max_outstanding = 2 * max(1, len(self))
         if not isinstance(max_outstanding, int) or max_outstanding < 1:
             raise ValueError(f"max_outstanding must be a positive int or 'auto', not {max_outstanding!r}")
-        items = zip(*iterables)
         in_flight: deque = deque()
+        return IMap(self._imap(f, zip(*iterables), ordered, max_outstanding, return_exceptions,
+                               in_flight), in_flight, self.client)
+
+    def _imap(self, f, items, ordered, max_outstanding, return_exceptions, in_flight):
         while True:
             for args in islice(items, max_outstanding - len(in_flight)):
                 in_flight.append(self.apply_async(f, *args))
@@ -147,3 +150,27 @@ class LoadBalancedView(View):
 
     def __repr__(self) -> str:
         return f"<LoadBalancedView targets={self.targets!r}>"
+
+
+class IMap:
+    """What `LoadBalancedView.imap` returns: an iterator of results; ``cancel()`` stops it and
+    aborts the tasks it has in flight."""
+
+    def __init__(self, results, in_flight: deque, client) -> None:
+        self._results, self._in_flight, self._client = results, in_flight, client
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self._results)
+
+    def cancel(self) -> None:
+        """Stop: no more results, and the tasks in flight are aborted (also ``close()``)."""
+        self._results.close()
+        pending = [ar for ar in self._in_flight if not ar.done()]
+        self._in_flight.clear()
+        if pending:
+            self._client.abort(pending, block=False)
+
+    close = cancel  # as a generator's close()

@@ -15,16 +15,17 @@ import concurrent.futures
 import logging
 import signal as signals
 import sys
+import threading
 import time
-from collections.abc import Mapping
 
 from ipcluster import connection, display, fingerprint, namespace, provenance, serialize, state
 from ipcluster.asyncresult import AsyncResult
 from ipcluster.task import TaskFuture
 import ipcluster.dashboard.link as dashboard
 from ipcluster.dependency import Dependency
-from ipcluster.errors import NoEnginesRegistered, NoSuchEngine, RemoteError
+from ipcluster.errors import NoEnginesRegistered, NoSuchEngine
 from ipcluster.protocol import Apply, now
+from ipcluster.records import TaskRecords
 from ipcluster.session import Session
 from ipcluster.balanced import LoadBalancedView
 from ipcluster.views import BroadcastView, DirectView, activate_magics
@@ -34,29 +35,7 @@ __all__ = ["Client"]
 log = logging.getLogger("ipcluster.client")
 
 
-class _Results(Mapping):
-    """``msg_id -> value`` (or exception) for every finished task this client knows."""
-
-    def __init__(self, futures: dict) -> None:
-        self._futures = futures
-
-    def _done(self):
-        return {k: f for k, f in self._futures.items() if f.done()}
-
-    def __getitem__(self, msg_id):
-        f = self._futures[msg_id]
-        if not f.done():
-            raise KeyError(f"task {msg_id} has not finished")
-        return f.exception() or f.result()
-
-    def __iter__(self):
-        return iter(self._done())
-
-    def __len__(self) -> int:
-        return len(self._done())
-
-
-class Client:
+class Client(TaskRecords):
     """Connect to a running cluster.
 
     `url_file` is a connection file's path or a cluster id; `cluster_id` a cluster id; with
@@ -76,7 +55,7 @@ class Client:
         self.timeout = timeout
         self.history: list[str] = []  # ids of the tasks this client submitted, in order
         self._futures: dict[str, TaskFuture] = {}
-        self.results = _Results(self._futures)
+        self._init_records()
         self._dask = None  # the daskbridge.DaskOnEngines of become_dask, until stop_dask
         self._session = Session(info, self.connection_file, timeout)
         try:
@@ -122,7 +101,7 @@ class Client:
         """``rc[i]`` (one engine, single results), ``rc[a:b]``, ``rc[:]`` or ``rc[[0, 2]]``."""
         ids = self.ids
         if isinstance(key, slice):
-            return DirectView(self, ids[key])
+            return self.direct_view(ids[key])
         if isinstance(key, int):
             if key < 0 and -len(ids) <= key:
                 key = ids[key]
@@ -131,21 +110,35 @@ class Client:
             if key not in ids:
                 raise NoSuchEngine("NoSuchEngine", f"no engine with id {key}; registered "
                                    f"engines: {ids}", engine_id=key)
-            return DirectView(self, key)
+            return self.direct_view(key)
         if isinstance(key, (list, tuple)):
-            return DirectView(self, list(key))
+            return self.direct_view(list(key))
         raise TypeError(f"index engines with an int, a slice or a list of ids, not {key!r}")
+
+    def _engine(self, targets):
+        """A negative engine id counts from the last registered engine (``-1``: the last)."""
+        if isinstance(targets, int) and targets < 0:
+            ids = self.ids if -len(self) <= targets else self._refresh_ids()
+            if not -len(ids) <= targets:
+                raise NoSuchEngine("NoSuchEngine", f"no engine {targets}: {len(ids)} engines "
+                                   f"are registered ({ids})", engine_id=targets)
+            return ids[targets]
+        return targets
 
     def direct_view(self, targets="all", **flags) -> DirectView:
         """A view on `targets`; ``"all"`` means every engine registered at each call."""
-        return DirectView(self, targets, **flags)
+        return DirectView(self, self._engine(targets), **flags)
 
     def load_balanced_view(self, targets=None, **flags) -> LoadBalancedView:
+        """A view where the controller chooses the engine of each task, among `targets`
+        (default: all; ``"all"`` too; an engine id or a list of them)."""
+        targets = self._engine(targets)
+        targets = [targets] if isinstance(targets, int) else None if targets == "all" else targets
         return LoadBalancedView(self, targets, **flags)
 
     def broadcast_view(self, targets="all", **flags) -> BroadcastView:
         """A DirectView; every call on several engines is already sent once and fanned out."""
-        return BroadcastView(self, targets, **flags)
+        return BroadcastView(self, self._engine(targets), **flags)
 
     def executor(self, targets=None, **flags):
         """A `concurrent.futures.Executor` running on a load-balanced view."""
@@ -174,9 +167,23 @@ class Client:
             dask.stop()
 
     def wait_for_engines(self, n: int | None = None, *, timeout: float | None = None,
-                         interactive: bool = False) -> None:
+                         block: bool = True, interactive: bool = False):
         """Wait until at least `n` engines (default 1) are registered; a progress bar if
-        `interactive`."""
+        `interactive`. With ``block=False``, a `concurrent.futures.Future` of that instead."""
+        if not block:
+            future = concurrent.futures.Future()
+            if len(self._refresh_ids()) >= (n or 1):
+                future.set_result(None)
+                return future
+
+            def wait():
+                try:
+                    future.set_result(self.wait_for_engines(n, timeout=timeout))
+                except BaseException as exc:  # the future's owner sees it
+                    future.set_exception(exc)
+
+            threading.Thread(target=wait, name="wait_for_engines", daemon=True).start()
+            return future
         n = 1 if n is None else n
         deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
         bar = None
@@ -242,13 +249,14 @@ class Client:
         """Ids of this client's tasks that have not finished."""
         return set(self._session.tasks)
 
-    @property
-    def metadata(self) -> dict:
-        return {k: f.metadata for k, f in self._futures.items()}
-
     def wait(self, jobs=None, timeout: float = -1) -> bool:
-        """Wait for `jobs` (default: everything outstanding); True if all finished in time."""
-        futures = [self._futures[i] for i in self._task_ids(jobs) if i in self._futures]
+        """Wait for `jobs` (default: everything outstanding; any Future too); True if all
+        finished in time."""
+        jobs = [jobs] if isinstance(jobs, concurrent.futures.Future) else jobs
+        others = [j for j in jobs or () if isinstance(j, concurrent.futures.Future)
+                  and not isinstance(j, AsyncResult)]
+        mine = None if jobs is None else [j for j in jobs if j not in others]
+        futures = others + [self._futures[i] for i in self._task_ids(mine) if i in self._futures]
         done, not_done = concurrent.futures.wait(futures, None if timeout < 0 else timeout)
         return not not_done
 
@@ -275,7 +283,13 @@ class Client:
         return ar.get() if block else ar
 
     def send_signal(self, sig=signals.SIGINT, targets=None, block: bool = True) -> None:
-        """Send a signal to the engine processes (SIGINT interrupts the running task only)."""
+        """Send a signal (a number or a name: ``"SIGINT"``, ``"INT"``) to the engine processes
+        (SIGINT interrupts the running task only)."""
+        if isinstance(sig, str) and not sig.isdigit():
+            name = sig.upper() if sig.upper().startswith("SIG") else "SIG" + sig.upper()
+            if not isinstance(getattr(signals, name, None), int):
+                raise ValueError(f"unknown signal {sig!r}; give a number or a name like SIGINT")
+            sig = getattr(signals, name)
         self._session.request("control", {"action": "signal", "signal": int(sig),
                                           "targets": self._targets(targets)})
 
@@ -290,6 +304,7 @@ class Client:
                 time.sleep(0.05)
 
     def _targets(self, targets):
+        targets = self._engine(targets)
         if targets is None or targets == "all":
             return None
         return [targets] if isinstance(targets, int) else list(targets)
@@ -298,6 +313,8 @@ class Client:
         """``{engine_id: {"queue", "tasks", "completed"}, "unassigned": n}``, as ipyparallel."""
         reply = self._session.request("query", {"targets": self._targets(targets), "verbose": verbose})
         status = {int(k): v for k, v in reply["status"].items()}
+        if isinstance(self._engine(targets), int):  # one engine: its own dict, as ipyparallel
+            return status[self._engine(targets)]
         status["unassigned"] = reply["unassigned"]
         return status
 
@@ -312,52 +329,6 @@ class Client:
         registered engine; state is idle, busy or unresponsive."""
         engines = self._session.request("query", {})["engines"]
         return {int(k): v for k, v in engines.items()}
-
-    def db_query(self, query: dict, keys: list[str] | None = None) -> list[dict]:
-        """Records of tasks in the controller's ledger matching `query`, as ipyparallel's:
-        ``rc.db_query({"label": "sweep-1", "status": "ok"}, keys=["msg_id"])``; operators
-        $in, $nin, $eq, $ne, $lt, $lte, $gt, $gte. Durable with ``--db sqlite``."""
-        return self._session.request("control", {"action": "db_query", "query": query,
-                                                 "keys": keys})["records"]
-
-    def get_result(self, indices_or_msg_ids=None, block: bool | None = None, timeout=None):
-        """An AsyncResult for earlier tasks, including ones submitted by another client."""
-        ids = self._task_ids(indices_or_msg_ids if indices_or_msg_ids is not None else -1)
-        ar = AsyncResult(self._fetch(ids), "single" if len(ids) == 1 else "list", client=self)
-        return ar.get(timeout) if block else ar
-
-    def _fetch(self, ids: list[str], size: int = 1) -> list[TaskFuture]:
-        """Futures for tasks by id: ours, or fetched from the controller."""
-        tasks, fetch = [], []
-        for task_id in ids:
-            if task_id not in self._futures:
-                self._futures[task_id] = TaskFuture(task_id, size=size)
-                self._session.tasks[task_id] = self._futures[task_id]
-                fetch.append(task_id)
-            tasks.append(self._futures[task_id])
-        if fetch:
-            missing = self._session.request("control", {"action": "fetch", "tasks": fetch})["missing"]
-            for task_id in missing:
-                self._session.tasks.pop(task_id, None)
-                self._futures.pop(task_id).set_exception(RemoteError(
-                    "KeyError", f"the controller has no task {task_id!r}: unknown, or its result "
-                    "was culled (see ControllerOptions.max_results) or purged"))
-        return tasks
-
-    def purge_results(self, jobs=(), targets=()) -> None:
-        """Forget finished results here and in the controller (``jobs="all"`` for all)."""
-        ids = "all" if jobs == "all" else self._task_ids(list(jobs)) if jobs else []
-        if targets:
-            wanted = {targets} if isinstance(targets, int) else set(targets)
-            ids = [k for k, f in self._futures.items() if f.done() and f.metadata["engine_id"] in wanted]
-        for task_id in (list(self._futures) if ids == "all" else ids):
-            if task_id in self._futures and self._futures[task_id].done():
-                del self._futures[task_id]
-        self._session.request("control", {"action": "purge", "tasks": ids})
-
-    def db_history(self) -> list[dict]:
-        """Every task the controller still records: id, state, status, engine, label, times."""
-        return self._session.request("control", {"action": "history"})["tasks"]
 
     # -- submitting -------------------------------------------------------------------------
 
@@ -396,9 +367,27 @@ class Client:
             for task in tasks:
                 session.tasks[task.task_id] = self._futures[task.task_id] = task
                 self.history.append(task.task_id)
-            tracker = session.send(request.header(session.ids()), content, buffers,
-                                   track=bool(flags.get("track")))
+            header = request.header(session.ids())
+            tracker = session.send(header, content, buffers, track=bool(flags.get("track")))
+        for index, task in enumerate(tasks):
+            self._keep_request(task.task_id, header, index, content, buffers)
         return tasks, tracker
+
+    def _send_again(self, header: dict, index: int, content, buffers) -> list[TaskFuture]:
+        """A kept request (task `index` of `header`) sent again as a new task (`resubmit`)."""
+        session = self._session
+        session.check_usable()
+        target = None if header["balanced"] else header["targets"][index]
+        task = TaskFuture(session.ids(), target, label=header.get("label"))
+        again = {k: v for k, v in header.items() if k != "key"}
+        again.update(id=session.ids(), tasks=[task.task_id], submitted=now(),
+                     targets=header["targets"] if target is None else [target])
+        with session.submitting:
+            session.tasks[task.task_id] = self._futures[task.task_id] = task
+            self.history.append(task.task_id)
+            session.send(again, content, buffers)
+        self._keep_request(task.task_id, again, 0, content, buffers)
+        return [task]
 
     # -- closing ----------------------------------------------------------------------------
 

@@ -46,6 +46,22 @@ class Dependency(set):
         return {"ids": sorted(self), "all": self.all, "success": self.success,
                 "failure": self.failure}
 
+    def check(self, completed, failed=()) -> bool:
+        """Whether the dependency is met, given the ids of tasks that succeeded and failed."""
+        if not self:
+            return True
+        against = (set(completed) if self.success else set()) | (
+            set(failed) if self.failure else set())
+        return self.issubset(against) if self.all else not self.isdisjoint(against)
+
+    def unreachable(self, completed, failed=()) -> bool:
+        """Whether it can no longer be met, given the ids that succeeded and failed."""
+        if not self:
+            return False
+        against = (set(completed) if not self.success else set()) | (
+            set(failed) if not self.failure else set())
+        return not self.isdisjoint(against) if self.all else self.issubset(against)
+
     def __repr__(self) -> str:
         return (f"Dependency({sorted(self)!r}, all={self.all}, success={self.success}, "
                 f"failure={self.failure})")

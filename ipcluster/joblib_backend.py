@@ -18,6 +18,8 @@ and a task that fails raises its original exception, as with joblib's own backen
 
 from __future__ import annotations
 
+import functools
+
 from joblib._parallel_backends import AutoBatchingMixin, ParallelBackendBase
 from joblib._utils import _retrieve_traceback_capturing_wrapped_call, _TracebackCapturingWrapper
 
@@ -88,17 +90,23 @@ class IpclusterBackend(AutoBatchingMixin, ParallelBackendBase):
             self.terminate()
 
     def terminate(self) -> None:
-        """Stop the cluster this backend started (if any); a given view stays as it was."""
+        """Stop the cluster this backend started (if any); a given view stays as it was. The
+        auto-batching statistics start afresh, as with joblib's own backends."""
+        self.reset_batch_stats()
         cluster, self._cluster = self._cluster, None
         if cluster is not None:
             self._view = self._given_view
             cluster.stop_cluster_sync()
 
 
-def register(name: str = "ipcluster", make_default: bool = False) -> None:
+def register(name: str = "ipcluster", make_default: bool = False, view=None) -> None:
     """Make ``joblib.parallel_config(name)`` (and ``Parallel(backend=name)``) run on the
     engines; keywords of ``parallel_config`` (``view=``, ``client=``, ``n=``) reach the
-    backend. Exported as ``ipcluster.register_joblib_backend``."""
+    backend. Exported as ``ipcluster.register_joblib_backend``; the default name is also
+    registered as ``"ipyparallel"``, the name ipyparallel code uses. With `view`, that view is
+    the backend's unless ``parallel_config`` gives another (``view.register_joblib_backend``)."""
     from joblib import register_parallel_backend
 
-    register_parallel_backend(name, IpclusterBackend, make_default=make_default)
+    factory = IpclusterBackend if view is None else functools.partial(IpclusterBackend, view)
+    for each in (name, "ipyparallel") if name == "ipcluster" else (name,):
+        register_parallel_backend(each, factory, make_default=make_default and each == name)

@@ -15,6 +15,7 @@ import sys
 import traceback
 import types
 
+from ipcluster import errors
 from ipcluster.errors import RemoteError, UnmetDependency
 
 main_module = types.ModuleType("__main__")
@@ -38,6 +39,20 @@ def _sent_by_value(f) -> bool:
     return module is None or f.__globals__ is not vars(module)
 
 
+# Which globals a function sent by value sees (view.use_pickle / use_cloudpickle): "fill" the
+# engine namespace, where the names it captured on the client fill in only missing ones;
+# "engine", the engine namespace alone (ipyparallel's pickle); "client", what it captured
+# (ipyparallel's cloudpickle).
+globals_mode = "fill"
+
+
+def set_globals_mode(mode: str) -> None:
+    global globals_mode
+    if mode not in ("fill", "engine", "client"):
+        raise ValueError(f"globals mode is fill, engine or client, not {mode!r}")
+    globals_mode = mode
+
+
 def bind(f, interactive: bool = False):
     """`f`, with globals rebound to the user namespace if it was defined in ``__main__`` (or,
     with `interactive`, if it was sent by value from any module)."""
@@ -45,8 +60,10 @@ def bind(f, interactive: bool = False):
         return f
     if f.__module__ != "__main__" and not (interactive and _sent_by_value(f)):
         return f
+    if globals_mode == "client":
+        return f
     for name, value in f.__globals__.items():
-        if not name.startswith("__"):
+        if globals_mode == "fill" and not name.startswith("__"):
             user_ns.setdefault(name, value)
     bound = types.FunctionType(f.__code__, user_ns, f.__name__, f.__defaults__, f.__closure__)
     bound.__kwdefaults__ = f.__kwdefaults__
@@ -56,11 +73,15 @@ def bind(f, interactive: bool = False):
 
 
 class Reference:
-    """A name in the engine's namespace, passed as an argument: ``apply(f, Reference("a"))``."""
+    """A name (or an expression: ``"g[0]"``, ``"a.b"``) in the engine's namespace, passed as
+    an argument, inside a list or dict argument, or as the function: ``apply(f, Reference("a"))``.
+    """
 
     def __init__(self, name: str) -> None:
-        if not isinstance(name, str) or not name.isidentifier():
-            raise ValueError(f"Reference takes a variable name, not {name!r}")
+        try:
+            compile(name, "<Reference>", "eval")
+        except (SyntaxError, TypeError, ValueError):
+            raise ValueError(f"Reference takes a name or an expression, not {name!r}") from None
         self.name = name
 
     def resolve(self):
@@ -70,11 +91,20 @@ class Reference:
         return f"Reference({self.name!r})"
 
 
-def resolve_references(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-    if any(isinstance(a, Reference) for a in args) or any(isinstance(v, Reference) for v in kwargs.values()):
-        args = tuple(a.resolve() if isinstance(a, Reference) else a for a in args)
-        kwargs = {k: v.resolve() if isinstance(v, Reference) else v for k, v in kwargs.items()}
-    return args, kwargs
+def _resolved(value):
+    """`value` with the References in it (also in lists, tuples and dicts) resolved."""
+    if isinstance(value, Reference):
+        return value.resolve()
+    if type(value) in (list, tuple):
+        return type(value)(_resolved(v) for v in value)
+    if type(value) is dict:
+        return {k: _resolved(v) for k, v in value.items()}
+    return value
+
+
+def resolve_call(f, args: tuple, kwargs: dict) -> tuple:
+    """The function (a Reference names a callable on the engine) and its arguments, resolved."""
+    return _resolved(f), _resolved(args), _resolved(kwargs)
 
 
 class Required:
@@ -112,14 +142,20 @@ class Depends:
 
 
 def push(mapping: dict) -> None:
-    user_ns.update(mapping)
+    """Set names; ``"a.b"`` sets attribute b of a."""
+    for key, value in mapping.items():
+        if "." in key:
+            owner, _, attr = key.rpartition(".")
+            setattr(pull(owner), attr, value)
+        else:  # a function defined in the client's __main__ sees this namespace, as with apply
+            user_ns[key] = bind(value)
 
 
 def pull(names):
-    """The value of one name, or a list of values for a list of names."""
+    """The value of one name (or expression: ``"a.b"``), or a list of them for a list."""
     def get(name):
         try:
-            return user_ns[name]
+            return user_ns[name] if name.isidentifier() else eval(name, user_ns)
         except KeyError:
             raise NameError(f"name {name!r} is not defined on engine {engine_id}") from None
 
@@ -157,13 +193,14 @@ def import_names(imports: list[tuple[str, str, str | None]]) -> None:
 
 def _remote_error(exc: BaseException) -> RemoteError:
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__.tb_next))
-    return RemoteError(type(exc).__name__, str(exc), tb, engine_id)
+    return errors.from_wire(errors.describe(exc, engine_id, tb))
 
 
 def map_chunk(f, *chunks, return_exceptions: bool = False) -> list:
     """``list(map(f, *chunks))`` on the engine; with `return_exceptions`, a failing item gives
     its `RemoteError` in place of a value instead of failing the whole chunk."""
-    f = bind(f)
+    f = bind(_resolved(f))
+    chunks = _resolved(chunks)
     if not return_exceptions:
         return list(map(f, *chunks))
     out = []

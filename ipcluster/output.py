@@ -3,6 +3,7 @@ labelled with its engine, and rich output (display data, results) as text."""
 
 from __future__ import annotations
 
+import sys
 import threading
 
 
@@ -16,20 +17,46 @@ def rich_text(name: str, data: dict, engine_id) -> str:
     return prompt + ("\n" + text if "\n" in text else text)
 
 
-def display_outputs(tasks, file) -> None:
-    for task in tasks:
+def display_outputs(tasks, groupby: str = "type", single: bool = False,
+                    result_only: bool = False) -> None:
+    """Print the tasks' output: stdout to sys.stdout, stderr to sys.stderr, labelled with the
+    engine unless `single`; ``"type"`` groups all stdout, then all stderr, display data and
+    ``Out`` values; ``"engine"`` and ``"order"`` keep each task's output together."""
+    if groupby not in ("type", "engine", "order"):
+        raise ValueError(f"groupby is 'type', 'engine' or 'order', not {groupby!r}")
+
+    def stream(task, name: str) -> None:
+        text = task.metadata[name]
+        if not text or result_only:
+            return
+        file = sys.stdout if name == "stdout" else sys.stderr
+        prefix = "" if single else f"[{name}:{task.metadata['engine_id']}]"
+        if prefix:
+            multiline = text.count("\n") > int(text.endswith("\n"))
+            prefix += "\n" if multiline else " "
+        file.write(prefix + text + ("" if text.endswith("\n") else "\n"))
+
+    def rich(task, names) -> None:
         eid = task.metadata["engine_id"]
+        if "display_data" in names and not result_only:
+            for data in task.metadata["outputs"]:
+                sys.stdout.write(rich_text("display_data", data, eid) + "\n")
+        if "execute_result" in names and task.metadata["execute_result"] is not None:
+            sys.stdout.write(rich_text("execute_result", task.metadata["execute_result"], eid)
+                             + "\n")
+
+    if groupby == "type":
         for name in ("stdout", "stderr"):
-            text = task.metadata[name]
-            if text:
-                file.write(f"[{name}:{eid}] {text}" if "\n" not in text.rstrip("\n")
-                           else f"[{name}:{eid}]\n{text}")
-                if not text.endswith("\n"):
-                    file.write("\n")
-        for data in task.metadata["outputs"]:
-            file.write(rich_text("display_data", data, eid) + "\n")
-        if task.metadata["execute_result"] is not None:
-            file.write(rich_text("execute_result", task.metadata["execute_result"], eid) + "\n")
+            for task in tasks:
+                stream(task, name)
+        for name in ("display_data", "execute_result"):
+            for task in tasks:
+                rich(task, (name,))
+        return
+    for task in tasks:
+        stream(task, "stdout")
+        stream(task, "stderr")
+        rich(task, ("display_data", "execute_result"))
 
 
 class Streaming:
@@ -79,3 +106,37 @@ class Streaming:
     def __exit__(self, *exc) -> None:
         for task in self._ar._tasks:
             self.stop_task(task)
+
+
+class ExecuteReply:
+    """What `execute` gives for one engine: its ``Out`` value (`execute_result`, shown as
+    itself by IPython), display `outputs`, `stdout`, `stderr` and `execution_count`."""
+
+    def __init__(self, metadata) -> None:
+        self.metadata = metadata
+
+    def __getattr__(self, key):
+        if key.startswith("_repr_") and key.endswith("_"):
+            return self._repr(key)
+        try:
+            return self.metadata[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    @property
+    def execution_count(self):
+        return (self.metadata["execute_result"] or {}).get("execution_count")
+
+    def _repr(self, key: str):
+        """IPython's ``_repr_png_`` and friends, from the mime types of the ``Out`` value."""
+        result = self.metadata["execute_result"] or {}
+        wanted = {"_repr_" + m.split("/")[-1].split("+")[0] + "_": m for m in result.get("data", {})}
+        if key not in wanted:
+            raise AttributeError(key)
+        mime = wanted[key]
+        data, md = result["data"][mime], (result.get("metadata") or {}).get(mime)
+        return (lambda: (data, md)) if md else (lambda: data)
+
+    def __repr__(self) -> str:
+        text = ((self.metadata["execute_result"] or {}).get("data") or {}).get("text/plain", "")
+        return f"<ExecuteReply[{self.execution_count}]: {text}>"

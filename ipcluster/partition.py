@@ -57,6 +57,23 @@ def equal_lengths(sequences: tuple) -> int:
     return lengths[0]
 
 
+def shortest(iterables: tuple) -> tuple[tuple, int]:
+    """`iterables` as sequences cut to the shortest, as builtin ``map`` stops there; one that
+    cannot be sliced (a generator, an iterator) is read into a list first."""
+    if not iterables:
+        raise TypeError("map needs at least one iterable")
+    sequences = []
+    for it in iterables:
+        try:
+            len(it)
+            it[0:0]
+        except TypeError:
+            it = list(it)
+        sequences.append(it)
+    n = min(len(s) for s in sequences)
+    return tuple(s if len(s) == n else s[:n] for s in sequences), n
+
+
 def join(values: list, dist: str = "b"):
     """Parts back into one sequence (a list, or an array if the parts are arrays)."""
     values = [v for v in values if v is not None]

@@ -10,19 +10,28 @@
 from __future__ import annotations
 
 import functools
+import sys
 import types
 
 from ipcluster import namespace, partition
 
-__all__ = ["interactive", "require", "depend", "RemoteFunction", "ParallelFunction"]
+__all__ = ["interactive", "require", "depend", "remote", "parallel", "RemoteFunction",
+           "ParallelFunction"]
 
 
 def interactive(f):
     """Run `f` in the engine's namespace, as if defined in a notebook cell.
 
     Functions defined in ``__main__`` (a script, a notebook) already are; use this for a
-    function defined in a module that reads names pushed to the engines.
+    function defined in a module that reads names pushed to the engines. As in ipyparallel,
+    its globals become ``__main__``'s here too (what it captures with ``use_cloudpickle``).
     """
+    if isinstance(f, types.FunctionType):
+        main = sys.modules["__main__"].__dict__
+        g = types.FunctionType(f.__code__, main, f.__name__, f.__defaults__, f.__closure__)
+        g.__kwdefaults__, g.__qualname__, g.__doc__ = f.__kwdefaults__, f.__qualname__, f.__doc__
+        g.__dict__.update(f.__dict__)
+        f = g
     f.__module__ = "__main__"
     return f
 
@@ -59,12 +68,24 @@ def depend(condition, *args, **kwargs):
     return decorate
 
 
+def remote(view, block: bool | None = None, **flags):
+    """Decorator: calling the function runs it on `view` (ipyparallel's ``ipp.remote``)."""
+    return view.remote(block=block, **flags)
+
+
+def parallel(view, dist: str = "b", block: bool | None = None, **flags):
+    """Decorator: each engine of `view` gets its part of the arguments (``ipp.parallel``)."""
+    return view.parallel(dist=dist, block=block, **flags)
+
+
 class RemoteFunction:
     """`f` bound to a view: calling it applies it there."""
 
     def __init__(self, view, f, block: bool | None = None, **flags) -> None:
         self.view, self.func, self.block, self.flags = view, f, block, flags
         functools.update_wrapper(self, f)
+        self.__doc__ = f"{type(self).__name__} of {getattr(f, '__name__', f)!s}" + (
+            f":\n\n{f.__doc__}" if f.__doc__ else "")
 
     def __call__(self, *args, **kwargs):
         with self.view.temp_flags(**self.flags):

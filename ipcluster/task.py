@@ -7,8 +7,42 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 import time
+from datetime import datetime, timezone
 
-__all__ = ["TaskFuture"]
+__all__ = ["TaskFuture", "Metadata"]
+
+
+TIMES = ("submitted", "started", "completed", "received")
+
+
+def _when(value):
+    return datetime.fromtimestamp(value, timezone.utc) if isinstance(value, (int, float)) else value
+
+
+class Metadata(dict):
+    """A task's metadata: keys as attributes too (``md.started``), times as UTC datetimes,
+    as ipyparallel's; `seconds` gives a time as a float."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__()
+        self.update(*args, **kwargs)
+
+    def __setitem__(self, key, value) -> None:
+        super().__setitem__(key, _when(value) if key in TIMES else value)
+
+    def update(self, *args, **kwargs) -> None:
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def __getattr__(self, key):
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def seconds(self, key: str) -> float | None:
+        value = self[key]
+        return None if value is None else value.timestamp()
 
 
 class TaskFuture(concurrent.futures.Future):
@@ -21,11 +55,11 @@ class TaskFuture(concurrent.futures.Future):
         self.size = size  # items of a map this task computes, for progress
         self.output_callbacks: list = []
         self._output_lock = threading.Lock()
-        self.metadata = {
+        self.metadata = Metadata({
             "msg_id": task_id, "engine_id": engine_id, "status": "pending", "label": label,
             "submitted": time.time(), "started": None, "completed": None, "received": None,
-            "stdout": "", "stderr": "", "outputs": [], "execute_result": None,
-        }
+            "stdout": "", "stderr": "", "outputs": [], "execute_result": None, "data": {},
+        })
 
     def add_output(self, name: str, data, engine_id) -> None:
         """Called by the IO thread as output arrives, while the task runs: text of ``stdout``
@@ -36,6 +70,9 @@ class TaskFuture(concurrent.futures.Future):
                 self.metadata[name] += data
             elif name == "execute_result":
                 self.metadata["execute_result"] = data
+            elif name == "data":  # ipcluster.datapub.publish_data on the engine: not shown
+                self.metadata["data"].update(data)
+                return
             else:
                 self.metadata["outputs"].append(data)
             if engine_id is not None:

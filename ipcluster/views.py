@@ -17,7 +17,7 @@ import contextlib
 import math
 
 from ipcluster import namespace, partition
-from ipcluster.asyncresult import AsyncResult
+from ipcluster.asyncresult import AsyncExecuteResult, AsyncMapResult, AsyncResult
 
 __all__ = ["View", "DirectView", "BroadcastView"]
 
@@ -28,6 +28,7 @@ class View:
     def __init__(self, client, targets, *, block: bool = False, track: bool = False,
                  label: str | None = None, **flags) -> None:
         self.client = client
+        self.history: list[str] = []  # ids of the tasks sent through this view, in order
         self.targets = targets
         self.block = block
         self.track = track
@@ -36,14 +37,21 @@ class View:
 
     # -- flags ------------------------------------------------------------------------------
 
-    def set_flags(self, **flags) -> None:
-        """Set view flags; an unknown flag lists the valid ones."""
+    def set_flags(self, **flags):
+        """Set view flags; an unknown flag lists the valid ones. Returns the view, so that
+        calls chain: ``view.set_flags(label="x").map_async(f, seq)``."""
         unknown = sorted(set(flags) - set(self.flag_names))
         if unknown:
             raise TypeError(f"unknown flag(s) {unknown} for {type(self).__name__}; "
                             f"valid flags: {', '.join(self.flag_names)}")
         for name, value in flags.items():
             setattr(self, name, value)
+        return self
+
+    def _submit(self, *args, **kwargs):
+        tasks, tracker = self.client._submit(*args, **kwargs)
+        self.history += [t.task_id for t in tasks]
+        return tasks, tracker
 
     @contextlib.contextmanager
     def temp_flags(self, **flags):
@@ -97,6 +105,24 @@ class View:
 
         return ViewExecutor(self)
 
+    def wait(self, jobs=None, timeout: float = -1) -> bool:
+        """Wait for `jobs` (default: every task sent through this view); True if all done."""
+        return self.client.wait(self.history if jobs is None else jobs, timeout)
+
+    def get_result(self, indices_or_msg_ids=None, block: bool | None = None,
+                   owner: bool = True):
+        """An AsyncResult for earlier tasks; an int indexes this view's `history`."""
+        jobs = -1 if indices_or_msg_ids is None else indices_or_msg_ids
+        jobs = [self.history[j] if isinstance(j, int) else j
+                for j in (jobs if isinstance(jobs, (list, tuple)) else [jobs])]
+        return self.client.get_result(jobs, block=block, owner=owner)
+
+    def register_joblib_backend(self, name: str = "ipyparallel", make_default: bool = False):
+        """``joblib.Parallel(backend=name)`` runs on this view (`ipcluster.joblib_backend`)."""
+        from ipcluster import joblib_backend
+
+        joblib_backend.register(name, make_default, view=self)
+
     def abort(self, jobs=None, targets=None, block: bool | None = None) -> None:
         self.client.abort(jobs, targets, block=self.block if block is None else block)
 
@@ -126,12 +152,13 @@ class DirectView(View):
     def _status_targets(self):
         return self._target_list()
 
-    def _call(self, f, args, kwargs, targets=None, reduce=None, **flags) -> AsyncResult:
+    def _call(self, f, args, kwargs, targets=None, reduce=None, kind=None, **flags) -> AsyncResult:
         flags = self._flags(**flags)
         target_list = self._target_list(targets)
-        tasks, tracker = self.client._submit(f, args, kwargs, target_list, balanced=False, flags=flags)
+        tasks, tracker = self._submit(f, args, kwargs, target_list, balanced=False, flags=flags)
         shape = "single" if self._single(targets) else "list"
-        return AsyncResult(tasks, shape, client=self.client, reduce=reduce, tracker=tracker)
+        kind = kind or (AsyncResult if reduce is None else AsyncMapResult)
+        return kind(tasks, shape, client=self.client, reduce=reduce, tracker=tracker)
 
     def apply_async(self, f, /, *args, **kwargs) -> AsyncResult:
         return self._call(f, args, kwargs)
@@ -146,7 +173,7 @@ class DirectView(View):
         tasks, flags = [], self._flags(**flags)
         for eid, parts in zip(targets, zip(*cut)):
             if len(parts[0]):
-                new, _ = self.client._submit(namespace.call_on_partition, (f, *parts), {}, [eid],
+                new, _ = self._submit(namespace.call_on_partition, (f, *parts), {}, [eid],
                                              balanced=False, flags=flags)
                 tasks += new
         return AsyncResult(tasks, "list", client=self.client,
@@ -155,17 +182,18 @@ class DirectView(View):
     def map(self, f, /, *sequences, block: bool | None = None, track: bool | None = None,
             return_exceptions: bool = False):
         """``map(f, *sequences)`` with one consecutive chunk per engine, results in order."""
-        n = partition.equal_lengths(sequences)
+        sequences, n = partition.shortest(sequences)
         targets = self._target_list()
         size = max(1, math.ceil(n / max(1, len(targets))))
         tasks, tracker = [], None
         flags = self._flags(track=track)
         for eid, chunk in zip(targets, partition.chunks(sequences, size)):
-            new, tracker = self.client._submit(
+            new, tracker = self._submit(
                 namespace.map_chunk, (f, *chunk), {"return_exceptions": return_exceptions},
                 [eid], balanced=False, flags=flags, sizes=len(chunk[0]))
             tasks += new
-        return self._finish(AsyncResult(tasks, "map", client=self.client, tracker=tracker), block)
+        return self._finish(AsyncMapResult(tasks, "map", client=self.client, tracker=tracker),
+                            block)
 
     # -- namespaces -------------------------------------------------------------------------
 
@@ -201,7 +229,7 @@ class DirectView(View):
         tasks, tracker = [], None
         for eid, piece in zip(target_list, pieces):
             value = piece[0] if flatten and len(piece) == 1 else piece
-            new, tracker = self.client._submit(namespace.push, ({key: value},), {}, [eid],
+            new, tracker = self._submit(namespace.push, ({key: value},), {}, [eid],
                                                balanced=False, flags=self._flags(track=track))
             tasks += new
         return self._finish(AsyncResult(tasks, "list", client=self.client, tracker=tracker), block)
@@ -218,8 +246,11 @@ class DirectView(View):
         IPython is installed; unless `silent`, a last expression's value is its ``Out``."""
         if not isinstance(code, str):
             raise TypeError(f"execute takes source code as a str, not {type(code).__name__}")
-        return self._finish(self._call(namespace.execute, (code,), {"silent": silent}, targets),
-                            block)
+        ar = self._call(namespace.execute, (code,), {"silent": silent}, targets,
+                        kind=AsyncExecuteResult)
+        if self.block if block is None else block:
+            ar.get()  # raises the engines' errors; else the AsyncResult, as ipyparallel's
+        return ar
 
     def run(self, filename: str, targets=None, block: bool | None = None):
         """Run a local Python file in the engines' namespace."""
@@ -233,9 +264,24 @@ class DirectView(View):
 
         return sync_imports(self, local=local, quiet=quiet)
 
+    @property
+    def importer(self):
+        """``with view.importer: import re``: the imports run on the engines too, quietly."""
+        return self.sync_imports(quiet=True)
+
     def clear(self, targets=None, block: bool | None = None):
         """Empty the engines' namespaces."""
         return self._finish(self._call(namespace.clear, (), {}, targets), block)
+
+    def use_cloudpickle(self, block: bool | None = None):
+        """Functions sent by value run with the globals they captured here (ipyparallel's
+        cloudpickle mode), on these engines."""
+        return self._finish(self._call(namespace.set_globals_mode, ("client",), {}), block)
+
+    def use_pickle(self, block: bool | None = None):
+        """Functions sent by value see only the engine namespace, not what they captured here
+        (ipyparallel's default pickle mode), on these engines."""
+        return self._finish(self._call(namespace.set_globals_mode, ("engine",), {}), block)
 
     def activate(self, suffix: str = "") -> None:
         """In IPython: make ``%px{suffix}``, ``%%px{suffix}``, ``%autopx{suffix}``,
@@ -267,4 +313,9 @@ def activate_magics(view: DirectView, suffix: str = "", *, replace: bool = True)
 
 class BroadcastView(DirectView):
     """A DirectView under ipyparallel's name: requests are already serialized once and fanned
-    out by the controller, which is what a broadcast view is for."""
+    out by the controller, which is what a broadcast view is for. `is_coalescing` (reply
+    once for all engines, in ipyparallel) is accepted and changes nothing: each engine's
+    result already comes back as soon as it is ready."""
+
+    flag_names = DirectView.flag_names + ("is_coalescing",)
+    is_coalescing = False

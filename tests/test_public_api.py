@@ -3,6 +3,8 @@
 import ipcluster
 
 PUBLIC = [
+    "ALL_COMPLETED", "AlreadyDisplayedError", "AsyncHubResult", "AsyncMapResult", "FIRST_COMPLETED",
+    "FIRST_EXCEPTION", "InvalidDependency", "error", "parallel", "remote",
     "AsyncResult", "BroadcastView", "Client", "ClientClosed", "Cluster", "CompositeError",
     "ConnectionFileError", "ControllerLost", "Dependency", "DirectView", "EngineError",
     "ImpossibleDependency",

@@ -61,9 +61,17 @@ def test_direct_map_uses_one_chunk_per_engine_in_order(rc):
     assert len({pid for _, pid in out}) == 4
 
 
-def test_map_of_sequences_with_different_lengths_is_refused(rc):
-    with pytest.raises(ValueError, match="different lengths"):
-        rc.load_balanced_view().map(lambda a, b: a, [1, 2, 3], [1, 2])
+def test_map_stops_at_the_shortest_iterable_as_builtin_map(rc):
+    def f(a, b):
+        return a * b
+
+    squares = (x * x for x in range(5))  # a generator: read once
+    for view in (rc.load_balanced_view(), rc[:]):
+        assert view.map_sync(f, [1, 2, 3], [1, 2]) == list(map(f, [1, 2, 3], [1, 2]))
+        assert view.map_sync(f, iter(range(4)), range(10)) == list(map(f, range(4), range(10)))
+        ar = view.map_async(f, range(7), range(9))
+        assert len(ar) == 7 and ar.get(timeout=30) == list(map(f, range(7), range(9)))
+    assert rc.load_balanced_view().map_sync(abs, squares) == [0, 1, 4, 9, 16]
 
 
 def test_push_pull_round_trips_a_large_array_to_every_engine(rc):

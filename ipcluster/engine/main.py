@@ -17,7 +17,7 @@ import sys
 import traceback
 from dataclasses import dataclass
 
-from ipcluster import direct, fingerprint, namespace, serialize, shm, transport
+from ipcluster import direct, errors, fingerprint, namespace, serialize, shm, transport
 from ipcluster.connection import ConnectionInfo
 from ipcluster.engine import shell
 from ipcluster.engine.capture import Capture
@@ -116,7 +116,7 @@ class Engine:
                 msg.buffers = []  # not hashed: they could not be read
                 raise SerializationError(unloadable(exc, eid)) from exc.__cause__
             function = fingerprint.user_function(f, args)
-            args, kwargs = namespace.resolve_references(args, kwargs)
+            f, args, kwargs = namespace.resolve_call(f, args, kwargs)
             result = namespace.bind(f)(*args, **kwargs)
             self.running.finish()
             content, buffers = serialize.dumps(result, "the result")
@@ -172,9 +172,7 @@ class Engine:
         if isinstance(exc, RemoteError):  # raised as such on purpose (e.g. UnmetDependency)
             return exc.to_wire()
         tb = exc.__traceback__.tb_next if exc.__traceback__ else None  # hide run_task's frame
-        text = "".join(traceback.format_exception(type(exc), exc, tb))
-        return {"error": "RemoteError", "ename": type(exc).__name__, "evalue": str(exc),
-                "traceback": text, "engine_id": eid}
+        return errors.describe(exc, eid, "".join(traceback.format_exception(type(exc), exc, tb)))
 
 
 def run(info: ConnectionInfo, options: EngineOptions, requested_id=None) -> int:

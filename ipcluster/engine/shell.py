@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import sys
 
-from ipcluster import namespace
+from ipcluster import errors, namespace
 from ipcluster.engine import capture
 from ipcluster.errors import RemoteError
 
@@ -39,7 +39,8 @@ def run_cell(code: str, silent: bool = False) -> None:
     if not isinstance(error, Exception):
         raise error  # KeyboardInterrupt (interrupt, abort, timeout) or SystemExit: the engine's
     ename, evalue, text = shell.last_error or (type(error).__name__, str(error), "")
-    raise RemoteError(ename, evalue, text or f"{ename}: {evalue}", namespace.engine_id)
+    raise RemoteError(ename, evalue, text or f"{ename}: {evalue}", namespace.engine_id,
+                      eclass=errors.class_path(type(error)), method="execute")
 
 
 def _run_plain(code: str) -> None:

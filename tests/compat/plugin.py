@@ -126,6 +126,16 @@ def pytest_collection_modifyitems(config, items):
     config.hook.pytest_deselected(items=drop)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """A KeyboardInterrupt a test provokes itself (upstream's Ctrl-C tests raise one from
+    SIGALRM) fails that test instead of ending the whole run."""
+    try:
+        return (yield)
+    except KeyboardInterrupt as exc:
+        raise RuntimeError("a KeyboardInterrupt escaped the test") from exc
+
+
 # -- outcomes ----------------------------------------------------------------------------------
 
 _outcomes: dict[str, str] = {}

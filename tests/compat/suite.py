@@ -146,7 +146,9 @@ def run(scratch: Path, pytest_args: list[str] = ()) -> Result:
     extract(fetch(), scratch)
     report = scratch / "report.json"
     env = {**os.environ, "IPCLUSTER_COMPAT_REPORT": str(report),
-           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+           # engines import the test modules by name, as upstream's engines can
+           "PYTHONPATH": os.pathsep.join([str(REPO), str(scratch),
+                                          os.environ.get("PYTHONPATH", "")])}
     env.setdefault("IPCLUSTER_DIR", str(scratch / "clusters"))
     subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
                     "-p", "tests.compat.plugin", "-q", "--no-header", "-rN",
