@@ -13,7 +13,8 @@ import time
 
 from IPython.display import display
 
-from ipcluster.errors import RemoteError
+from ipcluster.errors import AlreadyDisplayedError, CompositeError, RemoteError
+from ipcluster.output import display_outputs
 
 
 class CellOutput:
@@ -23,7 +24,6 @@ class CellOutput:
         self.ar, self.options = ar, options
         self.tasks = ar.tasks
         self.events: queue.SimpleQueue = queue.SimpleQueue()
-        self.arrived: list[tuple] = []  # (task, name, data) in arrival order, for "order"
         self.partial: dict[tuple, str] = {}  # incomplete last lines, by (task id, stream)
         self.finished = 0
         self.bar = None
@@ -33,7 +33,6 @@ class CellOutput:
             task.add_output_callback(lambda t, name, data: self.events.put((t, name, data)))
             task.add_done_callback(lambda t: self.events.put((t, "done", None)))
         started = time.monotonic()
-        interrupted = False
         try:
             while True:
                 self._take_events()
@@ -41,19 +40,24 @@ class CellOutput:
                     break
                 self._progress(time.monotonic() - started)
                 concurrent.futures.wait(self.tasks, 0.1)
-        except KeyboardInterrupt:  # Ctrl-C: stop the cell's work on the engines running it
-            interrupted = True
+        except KeyboardInterrupt:  # Ctrl-C: stop the cell's work on the engines, say so, return
+            if self.ar.signal_on_interrupt is None and self.options.signal_on_interrupt.lower() == "none":
+                raise
+            print(f"Received Keyboard Interrupt. Sending signal "
+                  f"{self.options.signal_on_interrupt} to engines...", file=sys.stderr)
             self.ar.interrupt()
-        finally:
-            self._take_events()
-            if self.bar is not None:
-                self.bar.update(sum(t.done() for t in self.tasks) - self.bar.n)
-                self.bar.close()
+            return self._finish(show_errors=False)
+        return self._finish(show_errors=True)
+
+    def _finish(self, show_errors: bool):
+        self._take_events()
+        if self.bar is not None:
+            self.bar.update(sum(t.done() for t in self.tasks) - self.bar.n)
+            self.bar.close()
         if not self.options.stream:
             self._show_grouped()
-        if interrupted and not self.ar.done():
-            raise KeyboardInterrupt
-        self._raise_errors()
+        if show_errors:
+            self._raise_errors()
         return None
 
     def _take_events(self) -> None:
@@ -66,17 +70,18 @@ class CellOutput:
                 self.finished += 1
                 if self.options.stream:
                     self._end_lines(task)
+                    self._show_error(task)
             elif self.options.stream:
                 self._render(task, name, data)
-            else:
-                self.arrived.append((task, name, data))
+            # else: shown at the end from the tasks' metadata (_show_grouped)
 
     def _progress(self, elapsed: float) -> None:
         after = self.options.progress_after
         if self.bar is None and 0 <= after <= elapsed:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=len(self.tasks), unit="engines", desc="%px")
+            # on stdout, as ipyparallel's: stderr is the engines' own
+            self.bar = tqdm(total=len(self.tasks), unit="engines", desc="%px", file=sys.stdout)
         if self.bar is not None:
             self.bar.update(sum(t.done() for t in self.tasks) - self.bar.n)
 
@@ -114,39 +119,48 @@ class CellOutput:
         return sorted(self.tasks, key=lambda t: (t.metadata["engine_id"] is None, t.metadata["engine_id"] or 0))
 
     def _show_grouped(self) -> None:
-        group, tasks = self.options.group_outputs, self._by_engine()
-        if group == "order":
-            events = self.arrived
-        elif group == "engine":
-            events = [e for task in tasks for e in self.arrived if e[0] is task]
-        else:  # "type": all stdout, all stderr, all display data, then the Out values
-            kinds = ("stdout", "stderr", "display_data", "execute_result")
-            events = [e for kind in kinds for task in tasks for e in self.arrived
-                      if e[0] is task and e[1] == kind]
-        for task, name, data in events:
-            self._render(task, name, data)
-        for task in tasks:
-            self._end_lines(task)
+        """All output at the end, as ipyparallel's ``display_outputs(groupby)``: by "type" (all
+        stdout, all stderr, each engine's display data, the ``Out`` values), by "engine", or
+        in "order" (display data by its position on each engine)."""
+        display_outputs(self._by_engine(), self.options.group_outputs, rich=self._rich)
+
+    def _rich(self, name: str, data: dict, eid) -> None:
+        content = data.get("data", {})
+        if name == "execute_result":
+            prompt = f"Out[{eid}:{data.get('execution_count')}]:"
+            text = content.get("text/plain", "")
+            if set(content) <= {"text/plain"}:  # text only: on the prompt's line, as IPython
+                _write("stdout", f"{prompt}\n{text}\n" if "\n" in text else f"{prompt} {text}\n")
+                return
+            _write("stdout", prompt + "\n")
+        display(content, metadata=data.get("metadata") or None, raw=True)
+
+    def _traceback(self, task) -> list[str]:
+        exc = task.exception() if task.done() else None
+        if exc is None:
+            return []
+        if isinstance(exc, RemoteError):
+            text = exc.traceback or f"{exc.ename}: {exc.evalue}"
+        else:
+            text = f"{type(exc).__name__}: {exc}"
+        return [f"[{task.metadata['engine_id']}:execute]", *text.rstrip("\n").split("\n")]
+
+    def _show_error(self, task) -> None:
+        """Streaming: an engine's error is shown (on stderr) as soon as that engine is done."""
+        lines = self._traceback(task)
+        if lines:
+            _write("stderr", "\n".join(lines) + "\n")
 
     def _raise_errors(self) -> None:
-        """Each failed engine's error once, with its traceback, as the error of the cell."""
+        """The error of the cell: streamed, its tracebacks were shown already, so several
+        engines' errors are an `AlreadyDisplayedError` ("6 errors"); else each failed engine's
+        traceback once, instead of the local frames of this magic."""
         error = self.ar.exception()
         if error is None:
             return
-        lines = []
-        for task in self._by_engine():
-            exc = task.exception() if task.done() else None
-            if exc is None:
-                continue
-            eid = task.metadata["engine_id"]
-            if isinstance(exc, RemoteError):
-                text = exc.traceback or f"{exc.ename}: {exc.evalue}"
-            else:
-                text = f"{type(exc).__name__}: {exc}"
-            lines.append(f"[{eid}:execute]")
-            lines += text.rstrip("\n").split("\n")
-        # IPython shows an exception with `_render_traceback_` as the lines it returns: here,
-        # the remote tracebacks, instead of the local frames of this magic.
+        if self.options.stream and isinstance(error, CompositeError):
+            raise AlreadyDisplayedError(error) from None
+        lines = [line for task in self._by_engine() for line in self._traceback(task)]
         error._render_traceback_ = lambda: lines
         raise error
 

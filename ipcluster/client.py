@@ -74,13 +74,14 @@ class Client(TaskRecords):
         if ipython is None or ipython.get_ipython() is None:
             return
         try:
-            activate_magics(self.direct_view("all"), replace=False)
+            activate_magics(self.direct_view("all", block=True), replace=False)
         except Exception as exc:  # a client works without its magics
             log.warning("could not activate the %%px magics: %s: %s", type(exc).__name__, exc)
 
     def activate(self, targets="all", suffix: str = "") -> DirectView:
-        """In IPython: run ``%px{suffix}`` and its sibling magics on `targets`; the view."""
-        view = self.direct_view(targets)
+        """In IPython: run ``%px{suffix}`` and its sibling magics on `targets` (a blocking
+        view, as ipyparallel's); the view."""
+        view = self.direct_view(targets, block=True)
         view.activate(suffix)
         return view
 

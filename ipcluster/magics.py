@@ -23,7 +23,7 @@ import signal
 from dataclasses import asdict, dataclass, fields
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, magics_class
+from IPython.core.magic import Magics, magics_class, no_var_expand
 
 from ipcluster.celloutput import CellOutput
 
@@ -41,7 +41,7 @@ NO_ENGINES = (
 @dataclass
 class PxOptions:
     targets: str | None = None  # engines, as --targets takes them; None: the activated view's
-    block: bool = True  # wait for the cell to finish on every engine
+    block: bool | None = None  # wait for the cell to finish on every engine; None: view.block
     stream: bool = True  # show output as it arrives (else all at the end, grouped)
     verbose: bool = False  # say where and how the cell runs
     group_outputs: str = "type"  # without streaming: by "engine", by "type", or in "order"
@@ -157,6 +157,7 @@ class ParallelMagics(Magics):
         if not replace and current is not None and not current.client.closed:
             return False
         magics.view = view
+        magics.options = PxOptions()  # a view bound anew starts from the defaults, as ipyparallel's
         return True
 
 
@@ -175,12 +176,18 @@ class ViewMagics:
         self._result_parser.add_argument("--group-outputs", choices=["engine", "order", "type"])
         self._autopx_parser = _Parser(prog=f"%autopx{suffix}")
         self._to_px = _autopx_transformer(f"%autopx{suffix}", f"%%px{suffix}")
-        for func, kind, name in ((self.px, "line_cell", "px"), (self.autopx, "line", "autopx"),
+        for func, kind, name in ((self.px_line, "line", "px"), (self.px, "cell", "px"),
+                                 (self.autopx, "line", "autopx"),
                                  (self.pxresult, "line", "pxresult"),
                                  (self.pxconfig, "line", "pxconfig")):
             shell.register_magic_function(func, kind, name + suffix)
 
     # -- the magics -------------------------------------------------------------------------
+
+    @no_var_expand  # the code runs on the engines: {x} there is theirs (a cell's flags expand)
+    def px_line(self, line: str):
+        """``%px CODE``: run one line on the engines (see %%px)."""
+        return self.px(line)
 
     def px(self, line: str, cell: str | None = None):
         """``%px CODE``: run one line on the engines. ``%%px [flags]``: run the cell there.
@@ -229,33 +236,44 @@ class ViewMagics:
         return CellOutput(self.last_result, options).show()
 
     def pxconfig(self, line: str) -> None:
-        """Set the defaults of %px and %%px (same flags as %%px); alone, show them."""
+        """Set the defaults of %px and %%px (same flags as %%px); alone, show them. As in
+        ipyparallel, --targets and --block/--noblock set those of the activated view."""
         args = self._parse(self._config_parser, line)
         if args is None:
             return
         if not line.strip():
             view = self.view.targets if self.view is not None else None
-            print(f"%px{self.suffix} on view targets {view!r}; " + ", ".join(
-                f"{f.name}={getattr(self.options, f.name)!r}" for f in fields(PxOptions)))
+            block = self.view.block if self.view is not None else None
+            print(f"%px{self.suffix} on view targets {view!r}, block={block!r}; " + ", ".join(
+                f"{f.name}={getattr(self.options, f.name)!r}" for f in fields(PxOptions)
+                if f.name not in ("targets", "block")))
             return
-        self.options = self._options(args)
+        options = self._options(args)
+        if options.targets is not None or options.block is not None:
+            view = self._view(options.targets)
+            self.view.targets = view.targets
+            if options.block is not None:
+                self.view.block = options.block
+            options.targets = options.block = None
+        self.options = options
 
     # -- running a cell ---------------------------------------------------------------------
 
     def run(self, code: str, options: PxOptions, out: str | None):
         view = self._view(options.targets)
         sig = parse_signal(options.signal_on_interrupt)
+        block = self.view.block if options.block is None else options.block
         if options.verbose:
-            how = "blocking" if options.block else "non-blocking"
-            print(f"[px] {how} on engines {_ids(view)}")
+            how = "Parallel" if block else "Async parallel"
+            print(f"{how} execution on engine(s): {view.targets}")
         ar = view.execute(code, silent=False, block=False)
         ar.signal_on_interrupt = sig
+        self.last_result = ar
         if out:
             self.shell.user_ns[out] = ar
         if options.local:
             self.shell.run_cell(code, store_history=False)
-        if not options.block:
-            self.last_result = ar
+        if not block:
             return ar
         return CellOutput(ar, options).show()
 

@@ -17,11 +17,23 @@ def rich_text(name: str, data: dict, engine_id) -> str:
     return prompt + ("\n" + text if "\n" in text else text)
 
 
+def print_rich(name: str, data: dict, engine_id) -> None:
+    """Display data as its text; a cell's value as ``Out[engine:count]: text``."""
+    text = data.get("data", {}).get("text/plain", "")
+    if name == "execute_result":
+        prompt = f"Out[{engine_id}:{data.get('execution_count')}]: "
+        text = prompt + ("\n" + text if "\n" in text else text)
+    sys.stdout.write(text + "\n")
+
+
 def display_outputs(tasks, groupby: str = "type", single: bool = False,
-                    result_only: bool = False) -> None:
-    """Print the tasks' output: stdout to sys.stdout, stderr to sys.stderr, labelled with the
-    engine unless `single`; ``"type"`` groups all stdout, then all stderr, display data and
-    ``Out`` values; ``"engine"`` and ``"order"`` keep each task's output together."""
+                    result_only: bool = False, rich=print_rich) -> None:
+    """Show the tasks' output as ipyparallel's ``display_outputs``: stdout on sys.stdout,
+    stderr on sys.stderr, labelled ``[stdout:<engine>]`` unless `single`; display data under
+    ``[output:<engine>]``, shown by ``rich(name, data, engine_id)``; then ``Out`` values.
+
+    `groupby`: ``"type"`` (all stdout, all stderr, each engine's display data, the values),
+    ``"engine"`` (each engine's output together) or ``"order"`` (display data by position)."""
     if groupby not in ("type", "engine", "order"):
         raise ValueError(f"groupby is 'type', 'engine' or 'order', not {groupby!r}")
 
@@ -36,27 +48,37 @@ def display_outputs(tasks, groupby: str = "type", single: bool = False,
             prefix += "\n" if multiline else " "
         file.write(prefix + text + ("" if text.endswith("\n") else "\n"))
 
-    def rich(task, names) -> None:
-        eid = task.metadata["engine_id"]
-        if "display_data" in names and not result_only:
-            for data in task.metadata["outputs"]:
-                sys.stdout.write(rich_text("display_data", data, eid) + "\n")
-        if "execute_result" in names and task.metadata["execute_result"] is not None:
-            sys.stdout.write(rich_text("execute_result", task.metadata["execute_result"], eid)
-                             + "\n")
+    def outputs(task, items) -> None:
+        if items and not result_only:
+            eid = task.metadata["engine_id"]
+            if not single:
+                sys.stdout.write(f"[output:{eid}]\n")
+            for data in items:
+                rich("display_data", data, eid)
 
-    if groupby == "type":
-        for name in ("stdout", "stderr"):
-            for task in tasks:
-                stream(task, name)
-        for name in ("display_data", "execute_result"):
-            for task in tasks:
-                rich(task, (name,))
+    def value(task) -> None:
+        if task.metadata["execute_result"] is not None:
+            rich("execute_result", task.metadata["execute_result"], task.metadata["engine_id"])
+
+    if groupby == "engine":
+        for task in tasks:
+            stream(task, "stdout")
+            stream(task, "stderr")
+            outputs(task, task.metadata["outputs"])
+            value(task)
         return
+    for name in ("stdout", "stderr"):
+        for task in tasks:
+            stream(task, name)
+    if groupby == "type":
+        for task in tasks:
+            outputs(task, task.metadata["outputs"])
+    else:
+        for i in range(max((len(t.metadata["outputs"]) for t in tasks), default=0)):
+            for task in tasks:
+                outputs(task, task.metadata["outputs"][i:i + 1])
     for task in tasks:
-        stream(task, "stdout")
-        stream(task, "stderr")
-        rich(task, ("display_data", "execute_result"))
+        value(task)
 
 
 class Streaming:

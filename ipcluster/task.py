@@ -5,6 +5,7 @@ they arrive through the client's IO thread."""
 from __future__ import annotations
 
 import concurrent.futures
+import pickle
 import threading
 import time
 from datetime import datetime, timezone
@@ -71,7 +72,8 @@ class TaskFuture(concurrent.futures.Future):
             elif name == "execute_result":
                 self.metadata["execute_result"] = data
             elif name == "data":  # ipcluster.datapub.publish_data on the engine: not shown
-                self.metadata["data"].update(data)
+                # signed like every message, and checked before it was unpacked
+                self.metadata["data"].update(pickle.loads(data["pickle"]))
                 return
             else:
                 self.metadata["outputs"].append(data)

@@ -15,7 +15,7 @@ LAYERS = [  # lowest first
     {"ipcluster.transport"},
     {"ipcluster.protocol", "ipcluster.serialize", "ipcluster.connection", "ipcluster.shm", "ipcluster.direct", "ipcluster.namespace",
      "ipcluster.fingerprint", "ipcluster.state"},
-    {"ipcluster.controller", "ipcluster.engine"},
+    {"ipcluster.controller", "ipcluster.engine", "ipcluster.datapub"},
     {"ipcluster.daskbridge", "ipcluster.joblib_backend",
      "ipcluster.asyncresult", "ipcluster.task", "ipcluster.records", "ipcluster.remotefunction", "ipcluster.views", "ipcluster.balanced", "ipcluster.client",
      "ipcluster.cluster", "ipcluster.executor", "ipcluster.session", "ipcluster.links", "ipcluster.partition",

@@ -69,28 +69,32 @@ display(HTML("<b>bold</b>"))
 1 / 0
 """)
     captured = capsys.readouterr()
-    assert isinstance(result.error_in_exec, ipcluster.CompositeError)
-    assert result.error_in_exec.ename == "ZeroDivisionError"
+    # streamed: each engine's error shown (on stderr) as it came, then "2 errors", as ipyparallel
+    error = result.error_in_exec
+    assert isinstance(error, ipcluster.AlreadyDisplayedError) and error.render_traceback() == [
+        "2 errors"]
+    assert isinstance(error.original_error, ipcluster.CompositeError)
+    assert error.original_error.ename == "ZeroDivisionError"
     for eid in (0, 2):
         assert f"[stdout:{eid}] hello from EngineShell" in captured.out
         assert f"[stderr:{eid}] to stderr" in captured.err
         assert f"[output:{eid}]" in captured.out
         # each engine's error once, IPython's traceback with the line
-        assert captured.out.count(f"[{eid}:execute]") == 1
+        assert captured.err.count(f"[{eid}:execute]") == 1
     for eid in (1, 3):
         assert f":{eid}]" not in captured.out + captured.err
-    assert captured.out.count("----> 6 1 / 0") == 2
-    assert captured.out.count("ZeroDivisionError: division by zero") == 2
+    assert captured.err.count("----> 6 1 / 0") == 2
+    assert captured.err.count("ZeroDivisionError: division by zero") == 2
 
 
 def test_syntax_error_is_reported_once_per_engine_with_its_line(client, ip, capsys):
     result = run(ip, "%%px\nx = 1\ny = (x +\n")
-    out = capsys.readouterr().out
+    err = capsys.readouterr().err
     assert result.error_in_exec.ename == "SyntaxError"
     for eid in client.ids:
-        assert out.count(f"[{eid}:execute]") == 1
-    assert out.count("y = (x +") == 4 and out.count("SyntaxError") == 4
-    assert "Traceback" not in out  # no frames of the magic or the client
+        assert err.count(f"[{eid}:execute]") == 1
+    assert err.count("y = (x +") == 4 and err.count("SyntaxError") == 4
+    assert "Traceback" not in err  # no frames of the magic or the client
     assert run(ip, "%px z = 3").success
 
 
@@ -103,8 +107,9 @@ def test_flags_targets_noblock_out_pxresult_and_group_outputs(client, ip, capsys
     assert "[stdout:1] late" in out and "Out[1:" in out and "]: 42" in out
 
     run(ip, "%%px --targets [0,3] --no-stream --group-outputs engine\nprint('a')\nprint('b')")
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[stdout")]
-    assert lines == ["[stdout:0] a", "[stdout:0] b", "[stdout:3] a", "[stdout:3] b"]
+    out = capsys.readouterr().out  # several lines under one label, as ipyparallel shows them
+    assert "[stdout:0]\na\nb\n" in out and "[stdout:3]\na\nb\n" in out
+    assert out.index("[stdout:0]") < out.index("[stdout:3]")
 
     # the live stream is in arrival order, the grouped display and the errors in engine order
     for eid in (0, 3):
@@ -126,7 +131,7 @@ def test_flags_targets_noblock_out_pxresult_and_group_outputs(client, ip, capsys
 
     run(ip, "%%px --targets all --local --verbose\nlocal_too = 5")
     assert ip.user_ns["local_too"] == 5
-    assert "[px] blocking on engines [0, 1, 2, 3]" in capsys.readouterr().out
+    assert "Parallel execution on engine(s): all" in capsys.readouterr().out
 
 
 def test_autopx_pxconfig_and_suffix(client, ip, capsys):
@@ -143,8 +148,8 @@ def test_autopx_pxconfig_and_suffix(client, ip, capsys):
     out = capsys.readouterr().out
     assert sorted(line for line in out.splitlines() if "configured" in line) == [
         "[stdout:1] configured", "[stdout:2] configured"]
-    run(ip, "%pxconfig")
-    assert "targets='1:3'" in capsys.readouterr().out
+    run(ip, "%pxconfig")  # --targets set the activated view's targets, as in ipyparallel
+    assert "view targets [1, 2]" in capsys.readouterr().out
 
     client.activate(targets=[3], suffix="3")
     run(ip, "%px3 print('three')")
@@ -213,11 +218,15 @@ def test_ctrl_c_interrupts_the_engines_and_returns_promptly(client, ip, capsys):
     with capsys.disabled():
         print(f"\n%%px interrupted on 4 engines: returned {elapsed:.3f} s after SIGINT")
     assert elapsed < 2, elapsed
-    error = result.error_in_exec
+    # as ipyparallel: the cell says what it sent and returns, without an error of its own
+    assert result.error_in_exec is None
+    assert "Received Keyboard Interrupt. Sending signal SIGINT to engines..." in (
+        capsys.readouterr().err)
+    error = ip.user_ns["sleeper"].exception(timeout=10)
     assert isinstance(error, ipcluster.CompositeError)
     assert {e.ename for e in error.errors} == {"KeyboardInterrupt"}
     assert sorted(e.engine_id for e in error.errors) == [0, 1, 2, 3]
-    assert "time.sleep(60)" in capsys.readouterr().out
+    assert "time.sleep(60)" in error.errors[0].traceback
     # the engines live on, and the next %px runs at once
     assert run(ip, "%px after = 'fine'").success
     assert client[:].pull("after", block=True) == ["fine"] * 4
@@ -250,5 +259,6 @@ def test_ctrl_c_with_abort_configured(client, ip):
     watcher = _interrupt_when_started(ip, "aborted", 1, times)
     result = run(ip, "%%px -o aborted\nimport time\nprint('started', flush=True)\ntime.sleep(60)")
     watcher.join(5)
-    assert isinstance(result.error_in_exec, ipcluster.TaskAborted)
+    assert result.error_in_exec is None
+    assert isinstance(ip.user_ns["aborted"].exception(timeout=10), ipcluster.TaskAborted)
     assert run(ip, "%px print('next')").success

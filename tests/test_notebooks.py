@@ -88,7 +88,8 @@ print("warned", file=sys.stderr)
 display(HTML("<b>shown</b>"))
 raise ValueError("bad value")
 """)
-    assert content["status"] == "error" and content["ename"] == "CompositeError"
+    # streamed: the errors were shown on stderr as they came; the cell's error says how many
+    assert content["status"] == "error" and content["ename"] == "AlreadyDisplayedError"
     out, err = text(outputs), text(outputs, "stderr")
     assert "[stdout:0] printed" in out and "[stdout:2] printed" in out
     assert "[stderr:0] warned" in err and "[stderr:2] warned" in err
@@ -96,18 +97,16 @@ raise ValueError("bad value")
     html = [m["content"]["data"]["text/html"] for m in outputs if m["msg_type"] == "display_data"]
     assert html == ["<b>shown</b>", "<b>shown</b>"]
     errors = [m for m in outputs if m["msg_type"] == "error"]
-    assert len(errors) == 1
-    traceback = "\n".join(errors[0]["content"]["traceback"])
-    assert traceback.count("[0:execute]") == 1 and traceback.count("[2:execute]") == 1
-    assert traceback.count("ValueError: bad value") == 2 and "----> 6 raise" in traceback
+    assert len(errors) == 1 and errors[0]["content"]["traceback"] == ["2 errors"]
+    assert err.count("[0:execute]") == 1 and err.count("[2:execute]") == 1
+    assert err.count("ValueError: bad value") == 2 and "----> 6 raise" in err
 
 
 def test_syntax_error_in_a_kernel_cell_is_reported_once_per_engine(kernel):
     km, kc = kernel
     content, outputs = execute(kc, "%%px\nfor i in range(3)\n    pass")
     assert content["status"] == "error"
-    traceback = "\n".join(m for e in outputs if e["msg_type"] == "error"
-                          for m in e["content"]["traceback"])
+    traceback = text(outputs, "stderr")  # streamed as they came
     for eid in range(4):
         assert traceback.count(f"[{eid}:execute]") == 1
     assert traceback.count("for i in range(3)") == 4 and traceback.count("SyntaxError") == 4
@@ -139,10 +138,10 @@ def test_interrupting_a_kernel_stops_the_engines_within_two_seconds(kernel):
     elapsed = returned - sent["sent"]
     print(f"kernel interrupted during %%px on 4 engines: the cell returned {elapsed:.3f} s later")
     assert elapsed < 2, elapsed
-    assert content["status"] == "error"
-    traceback = "\n".join(m for e in outputs if e["msg_type"] == "error"
-                          for m in e["content"]["traceback"])
-    assert traceback.count("KeyboardInterrupt") >= 4
+    # as ipyparallel: the cell says what it sent and returns
+    assert content["status"] == "ok"
+    assert "Received Keyboard Interrupt. Sending signal SIGINT to engines..." in text(
+        outputs, "stderr")
     content, outputs = execute(kc, "%px print('next')")
     assert content["status"] == "ok" and text(outputs).count("next") == 4
 

@@ -148,11 +148,12 @@ class Graph:
         for need in w.needs():
             for dep_id in need.dep.ids:
                 if dep_id == task_id:
-                    return self._doom_new(task_id, "a task cannot depend on itself")
+                    return self._doom_new(task_id, "a task cannot depend on itself", "invalid")
                 if dep_id not in self.open and dep_id not in self.outcomes:
                     return self._doom_new(task_id, f"task {dep_id!r} is unknown here (never "
                                           f"submitted, purged, or finished before the last "
-                                          f"{self.keep})")
+                                          f"{self.keep})",
+                                          "invalid")
         for need in w.needs():
             for dep_id in need.dep.ids:
                 if dep_id in self.outcomes:
@@ -238,10 +239,11 @@ class Graph:
         out.append((w.task_id, "impossible", why))
         work.append((w.task_id, False, None))
 
-    def _doom_new(self, task_id: str, why: str):
+    def _doom_new(self, task_id: str, why: str, state: str = "impossible"):
+        """`state`: "impossible", or "invalid" for a dependency on no known task."""
         self.open.discard(task_id)
         self._record(task_id, False, None)  # its own dependents, if any, fail the same way
-        return "impossible", why
+        return state, why
 
     def _record(self, task_id: str, ok: bool, place: int | None) -> None:
         self.outcomes[task_id] = (ok, place, self.epoch.get(place, 0))

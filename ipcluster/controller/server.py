@@ -35,7 +35,8 @@ from ipcluster.controller.reader import Later, Reader
 from ipcluster.controller.registry import Engine, Registry
 from ipcluster.controller.graph import Dep, Graph
 from ipcluster.controller.scheduler import Pending, make_scheduler
-from ipcluster.errors import EngineError, ImpossibleDependency, NoSuchEngine, RemoteError
+from ipcluster.errors import (EngineError, ImpossibleDependency, InvalidDependency, NoSuchEngine,
+                              RemoteError)
 from ipcluster.protocol import (
     DELIM, Apply, BadMessage, Drops, Ids, Replay, Result, Signer, decode, encode, kinds_for, pack,
     unpack,
@@ -318,7 +319,9 @@ class Controller:
                     f"registered engines: {self.registry.ids()}"))
                 return
             state, detail = self.graph.add(task.id, after, follow)
-            if state == "impossible":
+            if state == "invalid":  # a dependency on no known task (ipyparallel's name)
+                self.fail(task, InvalidDependency("InvalidDependency", detail))
+            elif state == "impossible":
                 self.fail(task, ImpossibleDependency("ImpossibleDependency", detail))
             elif state == "ready":
                 self._release(task, detail)

@@ -90,6 +90,7 @@ def start_worker(scheduler_address: str, nanny: bool = False, **worker_args) -> 
     tracker_was_running = resource_tracker._resource_tracker._pid is not None
     _worker = _running_loop().run(start())
     _started_tracker = nanny and not tracker_was_running
+    namespace.user_ns["distributed_worker"] = _worker  # as ipyparallel's become_dask names it
     return _worker.address
 
 
@@ -98,6 +99,9 @@ def stop_worker() -> None:
     global _worker, _started_tracker
     if _worker is not None:
         worker, _worker = _worker, None
+        from ipcluster import namespace
+
+        namespace.user_ns.pop("distributed_worker", None)
         _running_loop().run(worker.close())
     if _started_tracker:
         # the nanny's worker process started multiprocessing's resource tracker, a process

@@ -103,8 +103,8 @@ def test_dependencies_on_finished_tasks_are_resolved_when_added():
 def test_unknown_ids_and_self_dependency_are_impossible_at_once():
     g = Graph()
     state, why = g.add("x", after=dep("never-submitted"))
-    assert state == "impossible" and "never-submitted" in why
-    assert g.add("y", after=dep("y"))[0] == "impossible"
+    assert state == "invalid" and "never-submitted" in why  # InvalidDependency for the client
+    assert g.add("y", after=dep("y"))[0] == "invalid"
     with pytest.raises(ValueError, match="added already"):
         g.add("x")
 
@@ -179,7 +179,7 @@ def test_memory_is_bounded_by_the_outcome_window():
         g.add(f"t{i}")
         g.finished(f"t{i}", ok=True, engine=0)
     assert len(g.outcomes) == 100 and not g.open and not g.dependents
-    assert g.add("old", after=dep("t0"))[0] == "impossible"
+    assert g.add("old", after=dep("t0"))[0] == "invalid"  # forgotten: unknown here
     assert g.add("recent", after=dep("t9999")) == ("ready", None)
 
 
