@@ -129,7 +129,8 @@ class CellOutput:
         if name == "execute_result":
             prompt = f"Out[{eid}:{data.get('execution_count')}]:"
             text = content.get("text/plain", "")
-            if set(content) <= {"text/plain"}:  # text only: on the prompt's line, as IPython
+            if set(content) <= {"text/plain"} or not _rich_frontend():
+                # text: on the prompt's line, as IPython shows a value in a terminal
                 _write("stdout", f"{prompt}\n{text}\n" if "\n" in text else f"{prompt} {text}\n")
                 return
             _write("stdout", prompt + "\n")
@@ -163,6 +164,13 @@ class CellOutput:
         lines = [line for task in self._by_engine() for line in self._traceback(task)]
         error._render_traceback_ = lambda: lines
         raise error
+
+
+def _rich_frontend() -> bool:
+    """True in a Jupyter kernel, where display data shows richly (not as its text)."""
+    from IPython import get_ipython
+
+    return type(get_ipython()).__name__ == "ZMQInteractiveShell"
 
 
 def _write(name: str, text: str) -> None:

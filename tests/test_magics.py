@@ -111,17 +111,20 @@ def test_flags_targets_noblock_out_pxresult_and_group_outputs(client, ip, capsys
     assert "[stdout:0]\na\nb\n" in out and "[stdout:3]\na\nb\n" in out
     assert out.index("[stdout:0]") < out.index("[stdout:3]")
 
-    # the live stream is in arrival order, the grouped display and the errors in engine order
+    # the live stream (and its errors, on stderr) in arrival order; the grouped display and
+    # the error of a grouped cell in engine order
     for eid in (0, 3):
         client[eid].push({"eid": eid}, block=True)
     cell = "import time\ntime.sleep(0.6 if eid == 0 else 0)\nprint('hi')\n1 / 0"
     run(ip, "%%px --targets [3,0]\n" + cell)
-    streamed = capsys.readouterr().out
-    assert streamed.index("[stdout:3] hi") < streamed.index("[stdout:0] hi")
-    assert streamed.index("[0:execute]") < streamed.index("[3:execute]")
-    run(ip, "%%px --targets [3,0] --no-stream --group-outputs engine\n" + cell)
+    streamed = capsys.readouterr()
+    assert streamed.out.index("[stdout:3] hi") < streamed.out.index("[stdout:0] hi")
+    assert streamed.err.index("[3:execute]") < streamed.err.index("[0:execute]")
+    result = run(ip, "%%px --targets [3,0] --no-stream --group-outputs engine\n" + cell)
     grouped = capsys.readouterr().out
     assert grouped.index("[stdout:0] hi") < grouped.index("[stdout:3] hi")
+    shown = result.error_in_exec._render_traceback_()
+    assert shown.index("[0:execute]") < shown.index("[3:execute]")
 
     run(ip, "%%px -t 0:2 --no-stream --group-outputs type\nimport sys\nprint('o')\n"
             "print('e', file=sys.stderr)\n'r'")
