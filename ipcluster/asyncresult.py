@@ -17,7 +17,8 @@ import threading
 import time
 
 from ipcluster import display
-from ipcluster.errors import CompositeError, IpclusterError, RemoteError, TimeoutError
+from ipcluster.errors import (CompositeError, IpclusterError, RemoteError, TaskAborted,
+                              TimeoutError)
 from ipcluster.output import ExecuteReply, Streaming, display_outputs
 from ipcluster.task import TaskFuture
 
@@ -39,8 +40,13 @@ class AsyncResult(concurrent.futures.Future):
     interrupt_grace = 1.0  # seconds to wait, after Ctrl-C, for the interrupted tasks to report
 
     def __init__(self, tasks: list[TaskFuture], shape: str = "list", *, client=None,
-                 ordered: bool = True, reduce=None, tracker=None) -> None:
+                 ordered: bool = True, reduce=None, tracker=None, owner: bool = True) -> None:
+        """`owner`: this result holds its tasks' results and metadata, and the client forgets
+        them once they are done (as ipyparallel's): a long sweep does not pile them up in
+        ``rc.results``."""
         super().__init__()
+        self._owner = owner
+        self._cancel_queued = False  # set by ViewExecutor.shutdown(cancel_futures=True)
         self._tasks = tasks
         self._shape = shape
         self._client = client
@@ -56,12 +62,20 @@ class AsyncResult(concurrent.futures.Future):
             self.set_result([])
 
     def _task_done(self, task) -> None:
+        if self._owner and self._client is not None:
+            self._client._futures.pop(task.task_id, None)
         with self._lock:
             self._order.append(task)
             self._remaining -= 1
             if self._remaining:
                 return
         errors = [t.exception() for t in self._tasks if t.exception() is not None]
+        if self._cancel_queued and errors and all(_never_started(e) for e in errors):
+            # cancelled before it started (Executor.shutdown(cancel_futures=True)), as a
+            # stdlib future: cancelled() is True and result() raises CancelledError
+            if super().cancel():
+                self.set_running_or_notify_cancel()
+            return
         if errors:
             remote = [e for e in errors if isinstance(e, RemoteError)]
             if len(errors) > 1 and len(remote) == len(errors):
@@ -359,6 +373,10 @@ class AsyncResult(concurrent.futures.Future):
         Use as ``with ar.stream_output(): ar.get()``, or call and forget: it stops by itself.
         """
         return Streaming(self, file or sys.stdout)
+
+
+def _never_started(error) -> bool:
+    return isinstance(error, TaskAborted) and error.evalue == "aborted before it started"
 
 
 class AsyncMapResult(AsyncResult):

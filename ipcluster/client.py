@@ -266,15 +266,17 @@ class Client(TaskRecords):
         tasks = [self._futures[i] for i in self._task_ids(jobs) if i in self._futures]
         AsyncResult(tasks, "list").wait_interactive(interval, timeout)
 
-    def abort(self, jobs=None, targets=None, block: bool = True) -> None:
+    def abort(self, jobs=None, targets=None, block: bool = True, *, running: bool = True) -> None:
         """Stop tasks that have not finished: queued ones never run, running ones are
-        interrupted; each fails with `TaskAborted`. Default: all of this client's."""
+        interrupted (not with ``running=False``); each fails with `TaskAborted`. Default: all
+        of this client's."""
         ids = self._task_ids(jobs)
         if targets is not None:
             wanted = {targets} if isinstance(targets, int) else set(targets)
             ids = [i for i in ids if self._futures.get(i) is not None
                    and self._futures[i].metadata["engine_id"] in wanted]
-        self._session.request("control", {"action": "abort", "tasks": ids})
+        self._session.request("control", {"action": "abort", "tasks": ids,
+                                          "queued_only": not running})
         if block:
             self.wait(ids, timeout=self.timeout)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -100,7 +101,9 @@ class Cluster:
                  curve: bool | None = None, restart: bool = False, db: str | None = None,
                  start_timeout: float = 60.0, pending_timeout: float | None = None,
                  shutdown_atexit: bool = True, max_message_size: int | None = None,
-                 **launcher_options) -> None:
+                 log_level: int | str | None = None, **launcher_options) -> None:
+        if log_level is not None:  # ipyparallel's: how much this process logs about its cluster
+            logging.getLogger("ipcluster").setLevel(log_level)
         self.allocation = allocation.detect() if engines is None else None
         if self.allocation is not None:
             launcher_options.setdefault("starter", self.allocation.starter)

@@ -23,18 +23,23 @@ from ipcluster.engine import daskworker
 __all__ = ["DaskOnEngines", "become_dask", "get"]
 
 
-def get(view, dsk, keys, *, chunksize: int = 1, **kwargs):
+def get(view, dsk, keys, *, chunksize: int = 1, num_workers: int | None = None, pool=None,
+        **kwargs):
     """Compute `keys` of the dask graph `dsk` on `view` (a `LoadBalancedView`).
 
     Up to two messages per engine are in flight, so an engine finds its next task waiting
     when it finishes one; each message carries `chunksize` ready tasks (more for a graph of
-    many tiny tasks, fewer round trips). Other keywords go to `dask.local.get_async`
-    (``callbacks=``, ``rerun_exceptions_locally=``); a failing task raises its `RemoteError`.
+    many tiny tasks, fewer round trips). As dask's own schedulers: `num_workers` bounds the
+    tasks in flight, `pool` is taken and not used (the engines are the pool), other keywords
+    go to `dask.local.get_async` (``callbacks=``, ...); a failing task raises its own
+    exception (a `RemoteError` that is also an instance of the task's exception class).
     """
     from dask.local import get_async
 
-    in_flight = 2 * max(1, len(view))
-    executor = view.executor
+    from ipcluster.executor import ViewExecutor
+
+    in_flight = num_workers or 2 * max(1, len(view))
+    executor = ViewExecutor(view)  # its own: shut down at the end, the view's goes on
     try:
         return get_async(executor.submit, in_flight, dsk, keys, chunksize=chunksize, **kwargs)
     finally:

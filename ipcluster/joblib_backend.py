@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import functools
 
-from joblib._parallel_backends import AutoBatchingMixin, ParallelBackendBase
+from joblib._parallel_backends import (AutoBatchingMixin, FallbackToBackend, ParallelBackendBase,
+                                       SequentialBackend)
 from joblib._utils import _retrieve_traceback_capturing_wrapped_call, _TracebackCapturingWrapper
+
+from ipcluster import namespace
 
 __all__ = ["IpclusterBackend", "register"]
 
@@ -45,6 +48,10 @@ class IpclusterBackend(AutoBatchingMixin, ParallelBackendBase):
 
     def configure(self, n_jobs=1, parallel=None, **backend_kwargs) -> int:
         self.parallel = parallel
+        if self._view is None and namespace.engine_id is not None:
+            # inside a task on an engine: no cluster within the cluster; the calls run here,
+            # one after the other, as joblib's process backends do inside their workers
+            raise FallbackToBackend(SequentialBackend(nesting_level=self.nesting_level))
         if self._view is None:
             self._start_cluster()
         return self.effective_n_jobs(n_jobs)

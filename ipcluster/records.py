@@ -133,7 +133,8 @@ class TaskRecords:
         `AsyncHubResult` with ``owner=False``)."""
         ids = self._task_ids(indices_or_msg_ids if indices_or_msg_ids is not None else -1)
         kind = AsyncResult if owner else AsyncHubResult
-        ar = kind(self._fetch(ids), "single" if len(ids) == 1 else "list", client=self)
+        ar = kind(self._fetch(ids), "single" if len(ids) == 1 else "list", client=self,
+                  owner=owner)
         return ar.get(timeout) if block else ar
 
     def _fetch(self, ids: list[str], size: int = 1) -> list[TaskFuture]:

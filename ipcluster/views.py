@@ -29,6 +29,7 @@ class View:
                  label: str | None = None, **flags) -> None:
         self.client = client
         self.history: list[str] = []  # ids of the tasks sent through this view, in order
+        self._executor = None  # made on first use of `executor`
         self.targets = targets
         self.block = block
         self.track = track
@@ -100,10 +101,12 @@ class View:
 
     @property
     def executor(self):
-        """A `concurrent.futures.Executor` on this view."""
+        """The `concurrent.futures.Executor` of this view (one per view)."""
         from ipcluster.executor import ViewExecutor
 
-        return ViewExecutor(self)
+        if self._executor is None:
+            self._executor = ViewExecutor(self)
+        return self._executor
 
     def wait(self, jobs=None, timeout: float = -1) -> bool:
         """Wait for `jobs` (default: every task sent through this view); True if all done."""

@@ -271,6 +271,9 @@ def test_client_bookkeeping(rc):
     ar = rc[0].apply_async(lambda: 3)
     assert ar.msg_ids[0] in rc.history
     rc.wait([ar], timeout=10)
+    # as in ipyparallel, the AsyncResult owns its result: the client does not keep it too
+    assert ar.get() == 3 and ar.msg_ids[0] not in rc.results
+    rc.get_result(ar.msg_ids, owner=False).get(timeout=10)  # fetched, owned by no result
     assert rc.results[ar.msg_ids[0]] == 3
     assert rc.metadata[ar.msg_ids[0]]["engine_id"] == 0
     assert ar.msg_ids[0] not in rc.outstanding

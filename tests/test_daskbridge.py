@@ -170,3 +170,21 @@ def test_dask_get_chunksize_sends_several_tasks_per_message(rc):
                           scheduler=view.dask_get, chunksize=10)
     assert values == tuple(range(40))
     assert len(rc.history) - before <= 40 // 10 + len(rc.ids)
+
+
+def test_dask_get_takes_the_keywords_dask_passes_to_a_scheduler(rc):
+    view = rc.load_balanced_view()
+    total = dask.delayed(sum)([dask.delayed(fails_on)(i, -1) for i in range(12)])
+    # the oracle: dask's threaded scheduler, given the same keywords
+    expected = dask.compute(total, scheduler="threads", num_workers=2)
+    assert dask.compute(total, scheduler=view.dask_get, num_workers=2) == expected
+    assert dask.compute(total, scheduler=view.dask_get, num_workers=2, pool=None) == expected
+
+
+def test_dask_get_raises_the_failing_tasks_own_exception(rc):
+    view = rc.load_balanced_view()
+    items = [dask.delayed(fails_on)(i, 3) for i in range(8)]
+    with pytest.raises(Exception) as oracle:  # dask's synchronous scheduler, in this process
+        dask.compute(*items, scheduler="sync")
+    with pytest.raises(type(oracle.value), match=str(oracle.value)):
+        dask.compute(*items, scheduler=view.dask_get)

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import concurrent.futures
+import gc
+import weakref
+
 import pytest
 
 import ipcluster as ipp
+from tests.conftest import wait_until
 
 
 def square(x):
@@ -75,12 +79,26 @@ def test_map_yields_results_as_they_arrive_and_closing_it_aborts_the_rest(rc):
     ex.shutdown()
 
 
-def test_shutdown_cancel_futures_aborts_queued_and_running_work(rc):
+def _outcomes(executor, seconds: float, n: int, started) -> tuple[set, int]:
+    """What shutdown(cancel_futures=True) leaves: each future's state, and how many ran."""
+    futures = [executor.submit(nap, seconds) for _ in range(n)]
+    wait_until(lambda: started(futures))  # the first ones run, the rest wait their turn
+    executor.shutdown(wait=True, cancel_futures=True)
+    states = {"cancelled" if f.cancelled() else "result" if f.exception() is None else "error"
+              for f in futures}
+    return states, sum(not f.cancelled() for f in futures)
+
+
+def test_shutdown_cancel_futures_cancels_pending_ones_and_lets_running_ones_finish(rc):
+    # the oracle: the stdlib's own pool with as many workers as there are engines
+    n = 3 * len(rc.ids)
+    with concurrent.futures.ThreadPoolExecutor(len(rc.ids)) as pool:
+        expected, _ = _outcomes(pool, 1.0, n, lambda fs: sum(f.running() for f in fs) == len(rc.ids))
     ex = rc.executor()
-    futures = [ex.submit(nap, 60) for _ in range(2 * len(rc.ids))]
-    ex.shutdown(wait=True, cancel_futures=True)
-    assert all(f.done() for f in futures)
-    assert all(isinstance(f.exception(), ipp.TaskAborted) for f in futures)
+    states, ran = _outcomes(ex, 1.0, n, lambda fs: all(
+        e["state"] == "busy" for e in rc.engine_info().values()))
+    assert states == expected == {"cancelled", "result"}  # no error: nothing interrupted
+    assert len(rc.ids) <= ran < n
     with pytest.raises(RuntimeError, match="after shutdown"):
         ex.submit(square, 1)
     with pytest.raises(RuntimeError, match="after shutdown"):
@@ -92,3 +110,50 @@ def test_shutdown_without_wait_leaves_the_work_running(rc):
     future = ex.submit(nap, 0.2)
     ex.shutdown(wait=False)
     assert future.result(timeout=60) == 0.2
+
+
+def raise_(exc):
+    raise exc
+
+
+@pytest.mark.parametrize("exc", [ZeroDivisionError("boom"), KeyError("k"), ValueError(1, 2),
+                                 KeyboardInterrupt(), SystemExit(3)])
+def test_result_raises_the_calls_own_exception_as_the_stdlib_pool(rc, exc):
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        try:
+            pool.submit(raise_, exc).result()
+        except BaseException as e:  # the oracle: what the stdlib raises
+            expected = e
+    future = rc.executor().submit(raise_, exc)
+    with pytest.raises(BaseException) as info:
+        future.result(timeout=30)
+    got = info.value
+    if isinstance(expected, Exception):  # caught by its own class, and as a RemoteError
+        assert isinstance(got, type(expected)) and isinstance(got, ipp.RemoteError)
+        assert got.args[1] == str(expected)  # evalue
+    else:  # a remote Ctrl-C or exit must not look like a local one
+        assert type(got) is ipp.RemoteError and got.ename == type(expected).__name__
+
+
+class Big:
+    pass
+
+
+def test_map_drops_each_result_once_yielded_as_the_stdlib_map(rc):
+    def refs(executor):
+        results = executor.map(lambda i: Big(), range(4))
+        first = weakref.ref(next(results))
+        gc.collect()
+        alive = first() is not None
+        list(results)
+        return alive
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        assert refs(pool) is False  # the oracle
+    assert refs(rc.executor()) is False
+
+
+def test_view_executor_is_one_per_view(rc):
+    view = rc.load_balanced_view()
+    assert view.executor is view.executor
+    assert rc.load_balanced_view().executor is not view.executor

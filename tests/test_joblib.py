@@ -72,3 +72,40 @@ def test_a_parallel_block_keeps_one_cluster_for_its_calls():
             first = {pid for _, pid in parallel(delayed(square_and_pid)(i) for i in range(20))}
             second = {pid for _, pid in parallel(delayed(square_and_pid)(i) for i in range(20))}
     assert len(first | second) <= 2 and first & second  # the same two engines, twice
+
+
+def nested_sqrt(n):
+    """A task that itself uses joblib with the ipcluster backend, on the engine it runs on."""
+    import math
+
+    import joblib
+    import psutil
+
+    import ipcluster
+
+    ipcluster.register_joblib_backend()
+    with joblib.parallel_config("ipcluster"):
+        values = joblib.Parallel(n_jobs=2)(joblib.delayed(math.sqrt)(i) for i in range(n))
+    return values, len(psutil.Process().children(recursive=True))
+
+
+def test_nested_parallel_config_inside_a_task_runs_on_its_engine(rc):
+    import math
+
+    # the oracle: joblib's own process backends fall back to sequential inside their workers
+    expected = Parallel(backend="sequential")(delayed(math.sqrt)(i) for i in range(6))
+    values, children = rc.load_balanced_view().apply_sync(nested_sqrt, 6)
+    assert values == expected
+    assert children == 0  # no cluster started inside the cluster
+
+
+def test_terminate_resets_auto_batching_as_joblibs_own_backends(rc):
+    from joblib._parallel_backends import MultiprocessingBackend
+
+    def after_terminate(backend):
+        backend._effective_batch_size, backend._smoothed_batch_duration = 16, 2.5
+        backend.terminate()
+        return backend._effective_batch_size, backend._smoothed_batch_duration
+
+    oracle = after_terminate(MultiprocessingBackend())
+    assert after_terminate(IpclusterBackend(rc.load_balanced_view())) == oracle

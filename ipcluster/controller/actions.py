@@ -30,7 +30,8 @@ def _engines(ctl, request: dict) -> list:
 
 
 def abort(ctl, client: bytes, request: dict) -> dict:
-    """Queued tasks fail with TaskAborted here; tasks on engines are stopped there."""
+    """Queued tasks fail with TaskAborted here; tasks on engines are stopped there (only
+    those not started yet, with ``queued_only``)."""
     by_engine: dict[int, list[str]] = {}
     aborted = []
     for task_id in request.get("tasks", []):
@@ -45,7 +46,8 @@ def abort(ctl, client: bytes, request: dict) -> dict:
         aborted.append(task_id)
     for eid, ids in by_engine.items():
         if eid in ctl.registry.by_id:
-            ctl.send_control(ctl.registry.by_id[eid], {"action": "abort", "tasks": ids})
+            ctl.send_control(ctl.registry.by_id[eid], {"action": "abort", "tasks": ids,
+                                                       "queued_only": bool(request.get("queued_only"))})
     return {"aborted": aborted}
 
 

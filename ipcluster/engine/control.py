@@ -269,6 +269,8 @@ class Control(threading.Thread):
         action = request.get("action")
         if action == "abort":
             for task in request.get("tasks", []):
+                if request.get("queued_only") and self.running.task == task:
+                    continue  # running: it finishes (Executor.shutdown(cancel_futures=True))
                 if not self.running.interrupt(task, "abort"):
                     self.aborted.add(task)  # skipped when the main thread reaches it
         elif action == "signal":

@@ -118,8 +118,10 @@ def _shell_class():
             self.last_error = ("UsageError", str(exc), f"UsageError: {exc}")
 
         def enable_gui(self, gui=None):
-            # IPython asks a shell with no event loop to refuse; say so as a usage error
-            raise UsageError(f"engines have no GUI event loop for {gui!r}; use %matplotlib inline")
+            # None: no event loop wanted (%pylab inline, %matplotlib inline ask for that).
+            # IPython asks a shell with no event loop to refuse the others: a usage error.
+            if gui is not None:
+                raise UsageError(f"engines have no GUI event loop for {gui!r}; use %matplotlib inline")
 
     # An engine's history is its own and short-lived: keep it in memory, not in the user's
     # history database, which several engines would otherwise write at once.
