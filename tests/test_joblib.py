@@ -84,9 +84,10 @@ def nested_sqrt(n):
     import ipcluster
 
     ipcluster.register_joblib_backend()
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
     with joblib.parallel_config("ipcluster"):
         values = joblib.Parallel(n_jobs=2)(joblib.delayed(math.sqrt)(i) for i in range(n))
-    return values, len(psutil.Process().children(recursive=True))
+    return values, len({p.pid for p in psutil.Process().children(recursive=True)} - before)
 
 
 def test_nested_parallel_config_inside_a_task_runs_on_its_engine(rc):
