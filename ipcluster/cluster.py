@@ -302,8 +302,9 @@ class Cluster:
                               timeout=self.start_timeout if timeout is None else timeout,
                               pending_timeout=self.pending_timeout)
 
-    async def start_and_connect(self, n: int | None = None) -> Client:
-        """Start the cluster, connect a client, wait for the engines; returns the client."""
+    async def start_and_connect(self, n: int | None = None, activate: bool = False) -> Client:
+        """Start the cluster, connect a client, wait for the engines; returns the client.
+        With `activate` (in IPython), %px runs on all its engines (``rc.activate()``)."""
         await self.start_cluster(n)
         try:
             await self.connect_client()
@@ -313,6 +314,8 @@ class Cluster:
             raise
         self.ready = True
         self._write_state()
+        if activate:
+            self.client.activate()
         return self.client
 
     async def _stop_failed(self, exc: BaseException) -> None:
@@ -394,8 +397,8 @@ class Cluster:
     def wait_for_engines_sync(self, n: int | None = None, timeout: float | None = None) -> None:
         return run_sync(self.wait_for_engines(n, timeout))
 
-    def start_and_connect_sync(self, n: int | None = None) -> Client:
-        return run_sync(self.start_and_connect(n))
+    def start_and_connect_sync(self, n: int | None = None, activate: bool = False) -> Client:
+        return run_sync(self.start_and_connect(n, activate))
 
     def stop_engines_sync(self) -> None:
         return run_sync(self.stop_engines())

@@ -73,6 +73,9 @@ class _MetadataMap(MutableMapping):
             return self._futures[msg_id].metadata
         return self._set.setdefault(msg_id, Metadata())
 
+    def __contains__(self, msg_id) -> bool:  # not through __getitem__, which makes a record
+        return msg_id in self._futures or msg_id in self._set
+
     def __setitem__(self, msg_id, value) -> None:
         self._set[msg_id] = Metadata(value)
 
