@@ -4,6 +4,7 @@ load-balanced view, and the plain data they put in the apply header."""
 from __future__ import annotations
 
 import itertools
+import threading
 import types
 
 import pytest
@@ -54,7 +55,7 @@ def fake_client():
     ids = itertools.count()
     session = types.SimpleNamespace(
         check_usable=lambda: None, engine_ids=[0], tasks={}, ids=lambda: f"m{next(ids)}",
-        info=types.SimpleNamespace(max_message_size=1 << 20))
+        info=types.SimpleNamespace(max_message_size=1 << 20), submitting=threading.Lock())
 
     def send(header, content, buffers, track=False):
         raise Sent(header)
