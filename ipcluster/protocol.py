@@ -2,15 +2,17 @@
 
 One message is a list of frames::
 
-    [routing id, ..., DELIM, signature, header, content, buffer 0, buffer 1, ...]
-     '- added by ROUTER -'     |           |       |        '- out-of-band pickle buffers,
-                               |           |       |           each its own frame, never copied
-                               |           |       |           (empty if it went through shared
-                               |           |       |           memory: header "segments", shm.py)
-                               |           |       '- pickle (apply/result) or msgpack (the rest)
-                               |           '- msgpack map: id, kind, session, targets, parent,
-                               |              timestamps, buffer lengths, ...
-                               '- HMAC-SHA256(key, len(header) | header | content)
+    [routing id, ..., DELIM, signature | header, content, buffer 0, buffer 1, ...]
+     '- added by ROUTER -'         |        |        |        '- out-of-band pickle buffers,
+                                   |        |        |           each its own frame, never copied
+                                   |        |        |           (empty if it went through shared
+                                   |        |        |           memory: header "segments", shm.py)
+                                   |        |        '- pickle (apply/result) or msgpack (the rest)
+                                   |        '- msgpack map: id, kind, targets, parent, timestamps,
+                                   |           buffer lengths, ... (`Apply`, `Result` below)
+                                   '- HMAC-SHA256(key, len(header) | header | content): its 32
+                                      bytes, then the header, in one frame (one frame fewer to
+                                      send and receive on every hop)
 
 The signature covers the header (which holds the buffer lengths) and the content, and is checked
 in constant time before the header is parsed or anything is unpickled. The controller routes by
@@ -210,6 +212,7 @@ class Result:
         return self.completed - self.started if timed else None
 
 MAX_HEADER = 16 * 1024  # bytes; headers are small maps, a larger one is malformed
+SIGNATURE = 32  # bytes of HMAC-SHA256 before the header, in one frame
 
 
 class Drops:
@@ -272,7 +275,7 @@ class Message:
         self.header = header
         self.content = content  # a zmq Frame or bytes
         self.buffers = buffers
-        self.frames = frames  # [signature, header, content, *buffers] as received
+        self.frames = frames  # [signature + header, content, *buffers] as received
 
     @property
     def kind(self) -> str:
@@ -297,17 +300,17 @@ def encode(signer: Signer, header: dict, content=b"", buffers=(), shared=None) -
         header["buffers"] = [memoryview(b).nbytes for b in buffers]
     header.setdefault("t", time.time())
     h = msgpack.packb(header)
-    return [DELIM, signer.sign(h, content), h, content, *buffers]
+    return [DELIM, signer.sign(h, content) + h, content, *buffers]
 
 
 def resign(signer: Signer, frames: list, msg_id: str) -> list:
-    """Received frames ``[signature, header, content, *buffers]`` as a new message: a new id
+    """Received frames ``[signature + header, content, *buffers]`` as a new message: a new id
     and time, so receivers do not take a deliberate resend for a replay. Content and buffers
     are reused as they are."""
-    header = msgpack.unpackb(_bytes(frames[1]))
+    header = msgpack.unpackb(_bytes(frames[0])[SIGNATURE:])
     header.update(id=msg_id, t=time.time())
     h = msgpack.packb(header)
-    return [DELIM, signer.sign(h, _buffer(frames[2])), h, *frames[2:]]
+    return [DELIM, signer.sign(h, _buffer(frames[1])) + h, *frames[1:]]
 
 
 def decode(signer: Signer, frames: list, replay: Replay | None = None,
@@ -324,13 +327,14 @@ def decode(signer: Signer, frames: list, replay: Replay | None = None,
         raise BadMessage("no protocol delimiter")
     route = [_bytes(f) for f in frames[:i]]
     body = frames[i + 1:]
-    if len(body) < 3:
-        raise BadMessage(f"truncated message: {len(body)} frames after the delimiter, need 3")
-    signature, header_frame, content = body[0], body[1], body[2]
-    if len(_buffer(header_frame)) > MAX_HEADER or len(_buffer(signature)) != 32:
-        raise BadMessage("malformed signature or header frame")
-    header_bytes = _bytes(header_frame)
-    if not signer.verify(_bytes(signature), header_bytes, _buffer(content)):
+    if len(body) < 2:
+        raise BadMessage(f"truncated message: {len(body)} frames after the delimiter, need 2")
+    signed, content = body[0], body[1]
+    if not SIGNATURE < len(_buffer(signed)) <= SIGNATURE + MAX_HEADER:
+        raise BadMessage("malformed signature and header frame")
+    signed = _bytes(signed)
+    header_bytes = signed[SIGNATURE:]
+    if not signer.verify(signed[:SIGNATURE], header_bytes, _buffer(content)):
         raise BadMessage("bad signature")
     try:
         header = msgpack.unpackb(header_bytes)
@@ -338,7 +342,7 @@ def decode(signer: Signer, frames: list, replay: Replay | None = None,
         raise BadMessage(f"header is not msgpack: {exc}") from None
     if not isinstance(header, dict) or header.get("kind") not in KINDS:
         raise BadMessage(f"unknown message kind {header.get('kind') if isinstance(header, dict) else header!r}")
-    buffers = body[3:]
+    buffers = body[2:]
     if [len(_buffer(b)) for b in buffers] != header.get("buffers", []):
         raise BadMessage("buffer lengths differ from those signed in the header")
     if "direct" in header:

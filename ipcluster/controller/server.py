@@ -215,7 +215,7 @@ class Controller:
         frames = encode(self.signer, header, pack(error.to_wire()))[1:]
         self.ledger.finish(task, frames, "error", None)
         if self.watch:
-            self.watch.finished(task, header, frames[2])
+            self.watch.finished(task, header, frames[1])
         self.forward(task, frames)
         self._on_graph(self.graph.finished(task.id, False, task.engine))
 

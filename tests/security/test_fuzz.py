@@ -58,7 +58,7 @@ def messages(rng: random.Random, key: bytes, side_effect: str, n: int):
             yield encode(good, header, rng.randbytes(rng.randrange(0, 32)))
         else:  # oversized header frame, or a signed result for a task nobody asked for
             if rng.random() < 0.5:
-                yield [DELIM, rng.randbytes(32), rng.randbytes(protocol.MAX_HEADER + 1), b""]
+                yield [DELIM, rng.randbytes(protocol.SIGNATURE + protocol.MAX_HEADER + 1), b""]
             else:
                 yield encode(good, {"kind": "result", "id": f"r{i}", "parent": f"nobody-{i}",
                                     "status": "ok"}, b"")
