@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Run from a directory holding an unrelated `launchers` package: it comes first on sys.path,
 # in this script and in the controller and engines (`python -m` puts the directory first too).
 CHECK = """
-import os, launchers, ipcluster
+import os, launchers, ipcluster, ipcluster.launchers
 assert launchers.OWNER == "the user", launchers
 assert ipcluster.launchers.get("local").__module__ == "ipcluster.launchers.local"
 with ipcluster.Cluster(n=1) as rc:
