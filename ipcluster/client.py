@@ -210,6 +210,12 @@ class Client(TaskRecords):
             if bar is not None:
                 bar.close()
 
+    def spin(self) -> None:
+        """Take in what the controller has sent so far (ipyparallel's ``spin``). The IO thread
+        receives all the time; this is one round trip, so results sent before it returns
+        are in their AsyncResults, and the engine ids are current."""
+        self._refresh_ids()
+
     def _refresh_ids(self) -> list[int]:
         self._session.set_engine_ids(self._session.request("query", {"what": "ids"})["ids"])
         return self.ids

@@ -157,3 +157,16 @@ def test_functions_from_an_ipython_cell_run_on_engines(cluster):
     out = subprocess.run([sys.executable, "-m", "IPython", "--no-banner", "--quick", "-c", code],
                          capture_output=True, text=True, timeout=60)
     assert "RESULT [0, 1, 8, 27]" in out.stdout, out.stdout + out.stderr
+
+
+def test_spin_takes_in_what_the_controller_sent(cluster):
+    from tests.conftest import wait_until
+
+    with ipcluster.Client(cluster.connection_file) as rc, \
+            ipcluster.Client(cluster.connection_file) as other:
+        rc.wait_for_engines(cluster.n, timeout=30)
+        before = other.queue_status(targets=0)["completed"]
+        ar = rc[0].apply_async(abs, -3)
+        wait_until(lambda: other.queue_status(targets=0)["completed"] > before)
+        rc.spin()  # the result was sent before spin's reply: it is in when spin returns
+        assert ar.done() and ar.get() == 3
