@@ -4,8 +4,6 @@ connection file written to SIGTERM, or to the death of the cluster's owner (`--o
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import ipaddress
 import logging
 import os
@@ -17,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ipcluster import connection, shm, state, transport
-from ipcluster.controller import recovery
+from ipcluster.controller import memory, recovery
 from ipcluster.controller.server import Controller
 from ipcluster.controller.store import Store
 from ipcluster.errors import ConnectionFileError
@@ -40,6 +38,8 @@ class ControllerOptions:
     max_results: int = 100_000  # finished tasks kept in memory for get_result; oldest go first
     max_result_bytes: int = 128 << 20  # ... and at most this many bytes of them, counting all
     # a record keeps (its own objects, result frames, output), so the default fits in 300 MiB
+    forget_clients_after: float = 300.0  # seconds a client may be away before what it missed
+    # is dropped from memory (it is in the ledger: a client that comes back gets it by its sync)
     max_task_output: int = 1 << 20  # characters of stdout/stderr a task's record keeps (for
     # db_query and other clients); the client that submitted it still receives all of it
     max_message_size: int = 2 << 30  # bytes in one frame; a peer sending more is disconnected
@@ -65,18 +65,6 @@ def wants_curve(options: ControllerOptions) -> bool:
         log.warning("CurveZMQ is off while binding %s: traffic (code, data, results) crosses the "
                     "network unencrypted; only do this on a trusted fabric", options.ip)
     return options.curve
-
-
-def return_large_blocks() -> None:
-    """Make glibc give every large block (>= 128 KiB: messages, output) back to the system
-    when it is freed. By default glibc raises that threshold after the first large free, and
-    later large messages then stay in its heap: a 200 MB print left the controller 67 MiB
-    larger for good. Fixing the threshold (mallopt M_MMAP_THRESHOLD) turns that off."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(-3, 128 << 10)  # M_MMAP_THRESHOLD; absent outside glibc
-    except (OSError, AttributeError):
-        pass
 
 
 def open_store(options: ControllerOptions, connection_file: Path) -> Store | None:
@@ -137,7 +125,7 @@ def run(cluster_id: str, options: ControllerOptions, connection_file: Path, rest
     key, ports and task store, so engines and clients reconnect to it. With `owner`, stop the
     whole cluster (engines and batch jobs too) within a second of that process's death."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s controller %(levelname)s %(message)s")
-    return_large_blocks()
+    memory.return_large_blocks()
     stop = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.append(True))

@@ -27,7 +27,7 @@ import time
 from collections import Counter
 
 from ipcluster import connection, transport
-from ipcluster.controller import actions, liveness, recovery
+from ipcluster.controller import actions, liveness, memory, recovery
 from ipcluster.controller.provenance import Provenance
 from ipcluster.controller.watch import Watch
 from ipcluster.controller.ledger import Ledger, Task, Undelivered
@@ -45,6 +45,7 @@ from ipcluster.protocol import (
 log = logging.getLogger("ipcluster.controller")
 
 EVENT_TOPIC = b"ev"
+TRIM_INTERVAL = 5.0  # seconds between two malloc_trim calls (see controller/memory.py)
 STALL = 0.05  # seconds without a result after which an engine's queued tasks may move to an
 # idle engine: long enough that a stream of short tasks never moves, short beside a long task
 BEAT_ANSWER_EVERY = 10.0  # seconds; an engine stops after 60 s without hearing from us
@@ -92,6 +93,7 @@ class Controller:
         self.received_from: dict[bytes, Counter] = {}  # ... by client (the last 1000 clients)
         self.traffic: Counter = Counter()  # messages and frames in and out (not events)
         self._next_beat = 0.0
+        self._next_trim = 0.0
         self.watch = Watch()  # dashboards watching task events; empty: nothing is sent
         self.provenance = Provenance(store)  # what ran where: engine environments, task facts
 
@@ -120,6 +122,10 @@ class Controller:
                 self._publish({"event": "beat", "ids": self.registry.ids(),
                                "store": self._store_problem})
                 self._check_engines(now)
+                self.undelivered.forget_gone(now - self.options.forget_clients_after)
+                if now >= self._next_trim:  # what a surge freed goes back to the system
+                    self._next_trim = now + TRIM_INTERVAL
+                    memory.trim()
             if self.watch:
                 self.watch.tick(self, now)
 

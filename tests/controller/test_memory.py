@@ -3,10 +3,14 @@ messages and clients killed mid-submit leave its RSS within 50 MiB of where it s
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import psutil
 
+import ipcluster as ipp
 from ipcluster.controller.ledger import RECORD_BYTES, Ledger, Task, cost
-from tests.conftest import wait_until
+from tests.conftest import start_cluster, wait_until
 
 SLACK = 50 << 20
 
@@ -41,3 +45,53 @@ def test_the_memory_ledger_counts_what_its_records_hold():
         ledger.finish(task, [b"x" * 100], "ok", None)
     assert ledger.culled and ledger._done_bytes <= ledger.max_bytes
     assert all(cost(ledger.tasks[t]) > RECORD_BYTES + 800 for t in ledger.finished_ids())
+
+
+KILLED_CLIENTS = """
+import sys, threading, ipcluster
+def submit(rc):
+    view = rc.load_balanced_view()
+    while True:
+        view.apply_async(sum, list(range(2000)))
+clients = [ipcluster.Client(sys.argv[1], timeout=120) for _ in range(50)]
+for rc in clients:
+    threading.Thread(target=submit, args=(rc,), daemon=True).start()
+print("submitting", flush=True)
+threading.Event().wait()
+"""
+
+
+def test_fifty_clients_killed_mid_submit_leave_the_controller_as_it_was(monkeypatch, tmp_path):
+    # what the dead clients missed is dropped from memory after 2 s (default: 300 s)
+    monkeypatch.setenv("DASK_IPCLUSTER__CONTROLLER__FORGET_CLIENTS_AFTER", "2")
+    cluster = start_cluster(2)
+    try:
+        rc = ipp.Client(cluster.connection_file, timeout=120)  # patient: the surge takes a while
+        view = rc.load_balanced_view()
+        view.map_sync(abs, range(100))  # warm
+        start = rss(cluster)
+        script = tmp_path / "clients.py"
+        script.write_text(KILLED_CLIENTS)
+        proc = subprocess.Popen([sys.executable, str(script), str(cluster.connection_file)],
+                                stdout=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout.readline().strip() == "submitting"
+            wait_until(lambda: received(rc).get("apply", 0) > 5000, timeout=60)
+        finally:
+            proc.kill()  # all 50, mid-submit
+            proc.wait()
+        wait_until(lambda: idle(rc), timeout=100)
+        rc.purge_results("all")  # nobody will ask for the dead clients' results
+        wait_until(lambda: rss(cluster) < start + SLACK, timeout=30)
+        rc.close()
+    finally:
+        cluster.stop_cluster_sync()
+
+
+def received(rc) -> dict:
+    return rc._session.request("query", {})["received"]
+
+
+def idle(rc) -> bool:
+    status = rc.queue_status()
+    return status.pop("unassigned") == 0 and all(s["queue"] == 0 for s in status.values())

@@ -14,6 +14,7 @@ import psutil
 import ipcluster
 from ipcluster import connection, protocol, serialize, transport
 from ipcluster.protocol import DELIM, Signer, encode
+from tests.conftest import wait_until
 
 N = 100_000
 SEED = 20261125
@@ -101,8 +102,8 @@ def test_fuzz_the_controller_sockets(cluster, tmp_path):
         rc.close()
     assert elapsed < 60, f"{N} messages took {elapsed:.1f} s"
     assert not os.path.exists(side_effect)
-    growth = controller.memory_info().rss - rss_before
-    assert growth < 64 << 20, f"controller memory grew by {growth / 2**20:.0f} MiB"
+    # within 50 MiB of where it started, once what the flood freed is given back (trimmed)
+    wait_until(lambda: controller.memory_info().rss - rss_before < 50 << 20, timeout=30)
     assert controller.is_running()
 
 
