@@ -52,8 +52,7 @@ def _started_by_the_cli(owner: state.Owner) -> bool:
         argv = psutil.Process(owner.pid).cmdline()
     except psutil.Error:
         return False
-    return "start" in argv and any(a.endswith(("ipcluster", "__main__.py")) or a == "ipcluster"
-                                   for a in argv[:3])
+    return "start" in argv and any(a.endswith(("ipcluster", "__main__.py")) for a in argv[:3])
 
 
 def stop(cluster_id: str) -> list[int]:
