@@ -132,7 +132,10 @@ class LoadBalancedView(View):
                 ar = next(a for a in in_flight if a in done)
                 in_flight.remove(ar)
             try:
-                yield ar.get()
+                result = ar.get()
+                self.client.purge_local_results(ar.msg_ids)  # handed over: imap keeps nothing
+                # of it here (rc.history keeps its ids; the controller its result)
+                yield result
             except Exception as exc:
                 if not return_exceptions:
                     self.client.abort(list(in_flight), block=False)

@@ -83,6 +83,8 @@ def matches(record: dict, query: dict) -> bool:
 # in the indexes (measured with tracemalloc: about 2 KiB)
 RECORD_BYTES = 2048
 KEEP_AS_IS = 1 << 16  # frames at least this large are kept without copying
+# With a durable store, finished records live there; memory keeps the most recent as a cache
+CACHE_RESULTS, CACHE_BYTES = 2_000, 16 << 20
 
 
 def _size(frames: list) -> int:
@@ -135,7 +137,10 @@ class Ledger:
         size = cost(task)
         self._done[task.id] = size
         self._done_bytes += size
-        while self._done and (len(self._done) > self.max_results or self._done_bytes > self.max_bytes):
+        most, most_bytes = self.max_results, self.max_bytes
+        if self.store is not None and self.store.error is None:  # it holds every record: keep
+            most, most_bytes = min(most, CACHE_RESULTS), min(most_bytes, CACHE_BYTES)  # a cache
+        while self._done and (len(self._done) > most or self._done_bytes > most_bytes):
             self.forget(next(iter(self._done)))
             self.culled += 1
 
