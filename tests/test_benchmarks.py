@@ -40,3 +40,11 @@ def test_quick_ipcluster_run_writes_results(tmp_path, capsys):
 def test_unknown_case_lists_the_cases():
     with pytest.raises(SystemExit, match="the cases are: start_2"):
         select(["no_such_case"], quick=False)
+
+
+def test_the_sweep_memory_case_runs_a_short_sweep(capsys):
+    from benchmarks import sweep_memory
+
+    assert sweep_memory.main(["--tasks", "300"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["tasks"] == 300 and set(result["peak_MiB"]) == {"controller", "client"}

@@ -104,7 +104,7 @@ def same(x):
 def test_a_labelled_sweep_through_imap_grows_controller_and_client_little_per_task():
     """With --db sqlite the controller keeps unfinished work and a bounded cache; imap keeps
     nothing it handed over. (Before: about 2.9 KB a task in the controller, 1.9 KB in the
-    client; a million-task sweep is `python -m benchmarks sweep_memory`.)"""
+    client; a million-task sweep is `python -m benchmarks.sweep_memory`.)"""
     cluster = start_cluster(2, db="sqlite")
     try:
         rc = ipp.Client(cluster.connection_file, timeout=60)
