@@ -31,6 +31,8 @@ from ipcluster.errors import ConnectionFileError
 from ipcluster import provenance
 from ipcluster.dashboard import command as dashboard_command, link as dashboard_link
 
+RESTORE_RETRY = 5.0  # seconds between two tries to restore a durable cluster's controller
+
 
 def count(text: str) -> int:
     """A number of engines: a whole number, 0 or more."""
@@ -204,17 +206,31 @@ def cmd_start(args) -> int:
     client.close()
     cluster.client = None
     code = 0
+    told, failing, retry_at = None, None, 0.0
     while not stop.wait(0.5):
-        if cluster.controller.poll() is None:
+        error = cluster.supervisor.error if cluster.supervisor is not None else None
+        if error is not None and error is not told:  # Supervisor.error reaches the user
+            told = error
+            print(f"ipcluster: the engine supervisor stopped ({type(error).__name__}: {error}); "
+                  f"an engine that exits is now noticed only after the controller's grace"
+                  f"{' and not restarted' if cluster.restart else ''}", file=sys.stderr, flush=True)
+        if cluster.controller.poll() is None or time.monotonic() < retry_at:
             continue
         if cluster.db is not None:  # durable: a new controller takes over, engines reconnect
-            print(f"ipcluster: the controller exited with code {cluster.controller.returncode}; "
-                  f"starting one that takes over (--restore)", file=sys.stderr, flush=True)
+            if failing is None:
+                print(f"ipcluster: the controller exited with code {cluster.controller.returncode}"
+                      f"; starting one that takes over (--restore)", file=sys.stderr, flush=True)
             try:
                 cluster.start_controller_sync(restore=True)
+                failing = None
                 continue
-            except Exception as exc:
-                print(f"ipcluster: could not restore the controller: {exc}", file=sys.stderr)
+            except Exception as exc:  # a full disk, perhaps: say why, and try again
+                if str(exc) != failing:
+                    print(f"ipcluster: could not restore the controller: {exc}\nipcluster: "
+                          f"trying again every {RESTORE_RETRY:.0f} s; Ctrl-C stops the cluster",
+                          file=sys.stderr, flush=True)
+                failing, retry_at = str(exc), time.monotonic() + RESTORE_RETRY
+                continue
         else:
             print(f"ipcluster: the controller exited with code {cluster.controller.returncode}; "
                   f"stopping the engines", file=sys.stderr)

@@ -4,12 +4,15 @@ once there is space."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
 
 import pytest
 
 import ipcluster as ipp
+from ipcluster import connection
 from tests.conftest import start_cluster, wait_until
 from tests.launchers.conftest import require
 
@@ -71,3 +74,37 @@ def test_a_full_disk_is_reported_to_every_client_and_the_store_writes_again_when
         assert sorted(r["msg_id"] for r in done) == sorted(first.msg_ids + ar.msg_ids)
     finally:
         cluster.stop_cluster_sync()
+
+
+def test_a_replacement_controller_that_cannot_start_says_why_and_starts_once_there_is_space(
+        small_disk):
+    env = {**os.environ, "IPCLUSTER_DIR": str(small_disk / "state")}  # all of it on the disk
+    start = subprocess.Popen([sys.executable, "-m", "ipcluster", "start", "-n", "1", "--db",
+                              "sqlite", "--cluster-id", "full"], env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    said: list[str] = []
+    reader = threading.Thread(target=lambda: said.extend(start.stderr), daemon=True)
+    reader.start()
+    path = small_disk / "state" / "full" / "connection.json"
+    try:
+        assert "engines ready" in start.stdout.readline()
+        first = connection.read(path).controller_pid
+        fill(small_disk)
+        os.kill(first, signal.SIGKILL)
+        wait_until(lambda: any("could not restore the controller" in line for line in said))
+        assert any("No space left" in line for line in said), "".join(said)
+        (small_disk / "filler").unlink()
+        wait_until(lambda: controller_pid(path) not in (first, None), timeout=30)
+        with ipp.Client(path, timeout=30) as rc:
+            assert rc.store_problem is None
+    finally:
+        start.send_signal(signal.SIGINT)
+        start.wait(timeout=60)
+        reader.join(timeout=10)
+
+
+def controller_pid(path):
+    try:
+        return connection.read(path).controller_pid
+    except ipp.IpclusterError:  # between two controllers
+        return None
