@@ -157,3 +157,10 @@ def test_view_executor_is_one_per_view(rc):
     view = rc.load_balanced_view()
     assert view.executor is view.executor
     assert rc.load_balanced_view().executor is not view.executor
+
+
+def test_map_leaves_nothing_in_the_client_once_read_but_ids_in_its_history(rc):
+    before = len(rc.history)
+    assert list(rc.executor().map(abs, range(-20, 0), chunksize=5)) == list(range(20, 0, -1))
+    ids = rc.history[before:]
+    assert len(ids) == 4 and not any(i in rc._futures or i in rc.metadata for i in ids)
