@@ -21,8 +21,8 @@ from bokeh.models import ColumnDataSource, Div, HoverTool
 from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
 
-REFRESH = 500  # ms between two updates of a page
-STREAM_ROWS = 2000  # task bars a page keeps
+REFRESH = 1000  # ms between two updates of a page: drawing is what an open page costs most
+STREAM_ROWS = 1000  # task bars a page keeps (and at most draws new in one update)
 TAIL_LINES = 4  # lines of each engine's output shown
 ERROR_COLOR = "#d62728"
 COLORS = [c for c in Category10_10 if c != ERROR_COLOR]
