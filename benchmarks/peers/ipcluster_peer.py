@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -95,9 +94,9 @@ def _scale_round(cluster, rc, engines: int, tasks: int, noop) -> tuple[float, fl
     try:
         try:
             rc.wait_for_engines(engines, timeout=60)
-        except ipp.NoEnginesRegistered as exc:  # how far it got, and at what memory, is the figure
-            rss = measure.rss_mb([cluster.controller.pid])[0]
-            raise RuntimeError(f"{exc}; controller RSS {rss} MiB") from None
+        except (ipp.NoEnginesRegistered, ipp.ControllerLost) as exc:  # how far it got, and at
+            rss = measure.rss_mb([cluster.controller.pid])[0]  # what memory, is the figure
+            raise RuntimeError(f"{exc}; {len(rc.ids)} engines seen; controller RSS {rss} MiB") from None
         registered = time.perf_counter() - t0
         lview = rc.load_balanced_view()
         for ar in [lview.apply_async(noop, i) for i in range(100)]:  # warm up

@@ -205,6 +205,7 @@ def main() -> None:
     args = parser.parse_args()
     names = select([o for o in args.only.split(",") if o], args.quick)
     peer = importlib.import_module(f"{args.peer}_peer")
+    names = [n for n in names if n in getattr(peer, "CASES", names)]
     runner = Runner(peer, names, SIZES["quick" if args.quick else "full"])
     t0 = time.perf_counter()
     try:
