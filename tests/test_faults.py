@@ -94,6 +94,7 @@ def test_a_task_stuck_in_c_past_its_timeout_gets_its_engine_restarted(restarting
     print(f"\nstuck task reported after {time.monotonic() - t0:.2f} s")
     assert time.monotonic() - t0 < 2.5
     wait_until(lambda: rc.engine_info().get(1, {}).get("pid", before[1]) != before[1])
+    rc.wait_for_engines(3, timeout=30)  # the client's id list is refreshed by the next beat
     assert len(set(rc[:].apply_sync(os.getpid))) == 3
 
 
