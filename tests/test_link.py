@@ -157,7 +157,9 @@ def run_cluster(tmp_path: Path, engine_env: dict | None = None, cut: str | None 
             tc(*sw, "qdisc", "replace", "dev", "eng-br", "root", "handle", "1:", "htb", "default", "20")
             tc(*sw, "class", "add", "dev", "eng-br", "parent", "1:", "classid", "1:10", "htb",
                "rate", "8bit", "ceil", "8bit", "burst", "1", "cburst", "1")
-            tc(*sw, "qdisc", "add", "dev", "eng-br", "parent", "1:10", "pfifo", "limit", "1")
+            # limit 0: every packet of the class is dropped (the first ones are not let through
+            # by the class's initial burst, as a one-packet queue did)
+            tc(*sw, "qdisc", "add", "dev", "eng-br", "parent", "1:10", "pfifo", "limit", "0")
             tc(*sw, "class", "add", "dev", "eng-br", "parent", "1:", "classid", "1:20", "htb",
                "rate", "1gbit", "ceil", "1gbit", "burst", "1mb")
             tc(*sw, "filter", "add", "dev", "eng-br", "parent", "1:", "protocol", "ip", "u32",

@@ -7,6 +7,7 @@ import json
 
 from ipcluster import connection
 from ipcluster.config import ipcluster_dir
+from tests.conftest import wait_until
 from tests.test_cli import ipcluster
 
 
@@ -58,6 +59,8 @@ def test_a_recorded_pid_now_used_by_another_process_is_left_alone():
     decoy = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "ipcluster-engine"])
     try:
         started = psutil.Process(decoy.pid).create_time()
+        # until the child has exec'd, its command line is still the test's (no "ipcluster")
+        wait_until(lambda: "ipcluster-engine" in psutil.Process(decoy.pid).cmdline())
         (ipcluster_dir() / "reused").mkdir()
         state.write("reused", {"controller_pid": None, "engine_pids": [decoy.pid],
                                "started": {str(decoy.pid): started - 100}, "failed": "test"})
