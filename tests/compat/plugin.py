@@ -140,7 +140,6 @@ def pytest_runtest_call(item):
 
 _outcomes: dict[str, str] = {}
 _errors: dict[str, str] = {}
-_reruns: dict[str, int] = {}
 
 
 def _key(nodeid: str) -> str:
@@ -154,9 +153,6 @@ def pytest_collectreport(report):
 
 def pytest_runtest_logreport(report):
     key = _key(report.nodeid)
-    if report.outcome == "rerun":  # a failed try run again (--reruns): the last try counts
-        _reruns[key] = _reruns.get(key, 0) + 1
-        return
     xfail = hasattr(report, "wasxfail")
     if report.when == "setup":
         _outcomes[key] = {"passed": "pending", "failed": "error", "skipped": "skipped"}[report.outcome]
@@ -176,5 +172,4 @@ def pytest_runtest_logreport(report):
 def pytest_sessionfinish(session):
     path = os.environ.get("IPCLUSTER_COMPAT_REPORT")
     if path:
-        Path(path).write_text(json.dumps({"outcomes": _outcomes, "errors": _errors,
-                                          "reruns": _reruns}, indent=1))
+        Path(path).write_text(json.dumps({"outcomes": _outcomes, "errors": _errors}, indent=1))

@@ -89,7 +89,6 @@ def extract(wheel: Path, scratch: Path) -> Path:
 class Result:
     outcomes: dict[str, str]  # item -> passed, failed, error, skipped, xfailed, xpassed
     errors: dict[str, str] = field(default_factory=dict)  # item or file -> what went wrong
-    reruns: dict[str, int] = field(default_factory=dict)  # item -> failed tries before the last
     collected: list[str] = field(default_factory=list)
     excluded: dict[str, str] = field(default_factory=dict)
     marked: dict[str, str] = field(default_factory=dict)
@@ -132,7 +131,6 @@ class Result:
         lines.append(f"  ipyparallel's own xfail/skip items, apart: {len(self.marked)} "
                      f"({', '.join(f'{n} {k}' for k, n in sorted(kinds.items()))})")
         lines.append(f"  excluded as tests of ipyparallel internals: {len(self.excluded)}")
-        lines.append(f"  passed on a second try: {sum(self.outcome(i) == 'passed' for i in self.reruns)}")
         pending = listed("pending.txt")
         lines.append(f"  known failures not fixed yet (pending.txt): "
                      f"{sum(i in pending for i in self.failed)}")
@@ -152,14 +150,12 @@ def run(scratch: Path, pytest_args: list[str] = ()) -> Result:
            "PYTHONPATH": os.pathsep.join([str(REPO), str(scratch),
                                           os.environ.get("PYTHONPATH", "")])}
     env.setdefault("IPCLUSTER_DIR", str(scratch / "clusters"))
-    # a failing item is tried once more (timing-sensitive upstream tests on a loaded machine);
-    # the report says how many needed it
     subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
-                    "-p", "tests.compat.plugin", "-q", "--no-header", "-rN", "--reruns", "1",
+                    "-p", "tests.compat.plugin", "-q", "--no-header", "-rN",
                     table.SUITE_PACKAGE, *pytest_args],
                    cwd=scratch, env=env, stdin=subprocess.DEVNULL)
     data = json.loads(report.read_text()) if report.exists() else {"outcomes": {}, "errors": {}}
-    return Result(data["outcomes"], data["errors"], data.get("reruns", {}),
+    return Result(data["outcomes"], data["errors"],
                   collected=list(listed_items()),
                   excluded=listed("exclusions.txt"), marked=listed("upstream_marked.txt"))
 
