@@ -15,8 +15,10 @@ in its place and, in its signed header, the segment's name and size::
 - Readers map the file copy-on-write (``MAP_PRIVATE``): arrays arrive writable without a copy;
   a page is copied only when written. N readers of one broadcast share the same pages.
 - Files are created 0600 with ``O_EXCL``; their names start with a prefix made from the cluster
-  key, which the controller removes when the cluster stops (a sender or reader killed between
-  writing and mapping leaves a name behind until then).
+  key. Whatever has that prefix is removed when the cluster stops: by its controller, and, for
+  a controller killed -9, by ``Cluster.stop_cluster`` and ``ipcluster stop``/``clean`` (a sender
+  or reader killed between writing and mapping leaves a name, a killed process its probe,
+  behind until then).
 - "Same host" is a test, not a name: hostname, boot id, and a probe file that each process keeps
   in the directory while it lives, which the other side must see.
 - When the directory lacks room for a buffer, the buffer goes in the message as usual, and the

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from ipcluster import state
+from ipcluster import connection, shm, state
 import ipcluster.dashboard.link as dashboard
 from ipcluster.config import cluster_dir, ipcluster_dir
 from ipcluster.errors import ConnectionFileError
@@ -60,6 +60,10 @@ def stop(cluster_id: str) -> list[int]:
     that would not stop."""
     found = state.read(cluster_id) or {}
     owner = state.owner_of(found)
+    try:  # read before anything stops: a controller that stops removes the file
+        key = connection.read(cluster_dir(cluster_id) / connection.FILENAME).key_bytes
+    except ConnectionFileError:
+        key = None
     if _started_by_the_cli(owner):
         os.kill(owner.pid, signal.SIGTERM)  # it stops its engines, jobs and controller
         deadline = time.monotonic() + 40
@@ -77,6 +81,8 @@ def stop(cluster_id: str) -> list[int]:
     left = _wait_gone(children, found, 5)
     _kill(left, found, signal.SIGKILL)
     left = _wait_gone(left, found, 5)
+    if key is not None:  # the files of processes killed -9 (an owner, a controller
+        shm.sweep(shm.prefix(key))  # that swept nothing, engines it killed): probes, segments
     if not _started_by_the_cli(owner):
         shutil.rmtree(cluster_dir(cluster_id), ignore_errors=True)
     return left

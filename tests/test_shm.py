@@ -4,6 +4,7 @@ left in the directory after kills mid-transfer; the fallback when the directory 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -21,6 +22,7 @@ import pytest
 
 import ipcluster
 from ipcluster import protocol, serialize, shm
+from ipcluster.config import ipcluster_dir
 from ipcluster.errors import EngineError, SerializationError
 from tests.conftest import start_cluster, wait_until
 
@@ -244,6 +246,30 @@ def test_kill_9_of_an_engine_and_of_a_client_during_a_1_gb_push_leaves_nothing_o
     finally:
         cluster.stop_cluster_sync()
     assert ours(where, key) == []  # segments and probes of the cluster all gone
+
+
+def test_ipcluster_stop_of_a_cluster_whose_owner_and_controller_were_killed_leaves_no_probe():
+    """Each process of a cluster keeps a 0-byte probe file while it lives; one killed -9 (here
+    the `ipcluster start` that owns the cluster, and its controller, which would sweep them)
+    leaves its probe for `ipcluster stop` to remove (it removed none before)."""
+    def cli(*args):
+        done = subprocess.run([sys.executable, "-m", "ipcluster", *args], capture_output=True,
+                              text=True, timeout=90)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    cli("start", "-n", "1", "--daemonize", "--cluster-id", "killed-owner")
+    where = ipcluster_dir() / "killed-owner"
+    record = json.loads((where / "cluster.json").read_text())
+    key = ipcluster.connection.read(where / "connection.json").key_bytes
+    try:
+        wait_until(lambda: len(ours(shm.directory(), key, "p")) >= 2)  # the owner's, the engine's
+        for pid in (record["owner"]["pid"], record["controller_pid"]):
+            os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not psutil.pid_exists(record["controller_pid"]))
+        assert ours(shm.directory(), key, "p")  # the killed owner's probe, at least
+    finally:
+        cli("stop", "killed-owner")
+    assert ours(shm.directory(), key) == []
 
 
 def test_a_durable_cluster_keeps_large_results_as_bytes_for_any_client():
