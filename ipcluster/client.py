@@ -18,13 +18,12 @@ import sys
 import threading
 import time
 
-from ipcluster import connection, display, fingerprint, namespace, provenance, serialize, state
+from ipcluster import connection, display, namespace, provenance, state
 from ipcluster.asyncresult import AsyncResult
 from ipcluster.task import TaskFuture
+from ipcluster.submission import Submitter
 import ipcluster.dashboard.link as dashboard
-from ipcluster.dependency import Dependency
 from ipcluster.errors import NoEnginesRegistered, NoSuchEngine
-from ipcluster.protocol import Apply, now
 from ipcluster.records import TaskRecords
 from ipcluster.session import Session
 from ipcluster.balanced import LoadBalancedView
@@ -58,6 +57,8 @@ class Client(TaskRecords):
         self._init_records()
         self._dask = None  # the daskbridge.DaskOnEngines of become_dask, until stop_dask
         self._session = Session(info, self.connection_file, timeout)
+        self._submitter = Submitter(self._session, self._futures, self.history,
+                                    self._refresh_ids, self._keep_request, self._fetch)
         try:
             reply = self._session.request("hello")
         except BaseException:
@@ -339,64 +340,13 @@ class Client(TaskRecords):
         engines = self._session.request("query", {})["engines"]
         return {int(k): v for k, v in engines.items()}
 
-    # -- submitting -------------------------------------------------------------------------
+    # -- submitting (submission.py) ---------------------------------------------------------
 
     def _submit(self, f, args: tuple, kwargs: dict, targets, *, balanced: bool,
                 flags: dict | None = None, sizes: int = 1, done: dict | None = None):
-        """Send one call, to each of `targets` (direct) or to one engine chosen by the controller.
-
-        A labelled call carries a digest of itself (`key`); if `done` maps that digest to a
-        finished task (a labelled sweep run again), that task's result is fetched instead.
-        Returns the tasks and a tracker (if ``track`` is set)."""
-        session = self._session
-        session.check_usable()
-        flags = flags or {}
-        if balanced and not session.engine_ids and not self._refresh_ids():
-            raise NoEnginesRegistered(
-                "no engines are registered, so the task would wait forever; start some "
-                "(`ipcluster start`, Cluster.start_engines) or call rc.wait_for_engines(n) first")
-        content, buffers = serialize.dumps_call(f, args, kwargs)
-        serialize.check_size(content, buffers, session.info.max_message_size, "this call")
-        label = flags.get("label")
-        key = serialize.digest(content, buffers) if label is not None else None
-        if done and key in done:
-            return self._fetch([done[key]], sizes), None
-        if balanced:
-            tasks = [TaskFuture(session.ids(), label=label, size=sizes)]
-        else:
-            tasks = [TaskFuture(session.ids(), t, label=label, size=sizes) for t in targets]
-        deps = {name: Dependency.of(flags[name]).to_wire() if flags.get(name) is not None else None
-                for name in ("after", "follow")}  # plain data: {"ids": [...], "all", ...}
-        request = Apply(
-            [t.task_id for t in tasks], targets, balanced, label=label, key=key,
-            fn=fingerprint.qualified_name(fingerprint.user_function(f, args)),
-            timeout=flags.get("timeout"), retries=flags.get("retries") or 0,
-            priority=flags.get("priority") or 0, submitted=now(), **deps)
-        with session.submitting:
-            for task in tasks:
-                session.tasks[task.task_id] = self._futures[task.task_id] = task
-                self.history.append(task.task_id)
-            header = request.header(session.ids())
-            tracker = session.send(header, content, buffers, track=bool(flags.get("track")))
-        for index, task in enumerate(tasks):
-            self._keep_request(task.task_id, header, index, content, buffers)
-        return tasks, tracker
-
-    def _send_again(self, header: dict, index: int, content, buffers) -> list[TaskFuture]:
-        """A kept request (task `index` of `header`) sent again as a new task (`resubmit`)."""
-        session = self._session
-        session.check_usable()
-        target = None if header["balanced"] else header["targets"][index]
-        task = TaskFuture(session.ids(), target, label=header.get("label"))
-        again = {k: v for k, v in header.items() if k != "key"}
-        again.update(id=session.ids(), tasks=[task.task_id], submitted=now(),
-                     targets=header["targets"] if target is None else [target])
-        with session.submitting:
-            session.tasks[task.task_id] = self._futures[task.task_id] = task
-            self.history.append(task.task_id)
-            session.send(again, content, buffers)
-        self._keep_request(task.task_id, again, 0, content, buffers)
-        return [task]
+        """Send one call (`Submitter.submit`); the views' way in."""
+        return self._submitter.submit(f, args, kwargs, targets, balanced=balanced, flags=flags,
+                                      sizes=sizes, done=done)
 
     # -- closing ----------------------------------------------------------------------------
 

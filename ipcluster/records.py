@@ -101,7 +101,7 @@ def _seconds(query):
 
 
 class TaskRecords:
-    """What `Client` knows of earlier tasks (needs its `_session`, `_futures`, `history`)."""
+    """What `Client` knows of earlier tasks (needs its `_session`, `_submitter`, `_futures`, `history`)."""
 
     def _init_records(self) -> None:
         self.results = _Results(self._futures)
@@ -177,7 +177,7 @@ class TaskRecords:
                               "recent tasks this client sent (each request up to 1 MiB)")
         tasks = []
         for task_id in ids:
-            tasks += self._send_again(*self._requests[task_id][:-1])
+            tasks += self._submitter.send_again(*self._requests[task_id][:-1])
         ar = AsyncResult(tasks, "single" if len(tasks) == 1 else "list", client=self)
         return ar.get() if block else ar
 

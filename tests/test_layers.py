@@ -17,7 +17,7 @@ LAYERS = [  # lowest first
      "ipcluster.fingerprint", "ipcluster.state"},
     {"ipcluster.controller", "ipcluster.engine", "ipcluster.datapub"},
     {"ipcluster.daskbridge", "ipcluster.joblib_backend",
-     "ipcluster.asyncresult", "ipcluster.task", "ipcluster.records", "ipcluster.remotefunction", "ipcluster.views", "ipcluster.balanced", "ipcluster.client",
+     "ipcluster.asyncresult", "ipcluster.task", "ipcluster.records", "ipcluster.submission", "ipcluster.remotefunction", "ipcluster.views", "ipcluster.balanced", "ipcluster.client",
      "ipcluster.cluster", "ipcluster.executor", "ipcluster.session", "ipcluster.links", "ipcluster.partition",
      "ipcluster.imports", "ipcluster.dependency", "ipcluster.supervisor", "ipcluster.output",
      "ipcluster.progress", "ipcluster.dashboard.link",

@@ -56,15 +56,15 @@ def freeze(ctl, engine, running: str | None, why: str) -> None:
     log.warning("engine %d (pid %d on %s) is frozen (%s): %d queued tasks moved, %d running "
                 "task(s) sent again", engine.id, engine.pid, engine.host, why, len(moved),
                 len(retried))
-    ctl._publish({"event": "engine_unresponsive", "id": engine.id})
-    ctl._dispatch()
+    ctl.publish({"event": "engine_unresponsive", "id": engine.id})
+    ctl.dispatch()
 
 
 def thaw(ctl, engine) -> None:
     engine.frozen = False
     ctl.scheduler.resume(engine.id)
     log.info("engine %d is running again", engine.id)
-    ctl._dispatch()
+    ctl.dispatch()
 
 
 def timed_out(ctl, engine, task_id: str, grace) -> None:

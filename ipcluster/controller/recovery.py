@@ -32,7 +32,7 @@ def restored_result(ctl, task: Task, msg) -> None:
         ctl.scheduler.finished(again.id)  # sent again already: that copy's answer is dropped
     ctl.ledger.finish(task, msg.frames, str(msg.header.get("status")), msg.header.get("completed"))
     ctl.forward(task, msg.frames)
-    ctl._on_graph(ctl.graph.finished(task.id, msg.header.get("status") == "ok", task.engine))
+    ctl.settle(ctl.graph.finished(task.id, msg.header.get("status") == "ok", task.engine))
 
 def restore(ctl) -> None:
     """Take over the unfinished work of the controller that died (from the store): queued

@@ -1,4 +1,5 @@
-"""Processes layer: the controller: its sockets, its one loop, and a handler per kind.
+"""Processes layer: the controller: its sockets, its one loop, and what its handlers use to
+send and schedule (the handlers per kind: `client_messages.py`, `engine_messages.py`).
 
     clients ── DEALER ──▶ client ROUTER ─┐                  ┌─ engine ROUTER ◀── DEALER ── engines
                                          ├─ Controller.serve ┤
@@ -27,19 +28,17 @@ import time
 from collections import Counter
 
 from ipcluster import connection, transport
-from ipcluster.controller import actions, liveness, memory, recovery
+from ipcluster.controller import client_messages, engine_messages, liveness, memory, recovery
 from ipcluster.controller.provenance import Provenance
 from ipcluster.controller.watch import Watch
 from ipcluster.controller.ledger import Ledger, Task, Undelivered
-from ipcluster.controller.reader import Later, Reader
+from ipcluster.controller.reader import Reader
 from ipcluster.controller.registry import Engine, Registry
-from ipcluster.controller.graph import Dep, Graph
+from ipcluster.controller.graph import Graph
 from ipcluster.controller.scheduler import Pending, make_scheduler
-from ipcluster.errors import (EngineError, ImpossibleDependency, InvalidDependency, NoSuchEngine,
-                              RemoteError)
+from ipcluster.errors import EngineError, ImpossibleDependency, RemoteError
 from ipcluster.protocol import (
-    DELIM, Apply, BadMessage, Drops, Ids, Replay, Result, Signer, decode, encode, kinds_for, pack,
-    unpack,
+    DELIM, BadMessage, Drops, Ids, Replay, Result, Signer, decode, encode, kinds_for, pack,
 )
 
 log = logging.getLogger("ipcluster.controller")
@@ -48,7 +47,6 @@ EVENT_TOPIC = b"ev"
 TRIM_INTERVAL = 5.0  # seconds between two malloc_trim calls (see controller/memory.py)
 STALL = 0.05  # seconds without a result after which an engine's queued tasks may move to an
 # idle engine: long enough that a stream of short tasks never moves, short beside a long task
-BEAT_ANSWER_EVERY = 10.0  # seconds; an engine stops after 60 s without hearing from us
 CLIENT_KINDS = kinds_for("controller", "client")
 ENGINE_KINDS = kinds_for("controller", "engine")
 
@@ -119,7 +117,7 @@ class Controller:
             if now >= self._next_beat or self._store_problem != self.store_problem():
                 self._next_beat = now + self.options.beat_interval
                 self._store_problem = self.store_problem()
-                self._publish({"event": "beat", "ids": self.registry.ids(),
+                self.publish({"event": "beat", "ids": self.registry.ids(),
                                "store": self._store_problem})
                 self._check_engines(now)
                 self.undelivered.forget_gone(now - self.options.forget_clients_after)
@@ -211,7 +209,7 @@ class Controller:
         header = {"kind": kind, "id": self.ids(), "parent": msg.header.get("id")}
         self.send(sock, msg.route[0], encode(self.signer, header, pack(content)))
 
-    def _publish(self, content: dict) -> None:
+    def publish(self, content: dict) -> None:
         header = {"kind": "event", "id": self.ids()}
         transport.send(self.pub, [EVENT_TOPIC, *encode(self.signer, header, pack(content))])
 
@@ -223,9 +221,9 @@ class Controller:
         if self.watch:
             self.watch.finished(task, header, frames[1])
         self.forward(task, frames)
-        self._on_graph(self.graph.finished(task.id, False, task.engine))
+        self.settle(self.graph.finished(task.id, False, task.engine))
 
-    def _send_task(self, task: Task, engine: Engine, frames: list) -> None:
+    def send_task(self, task: Task, engine: Engine, frames: list) -> None:
         if not engine.tasks:
             engine.progressed = time.monotonic()
         task.engine = engine.id
@@ -253,100 +251,9 @@ class Controller:
         for client in task.watchers if task.held else (task.client, *task.watchers):
             self.deliver(client, [DELIM, *frames])
 
-    # -- client messages --------------------------------------------------------------------
+    # -- scheduling ---------------------------------------------------------------------
 
-    def on_hello(self, msg) -> None:
-        self.reply(self.clients, msg, "hello_reply", {
-            "ids": self.registry.ids(), "cluster_id": self.cluster_id,
-            "beat_interval": self.options.beat_interval,
-            "max_message_size": self.options.max_message_size,
-            "store": self.store_problem(),
-        })
-
-    def on_query(self, msg) -> None:
-        request = unpack(msg.content) or {}
-        targets = request.get("targets")
-        engines = [e for e in self.registry.by_id.values() if targets is None or e.id in targets]
-        verbose = bool(request.get("verbose"))
-        self.reply(self.clients, msg, "query_reply", {
-            "ids": self.registry.ids(),
-            "engines": {e.id: e.info() for e in engines},
-            "status": {e.id: e.status(verbose) for e in engines},
-            "unassigned": [p.task_id for p in self.scheduler.pending] + list(self.graph.waiting)
-            if verbose else len(self.scheduler.pending) + len(self.graph),
-            "tasks": self.ledger.open(),
-            "dropped": [list(k) for k in self.registry.dropped],
-            "received": dict(self.received),
-            "received_from_you": dict(self.received_from.get(msg.route[0], {})),
-            "traffic": dict(self.traffic),
-            "refused": self.context.refused,  # peers refused at connect: no cluster key
-            "store": self.store_problem(),
-            "event_batches": self.watch.batches,
-        })
-
-    def on_control(self, msg) -> None:
-        request = unpack(msg.content) or {}
-        action = actions.ACTIONS.get(request.get("action"))
-        if action is None:
-            raise BadMessage(f"unknown control action {request.get('action')!r}; "
-                             f"known: {', '.join(actions.ACTIONS)}")
-        reply = action(self, msg.route[0], request)
-        if isinstance(reply, Later):  # it reads the store: off the loop, answered when read
-            self.reader.submit(reply, lambda found, error: self._answer(msg, reply, found, error))
-        else:
-            self.reply(self.clients, msg, "control_reply", reply)
-
-    def _answer(self, msg, later: Later, found, error: Exception | None) -> None:
-        try:
-            if error is not None:
-                raise error
-            self.reply(self.clients, msg, "control_reply", later.then(found))
-        except Exception as exc:
-            self.dropped(exc)
-            self.reply(self.clients, msg, "error", {"ename": type(exc).__name__,
-                                                    "evalue": str(exc), "tasks": []})
-
-    def on_apply(self, msg) -> None:
-        request = Apply.from_header(msg.header)
-        client, tasks, targets = msg.route[0], request.tasks, request.targets
-        if any(self.ledger.get(t) is not None for t in tasks):
-            raise BadMessage("apply: a task id is in use already")
-        label, key, fn = request.label, request.key, request.fn
-        if request.balanced:
-            allowed = None if targets is None else frozenset(targets)
-            after, follow = Dep.from_wire(request.after), Dep.from_wire(request.follow)
-            task = Task(tasks[0], client, balanced=True, targets=allowed, label=label,
-                        request=msg.frames, retries=request.retries,
-                        priority=request.priority, key=key, function=fn)
-            self.ledger.add(task)
-            if allowed is not None and not allowed & set(self.registry.by_id):
-                self.fail(task, NoSuchEngine(
-                    "NoSuchEngine", f"none of the engines {sorted(allowed)} is registered; "
-                    f"registered engines: {self.registry.ids()}"))
-                return
-            state, detail = self.graph.add(task.id, after, follow)
-            if state == "invalid":  # a dependency on no known task (ipyparallel's name)
-                self.fail(task, InvalidDependency("InvalidDependency", detail))
-            elif state == "impossible":
-                self.fail(task, ImpossibleDependency("ImpossibleDependency", detail))
-            elif state == "ready":
-                self._release(task, detail)
-                self._dispatch()
-            return
-        for task_id, eid in zip(tasks, targets):
-            task = Task(task_id, client, label=label, key=key, function=fn, request=msg.frames)
-            self.ledger.add(task)
-            self.graph.add(task_id)  # so that later tasks may depend on it
-            engine = self.registry.by_id.get(eid)
-            if engine is None:
-                self.fail(task, NoSuchEngine(
-                    "NoSuchEngine", f"no engine with id {eid}; registered engines: "
-                    f"{self.registry.ids()}", engine_id=eid))
-                continue
-            self.scheduler.started(eid)
-            self._send_task(task, engine, msg.frames)
-
-    def _release(self, task: Task, allowed) -> None:
+    def release(self, task: Task, allowed) -> None:
         """Queue a balanced task whose dependencies are met; `allowed`: engines it must follow
         to (None: any)."""
         targets = allowed if task.targets is None else (
@@ -358,142 +265,31 @@ class Controller:
             return
         self.scheduler.submit(Pending(task.id, targets, task.request, task.priority))
 
-    def _on_graph(self, events: list) -> None:
+    def settle(self, events: list) -> None:
         """Tasks the dependency graph released, or found can never run."""
         for task_id, state, detail in events:
             task = self.ledger.get(task_id)
             if task is None or task.result is not None:
                 continue
             if state == "ready":
-                self._release(task, detail)
+                self.release(task, detail)
             else:
                 self.fail(task, ImpossibleDependency("ImpossibleDependency", detail))
         if events:
-            self._dispatch()
+            self.dispatch()
 
-    def _dispatch(self) -> None:
+    def dispatch(self) -> None:
         for pending, eid in self.scheduler.ready():
             task = self.ledger.get(pending.task_id)
             if task is not None and task.result is None:
-                self._send_task(task, self.registry.by_id[eid], pending.payload)
-
-    # -- engine messages --------------------------------------------------------------------
-
-    def _engine(self, msg) -> Engine | None:
-        engine = self.registry.by_identity.get(msg.route[0])
-        if engine is not None:
-            engine.last_seen = time.monotonic()
-            if not engine.responsive:
-                engine.responsive = True
-                log.info("engine %d answers again", engine.id)
-            if engine.frozen:
-                liveness.thaw(self, engine)
-        return engine
-
-    def on_register(self, msg) -> None:
-        info = unpack(msg.content) or {}
-        if msg.route[0] in self.registry.by_identity:
-            raise BadMessage("register: this engine is registered already")
-        requested = info.get("id")
-        engine = self.registry.add(msg.route[0], int(info.get("pid", 0)), str(info.get("host", "?")),
-                                   requested if isinstance(requested, int) else None)
-        engine.shm, engine.data = (info.get(k) if isinstance(info.get(k), str) else ""
-                                   for k in ("shm", "data"))
-        self.provenance.registered(engine, info)
-        self.graph.engine_added(engine.id)
-        self.scheduler.add_engine(engine.id)
-        # a durable controller stores results as bytes: engines then send them in the message
-        self.reply(self.engines, msg, "register_reply",
-                   {"id": engine.id, "durable": self.ledger.store is not None})
-        log.info("engine %d registered (pid %d on %s)", engine.id, engine.pid, engine.host)
-        self._publish({"event": "engine_up", "id": engine.id})  # O(1): the ids go in each beat
-        self._dispatch()
-
-    def on_unregister(self, msg) -> None:
-        engine = self._engine(msg)
-        if engine is not None:
-            try:
-                said = unpack(msg.content)
-            except (ValueError, TypeError):  # an engine leaving is dropped whatever else it says
-                said = None
-            reason = said.get("reason") if isinstance(said, dict) else None
-            self.drop_engine(engine, reason if isinstance(reason, str) else "it shut down")
-
-    def on_beat(self, msg) -> None:
-        engine = self._engine(msg)
-        if engine is not None:
-            now = time.monotonic()
-            if now - engine.answered >= BEAT_ANSWER_EVERY:  # not each beat: half the messages
-                engine.answered = now  # an engine only needs to hear from us within its timeout
-                header = {"kind": "beat", "id": self.ids()}
-                self.send(self.engines, msg.route[0], encode(self.signer, header))
-        elif self.restored:  # an engine of the controller we took over from: welcome it back
-            self.send(self.engines, msg.route[0],
-                      encode(self.signer, {"kind": "reregister", "id": self.ids()}))
-        # else: an engine we dropped hears nothing, and exits
-
-    def on_result(self, msg) -> None:
-        engine = self._engine(msg)
-        result = Result.from_header(msg.header)
-        task = self.ledger.get(result.parent)
-        if engine is None and self.restored and task is not None and task.result is None:
-            recovery.restored_result(self, task, msg)  # finished while we were down
-            return
-        if task is None or engine is None:
-            raise BadMessage(f"result for unknown task {result.parent!r}")
-        if task.result is not None or task.engine != engine.id:  # moved off it while it was frozen
-            log.info("late result of task %s from engine %d discarded", task.id, engine.id)
-            return
-        engine.tasks.pop(task.id, None)
-        engine.completed += 1
-        engine.progressed = time.monotonic()
-        self.scheduler.finished(engine.id, result.duration)
-        if result.unmet and task.balanced and recovery.move(self, task, engine, msg):
-            self._dispatch()
-            return
-        if result.status == "error" and recovery.retry(self, task, engine.id, msg):
-            self._dispatch()
-            return
-        self.provenance.finished(task, engine, msg.header)
-        self.ledger.finish(task, msg.frames, result.status, result.completed)
-        if self.watch:
-            self.watch.finished(task, msg.header, msg.content)
-        self.forward(task, msg.frames)
-        self._on_graph(self.graph.finished(task.id, result.status == "ok", engine.id))
-        self._dispatch()
-
-    def on_withdrawn(self, msg) -> None:
-        engine = self._engine(msg)
-        reply = unpack(msg.content)
-        if engine is not None and isinstance(reply, dict):
-            if recovery.withdrawn(self, engine, reply):
-                self._dispatch()
-
-    def on_watchdog(self, msg) -> None:
-        said = unpack(msg.content) or {}
-        engine = self.registry.by_pid(int(said.get("pid", -1)), str(said.get("host", "")))
-        if engine is not None:
-            liveness.watchdog_said(self, engine, said)
-
-    def on_output(self, msg) -> None:
-        self._engine(msg)
-        task = self.ledger.get(msg.header.get("parent"))
-        if task is not None and task.result is None:
-            # the record keeps at most max_task_output of it; past that, nothing is unpacked
-            if self.watch or self.ledger.output_room(task) > 0:
-                out = unpack(msg.content) or {}
-                if out.get("name") in ("stdout", "stderr") and isinstance(out.get("text"), str):
-                    self.ledger.wrote(task, out["name"], out["text"])
-                    if self.watch:
-                        self.watch.wrote(task.engine, out["name"], out["text"])
-            self.forward(task, msg.frames)
+                self.send_task(task, self.registry.by_id[eid], pending.payload)
 
     def drop_engine(self, engine: Engine, reason: str) -> None:
         if self.registry.by_id.get(engine.id) is not engine:
             return
         log.warning("engine %d (pid %d on %s) removed: %s", engine.id, engine.pid, engine.host, reason)
         self.registry.remove(engine, dead=reason.startswith("silent"))
-        self._on_graph(self.graph.engine_gone(engine.id))
+        self.settle(self.graph.engine_gone(engine.id))
         for pending in self.scheduler.remove_engine(engine.id):
             task = self.ledger.get(pending.task_id)
             if task is not None and task.result is None and not recovery.widen(self, task, pending):
@@ -506,9 +302,10 @@ class Controller:
                 self.fail(task, EngineError(
                     "EngineError", f"engine {engine.id} (pid {engine.pid} on {engine.host}) "
                     f"stopped before finishing this task: {reason}", engine_id=engine.id))
-        self._publish({"event": "engine_down", "id": engine.id})
-        self._dispatch()  # retried tasks go to the engines left
+        self.publish({"event": "engine_down", "id": engine.id})
+        self.dispatch()  # retried tasks go to the engines left
+
 
 
 # The controller's handler per kind it receives: a function of (controller, message).
-HANDLERS = {kind: getattr(Controller, f"on_{kind}") for kind in CLIENT_KINDS | ENGINE_KINDS}
+HANDLERS = {**client_messages.HANDLERS, **engine_messages.HANDLERS}

@@ -1,0 +1,86 @@
+"""Client API layer: a call made into an apply request: its futures registered, its record
+(`protocol.Apply`) built, and the request handed to the session, which sends it.
+
+A `Client` owns one `Submitter`; the views submit through the client (`Client._submit`).
+"""
+
+from __future__ import annotations
+
+from ipcluster import fingerprint, serialize
+from ipcluster.dependency import Dependency
+from ipcluster.errors import NoEnginesRegistered
+from ipcluster.protocol import Apply, now
+from ipcluster.task import TaskFuture
+
+__all__ = ["Submitter"]
+
+
+class Submitter:
+    """Sends calls for a client: `futures` and `history` are the client's tables of its tasks;
+    `refresh_ids` asks the controller for the engine ids, `keep` keeps a request for
+    `resubmit`, `fetch` gets the results of finished tasks."""
+
+    def __init__(self, session, futures: dict, history: list, refresh_ids, keep, fetch) -> None:
+        self.session = session
+        self.futures = futures
+        self.history = history
+        self.refresh_ids = refresh_ids
+        self.keep = keep
+        self.fetch = fetch
+
+    def submit(self, f, args: tuple, kwargs: dict, targets, *, balanced: bool,
+               flags: dict | None = None, sizes: int = 1, done: dict | None = None):
+        """Send one call, to each of `targets` (direct) or to one engine chosen by the controller.
+
+        A labelled call carries a digest of itself (`key`); if `done` maps that digest to a
+        finished task (a labelled sweep run again), that task's result is fetched instead.
+        Returns the tasks and a tracker (if ``track`` is set)."""
+        session = self.session
+        session.check_usable()
+        flags = flags or {}
+        if balanced and not session.engine_ids and not self.refresh_ids():
+            raise NoEnginesRegistered(
+                "no engines are registered, so the task would wait forever; start some "
+                "(`ipcluster start`, Cluster.start_engines) or call rc.wait_for_engines(n) first")
+        content, buffers = serialize.dumps_call(f, args, kwargs)
+        serialize.check_size(content, buffers, session.info.max_message_size, "this call")
+        label = flags.get("label")
+        key = serialize.digest(content, buffers) if label is not None else None
+        if done and key in done:
+            return self.fetch([done[key]], sizes), None
+        if balanced:
+            tasks = [TaskFuture(session.ids(), label=label, size=sizes)]
+        else:
+            tasks = [TaskFuture(session.ids(), t, label=label, size=sizes) for t in targets]
+        deps = {name: Dependency.of(flags[name]).to_wire() if flags.get(name) is not None else None
+                for name in ("after", "follow")}  # plain data: {"ids": [...], "all", ...}
+        request = Apply(
+            [t.task_id for t in tasks], targets, balanced, label=label, key=key,
+            fn=fingerprint.qualified_name(fingerprint.user_function(f, args)),
+            timeout=flags.get("timeout"), retries=flags.get("retries") or 0,
+            priority=flags.get("priority") or 0, submitted=now(), **deps)
+        with session.submitting:
+            for task in tasks:
+                session.tasks[task.task_id] = self.futures[task.task_id] = task
+                self.history.append(task.task_id)
+            header = request.header(session.ids())
+            tracker = session.send(header, content, buffers, track=bool(flags.get("track")))
+        for index, task in enumerate(tasks):
+            self.keep(task.task_id, header, index, content, buffers)
+        return tasks, tracker
+
+    def send_again(self, header: dict, index: int, content, buffers) -> list[TaskFuture]:
+        """A kept request (task `index` of `header`) sent again as a new task (`resubmit`)."""
+        session = self.session
+        session.check_usable()
+        target = None if header["balanced"] else header["targets"][index]
+        task = TaskFuture(session.ids(), target, label=header.get("label"))
+        again = {k: v for k, v in header.items() if k != "key"}
+        again.update(id=session.ids(), tasks=[task.task_id], submitted=now(),
+                     targets=header["targets"] if target is None else [target])
+        with session.submitting:
+            session.tasks[task.task_id] = self.futures[task.task_id] = task
+            self.history.append(task.task_id)
+            session.send(again, content, buffers)
+        self.keep(task.task_id, again, 0, content, buffers)
+        return [task]
