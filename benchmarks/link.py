@@ -15,8 +15,8 @@ def measure() -> dict:
 
     if not link.can_make_hosts():
         return {"skipped": "needs root, iproute2 (namespaces, tc) and unshare"}
-    with link.fake_hosts(), tempfile.TemporaryDirectory(prefix="ipcluster-link-") as tmp:
-        result = link.run_cluster(Path(tmp))
+    with link.fake_hosts() as hosts, tempfile.TemporaryDirectory(prefix="ipcluster-link-") as tmp:
+        result = link.run_cluster(hosts, Path(tmp))
     link_time = link.SIZE * 8 / link.RATE
     return {"value": round(result["seconds"] / link_time, 3),
             "detail": {"seconds": round(result["seconds"], 3), "link_seconds": link_time,

@@ -9,6 +9,13 @@ engine's data port (a ROUTER the engine binds on the address it reaches the cont
     engine ── result ("direct": ...) ──▶ controller ──▶ client
        └──── data × n (parent = the result's id) ──────────────────────────────────────▶ client
 
+- To engines on other hosts, the data leaves the client once: the client sends it to the first
+  engine of a chain (ordered by host, so engines of one host are neighbours), and each engine
+  passes every chunk on to the next one's data port as it arrives (``forward``: the data ports
+  still to come), before copying it into place, so the copies are pipelined::
+
+      client ── data (forward: [B, C]) ──▶ engine A ── data (forward: [C]) ──▶ engine B ──▶ C
+
 - The receiver copies each 1 MiB chunk into place as it arrives (so the copy overlaps the
   network, and memory grows by the buffer and one chunk), then joins the message and its data
   by the message id, whichever arrives first.
@@ -25,12 +32,15 @@ from __future__ import annotations
 
 import mmap
 import os
+import re
 import socket
 import time
 
 CHUNK = 1 << 20  # bytes per frame on the data link
 PORTS_VARIABLE = "IPCLUSTER_DATA_PORTS"  # "40000-40999": where engines bind their data port
 WAIT = 60.0  # seconds a request or result waits for its data before it fails
+MAX_CHAIN = 4096  # engines one data message may be passed along
+_URL = re.compile(r"tcp://[0-9A-Za-z.:\[\]-]+:[0-9]+\Z")
 
 
 def port_range() -> tuple[int, int] | None:
@@ -68,6 +78,21 @@ def split(header: dict, buffers, threshold: int) -> tuple[list, list]:
     if listed:
         header["direct"] = listed
     return kept, large
+
+
+def chain(urls: list[str]) -> list[str]:
+    """The order in which data is passed along the engines at data ports `urls`: by host, so
+    that each host's link is crossed once on the way in."""
+    return sorted(urls, key=lambda url: url.rsplit("//", 1)[-1].rsplit(":", 1)[0])
+
+
+def forward(header: dict) -> list[str]:
+    """The data ports a data message is still to be passed to; ValueError if malformed."""
+    urls = header.get("forward", [])
+    if not (isinstance(urls, list) and len(urls) <= MAX_CHAIN
+            and all(isinstance(u, str) and _URL.match(u) for u in urls)):
+        raise ValueError(f"malformed forward list in a data message: {str(urls)[:200]}")
+    return urls
 
 
 def chunks(large: list) -> list[tuple[dict, memoryview]]:

@@ -58,11 +58,14 @@ class Links:
         return ok
 
     def messages(self, parent: str, urls: list[str], large: list) -> list[list]:
-        """The IO-thread requests that send `large` buffers as the data of message `parent`."""
+        """The IO-thread requests that send `large` buffers as the data of message `parent` to
+        the engines at data ports `urls`: once, to the first of their chain, which forwards it."""
         signer, ids = self.session.signer, self.session.ids
-        return [[DATA, url.encode(), *encode(signer, {"kind": "data", "id": ids(), "parent": parent,
-                                                      **fields}, b"", [chunk])]
-                for url in urls for fields, chunk in direct.chunks(large)]
+        first, *rest = direct.chain(urls)
+        route = {"forward": rest} if rest else {}
+        return [[DATA, first.encode(), *encode(signer, {"kind": "data", "id": ids(), "parent": parent,
+                                                        **fields, **route}, b"", [chunk])]
+                for fields, chunk in direct.chunks(large)]
 
     # -- the IO thread ----------------------------------------------------------------------
 

@@ -75,3 +75,13 @@ def test_each_end_of_a_link_has_a_handler_for_exactly_the_kinds_sent_to_it():
 
     assert set(dataport.HANDLERS) == protocol.kinds_for(protocol.DATA_PORT) == {"link", "data"}
     assert set(links.HANDLERS) == protocol.kinds_for(protocol.LINKS) == {"link", "data"}
+
+
+def test_a_chain_visits_each_host_once_and_a_forward_list_is_checked():
+    urls = ["tcp://10.0.0.2:5", "tcp://10.0.0.1:7", "tcp://10.0.0.2:6", "tcp://10.0.0.1:8"]
+    assert direct.chain(urls) == ["tcp://10.0.0.1:7", "tcp://10.0.0.1:8", "tcp://10.0.0.2:5",
+                                  "tcp://10.0.0.2:6"]  # engines of one host are neighbours
+    assert direct.forward({}) == [] and direct.forward({"forward": urls}) == urls
+    for bad in ("tcp://a:1", ["ipc:///tmp/x"], ["tcp://a:1/../x"], [1], ["tcp://a:1"] * 5000):
+        with pytest.raises(ValueError, match="malformed forward list"):
+            direct.forward({"forward": bad})

@@ -4,11 +4,11 @@ limited to 1 Gbit/s in both directions with tc tbf. A 100 MB push goes client ->
 directly: nothing of it crosses the controller's link, and it takes about the link's transfer
 time (printed; through the controller it crosses two links one after the other), and the
 client's and the engine's private memory (USS, sampled at 100 Hz) rise by at most 1.25 x its
-size. With the engine's data port cut off, it goes through the controller instead.
+size. With the engine's data port cut off, it goes through the controller instead. A push to
+engines on two hosts leaves the client's link once: the first engine forwards it to the next.
 
-Safety, as in tests/launchers/test_multihost.py: only 10.200.1.x addresses inside namespaces
-this test makes; the route `unreachable 10.200.0.0/16` is in the root namespace first and
-leaves it last, and nothing here talks to those addresses from the root namespace.
+Safety (tests/netns.py): only 10.200.1.x addresses inside namespaces this test makes, and
+nothing here talks to those addresses from the root namespace.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,85 +24,40 @@ import pytest
 
 from tests.conftest import wait_until
 from tests.launchers.conftest import require
-from tests.launchers.test_multihost import ip
+from tests import netns
 
 PREFIX = "ipcd"
-HOSTS = {"ctl": "10.200.1.1", "cli": "10.200.1.2", "eng": "10.200.1.3"}
+HOSTS = {"ctl": "10.200.1.1", "cli": "10.200.1.2", "eng": "10.200.1.3", "eng2": "10.200.1.4"}
 RATE = 1e9  # bits per second on every link
 SIZE = 100_000_000  # bytes pushed
 DATA_PORTS = "41000-41009"  # the engine's data port, cut off in the fallback test
 TBF = ("tbf", "rate", "1gbit", "burst", "1mb", "latency", "100ms")
 
 
-def ns(name: str) -> str:
-    return f"{PREFIX}-{name}"
-
-
-def tc(*args) -> None:
-    subprocess.run(["tc", *args], check=True, capture_output=True, text=True)
-
-
-def teardown() -> None:
-    for name in [*HOSTS, "sw"]:
-        for pid in ip("netns", "pids", ns(name), check=False).stdout.split():
-            try:
-                os.kill(int(pid), 9)
-            except ProcessLookupError:
-                pass
-        ip("netns", "del", ns(name), check=False)
-
-
-def can_make_hosts() -> bool:
-    return bool(os.geteuid() == 0 and shutil.which("ip") and shutil.which("tc")
-                and shutil.which("unshare"))
-
-
 @contextlib.contextmanager
 def fake_hosts():
-    """The three hosts and their switch, removed on exit (also by benchmarks/link.py)."""
-    ip("route", "replace", "unreachable", "10.200.0.0/16")  # FIRST: nothing for 10.200/16 leaves
-    try:
-        teardown()  # what a killed earlier run may have left
-        ip("netns", "add", ns("sw"))
-        ip("-n", ns("sw"), "link", "add", "br0", "type", "bridge")
-        ip("-n", ns("sw"), "link", "set", "br0", "up")
-        for name, address in HOSTS.items():
-            ip("netns", "add", ns(name))
-            ip("link", "add", "eth0", "netns", ns(name), "type", "veth", "peer", "name",
-               f"{name}-br", "netns", ns("sw"))
-            ip("-n", ns("sw"), "link", "set", f"{name}-br", "master", "br0")
-            ip("-n", ns("sw"), "link", "set", f"{name}-br", "up")
-            ip("-n", ns(name), "link", "set", "lo", "up")
-            ip("-n", ns(name), "addr", "add", f"{address}/24", "dev", "eth0")
-            ip("-n", ns(name), "link", "set", "eth0", "up")
-            for where, dev in ((ns(name), "eth0"), (ns("sw"), f"{name}-br")):  # both directions
-                tc("-n", where, "qdisc", "add", "dev", dev, "root", *TBF)
-        yield
-    finally:
-        teardown()
-        ip("route", "del", "unreachable", "10.200.0.0/16", check=False)  # LAST
+    """The hosts and their switch, removed on exit (also by benchmarks/link.py)."""
+    with netns.fake_hosts(PREFIX, HOSTS, qdisc=TBF) as made:
+        yield made
 
 
 @pytest.fixture(scope="module")
 def hosts():
     require(can_make_hosts(), "root, iproute2 (namespaces, tc) and unshare")
-    with fake_hosts():
-        yield
+    with fake_hosts() as made:
+        yield made
 
 
-def received(name: str) -> int:
-    """Bytes fake host `name` has received on its link."""
-    stats = json.loads(ip("-n", ns(name), "-s", "-j", "link", "show", "eth0").stdout)
-    return stats[0]["stats64"]["rx"]["bytes"]
+def can_make_hosts() -> bool:
+    return netns.can_make_hosts(shaped=True)
 
 
-def on_host(name: str, argv: list[str], env: dict, **kwargs) -> subprocess.Popen:
+def on_host(hosts, name: str, argv: list[str], env: dict, **kwargs) -> subprocess.Popen:
     """Run `argv` on fake host `name`: its network, its host name, its own /dev/shm."""
     shell = (f"hostname {name} && mount -t tmpfs -o size=64m tmpfs /dev/shm && "
              'exec "$0" "$@"')
-    return subprocess.Popen(["ip", "netns", "exec", ns(name), "unshare", "--uts", "--mount",
-                             "--propagation", "private", "sh", "-c", shell, *argv],
-                            env=env, start_new_session=True, **kwargs)
+    return hosts.popen(name, ["unshare", "--uts", "--mount", "--propagation", "private", "sh",
+                              "-c", shell, *argv], env, **kwargs)
 
 
 CLIENT = """
@@ -143,38 +97,60 @@ rc.close()
 """
 
 
-def run_cluster(tmp_path: Path, engine_env: dict | None = None, cut: str | None = None) -> dict:
+BROADCAST = """
+import json, sys, time
+import numpy as np, ipcluster
+rc = ipcluster.Client(sys.argv[1])
+rc.wait_for_engines({engines}, timeout=60)
+array = np.ones({size}, np.uint8)
+rc[:].push({{"warm": array[:1 << 20]}}, block=True)
+t = time.perf_counter()
+rc[:].push({{"a": array}}, block=True)
+seconds = time.perf_counter() - t
+sums = rc[:].apply_sync(lambda a: int(a.sum()), ipcluster.Reference("a"))
+print("RESULT " + json.dumps({{"seconds": seconds, "sums": sums, "links": rc._session.links.state,
+                              "hosts": rc[:].apply_sync(__import__("socket").gethostname)}}))
+rc.close()
+"""
+
+
+def run_cluster(hosts, tmp_path: Path, engine_env: dict | None = None, cut: str | None = None,
+                engines: tuple[str, ...] = ("eng",), script: str = CLIENT) -> dict:
     env = {**os.environ, "IPCLUSTER_DIR": str(tmp_path / "state"),
            "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     conn = tmp_path / "state" / "link" / "connection.json"
     procs = []
     try:
-        procs.append(on_host("ctl", [sys.executable, "-m", "ipcluster", "controller",
+        procs.append(on_host(hosts, "ctl", [sys.executable, "-m", "ipcluster", "controller",
                                      "--cluster-id", "link", "--ip", HOSTS["ctl"]], env))
         wait_until(conn.exists, timeout=30)
         if cut:  # packets to the engine's data ports wait a minute each, or are dropped: a firewall
-            sw = ("-n", ns("sw"))
-            tc(*sw, "qdisc", "replace", "dev", "eng-br", "root", "handle", "1:", "htb", "default", "20")
-            tc(*sw, "class", "add", "dev", "eng-br", "parent", "1:", "classid", "1:10", "htb",
+            sw = ("-n", hosts.switch)
+            netns.tc(*sw, "qdisc", "replace", "dev", "eng-br", "root", "handle", "1:", "htb", "default", "20")
+            netns.tc(*sw, "class", "add", "dev", "eng-br", "parent", "1:", "classid", "1:10", "htb",
                "rate", "8bit", "ceil", "8bit", "burst", "1", "cburst", "1")
             # limit 0: every packet of the class is dropped (the first ones are not let through
             # by the class's initial burst, as a one-packet queue did)
-            tc(*sw, "qdisc", "add", "dev", "eng-br", "parent", "1:10", "pfifo", "limit", "0")
-            tc(*sw, "class", "add", "dev", "eng-br", "parent", "1:", "classid", "1:20", "htb",
+            netns.tc(*sw, "qdisc", "add", "dev", "eng-br", "parent", "1:10", "pfifo", "limit", "0")
+            netns.tc(*sw, "class", "add", "dev", "eng-br", "parent", "1:", "classid", "1:20", "htb",
                "rate", "1gbit", "ceil", "1gbit", "burst", "1mb")
-            tc(*sw, "filter", "add", "dev", "eng-br", "parent", "1:", "protocol", "ip", "u32",
+            netns.tc(*sw, "filter", "add", "dev", "eng-br", "parent", "1:", "protocol", "ip", "u32",
                "match", "ip", "dport", cut, "0xfff0", "flowid", "1:10")
-        procs.append(on_host("eng", [sys.executable, "-m", "ipcluster", "engine",
-                                     "--connection-file", str(conn)], {**env, **(engine_env or {})}))
-        script = tmp_path / "client.py"
-        script.write_text(CLIENT.format(size=SIZE))
-        before = received("ctl")
-        client = on_host("cli", [sys.executable, str(script), str(conn)], env,
+        for name in engines:
+            procs.append(on_host(hosts, name, [sys.executable, "-m", "ipcluster", "engine",
+                                               "--connection-file", str(conn)],
+                                 {**env, **(engine_env or {})}))
+        path = tmp_path / "client.py"
+        path.write_text(script.format(size=SIZE, engines=len(engines)))
+        before = {name: hosts.counters(name) for name in HOSTS}
+        client = on_host(hosts, "cli", [sys.executable, str(path), str(conn)], env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         out, err = client.communicate(timeout=100)
         assert client.returncode == 0, out + err
-        return {**json.loads(out.split("RESULT ", 1)[1]), "log": err,
-                "controller_received": received("ctl") - before}
+        moved = {name: {way: n - before[name][way] for way, n in hosts.counters(name).items()}
+                 for name in HOSTS}
+        return {**json.loads(out.split("RESULT ", 1)[1]), "log": err, "bytes": moved,
+                "controller_received": moved["ctl"]["rx"]}
     finally:
         for proc in procs:
             proc.terminate()
@@ -185,11 +161,11 @@ def run_cluster(tmp_path: Path, engine_env: dict | None = None, cut: str | None 
                 proc.kill()
                 proc.wait()
         if cut:
-            tc("-n", ns("sw"), "qdisc", "replace", "dev", "eng-br", "root", *TBF)
+            netns.tc("-n", hosts.switch, "qdisc", "replace", "dev", "eng-br", "root", *TBF)
 
 
 def test_a_push_to_an_engine_on_another_host_crosses_the_link_once(hosts, tmp_path):
-    result = run_cluster(tmp_path)
+    result = run_cluster(hosts, tmp_path)
     link_time = SIZE * 8 / RATE
     assert result["hosts"] == ["eng"] and result["sum"] == SIZE
     assert list(result["links"].values()) == ["ok"]  # the data port answered: the direct path
@@ -203,10 +179,26 @@ def test_a_push_to_an_engine_on_another_host_crosses_the_link_once(hosts, tmp_pa
 
 
 def test_a_data_port_that_does_not_answer_leaves_the_controller_path(hosts, tmp_path):
-    result = run_cluster(tmp_path, {"IPCLUSTER_DATA_PORTS": DATA_PORTS}, cut="41000")
+    result = run_cluster(hosts, tmp_path, {"IPCLUSTER_DATA_PORTS": DATA_PORTS}, cut="41000")
     assert result["sum"] == SIZE  # the push arrived, through the controller
     assert list(result["links"].values()) == ["failed"]
     assert result["log"].count("large buffers go through the controller instead") == 1
     assert result["controller_received"] > 2 * SIZE  # both pushes crossed the controller's link
     print(f"100 MB push through the controller: {result['seconds']:.3f} s = "
+          f"{result['seconds'] / (SIZE * 8 / RATE):.2f} x one link's transfer time")
+
+
+def test_a_push_to_engines_on_two_hosts_leaves_the_client_once_and_is_forwarded(hosts, tmp_path):
+    """Broadcast across hosts: the client sends the buffer to the first engine's data port,
+    which passes each chunk on to the next engine's as it arrives (a pipeline): the client's
+    link carries the data once, not once per engine."""
+    result = run_cluster(hosts, tmp_path, engines=("eng", "eng2"), script=BROADCAST)
+    assert sorted(result["hosts"]) == ["eng", "eng2"] and result["sums"] == [SIZE, SIZE]
+    assert list(result["links"].values()) == ["ok", "ok"]
+    moved = result["bytes"]
+    assert SIZE < moved["cli"]["tx"] < 1.3 * SIZE, moved  # once (two engines: it was 2 x)
+    assert moved["ctl"]["rx"] < 4 << 20, moved  # nothing of it through the controller
+    first, second = sorted(("eng", "eng2"), key=lambda h: moved[h]["tx"], reverse=True)
+    assert moved[first]["tx"] > SIZE and moved[second]["rx"] > SIZE, moved  # forwarded
+    print(f"100 MB to engines on two hosts over 1 Gbit/s: {result['seconds']:.3f} s = "
           f"{result['seconds'] / (SIZE * 8 / RATE):.2f} x one link's transfer time")

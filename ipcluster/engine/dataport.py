@@ -5,7 +5,8 @@ The engine binds it, a ROUTER, on the address from which it reaches the controll
 port or in the range of ``IPCLUSTER_DATA_PORTS``, encrypted with the controller's Curve keys
 when the controller uses Curve. The control thread owns it: it answers ``link`` messages, keeps
 ``data`` until the request it belongs to arrives from the controller (or the other way round),
-and sends the data of results.
+passes data on to the next engine of a chain (a push to engines on several hosts), and sends
+the data of results.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ log = logging.getLogger("ipcluster.engine")
 
 class DataPort:
     def __init__(self, context, info, signer, replay) -> None:
-        self.signer, self.replay = signer, replay
+        self.signer, self.replay, self.context = signer, replay, context
+        self.curve_public = info.curve_public_key or None
+        self.onward: dict[str, object] = {}  # data URL -> DEALER, to pass data along a chain
         ip = direct.local_address(info.engine_url)
         self.sock, self.url = context.router(ip, info.curve_secret_key or None,
                                              info.max_message_size, port=direct.port_range())
@@ -41,8 +44,20 @@ class DataPort:
             self.signer, {"kind": "link", "id": ids(), "parent": msg.header["id"]})])
 
     def on_data(self, msg, ids):
+        onward = direct.forward(msg.header)
+        if onward:  # passed on before it is copied into place here: a pipeline
+            header = {k: v for k, v in msg.header.items() if k in ("kind", "parent", "sizes", "at")}
+            header.update(id=ids(), **({"forward": onward[1:]} if onward[1:] else {}))
+            transport.send(self._next(onward[0]), encode(self.signer, header, b"", msg.buffers))
         complete = self.pending.chunk(msg.header, msg.buffers)
         return None if complete is None else self._joined(*complete)
+
+    def _next(self, url: str):
+        """A link to the data port of the next engine of a chain (made on first use)."""
+        sock = self.onward.get(url)
+        if sock is None:
+            sock = self.onward[url] = self.context.dealer(url, curve_server_key=self.curve_public)
+        return sock
 
     def request(self, msg) -> object | None:
         """A request from the controller: itself if complete, else None until its data came."""

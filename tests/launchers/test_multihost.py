@@ -1,17 +1,14 @@
 """Several hosts, made of network namespaces: a controller in one reaches SSH engines in two
 others, over a bridge in a fourth; cutting one host's link is noticed by the controller.
 
-Safety: the only addresses used are 10.200.0.x inside namespaces this test makes. The route
-`unreachable 10.200.0.0/16` goes into the root namespace first and leaves it last, so nothing
-for those addresses can ever leave the machine; the test itself talks to them only from inside
-the namespaces (the driver runs in `ctl`).
+Safety (tests/netns.py): the only addresses used are 10.200.0.x inside namespaces this test
+makes, and the test talks to them only from inside the namespaces (the driver runs in `ctl`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,63 +16,29 @@ from pathlib import Path
 import pytest
 
 from tests.launchers.conftest import SSH_ARGS, require
+from tests.netns import can_make_hosts, fake_hosts
 
 PREFIX = "ipct"
 HOSTS = {"ctl": "10.200.0.1", "h1": "10.200.0.11", "h2": "10.200.0.12"}
 SSHD_CONF = Path("/run/ipcluster-sshd/sshd_config")  # written by .ci/services/sshd.sh
 
 
-def ip(*args, check=True):
-    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
-
-
-def ns(name: str) -> str:
-    return f"{PREFIX}-{name}"
-
-
-def teardown_namespaces(pidfiles) -> None:
-    for name in [*HOSTS, "sw"]:
-        out = ip("netns", "pids", ns(name), check=False).stdout.split()
-        for pid in out:
-            try:
-                os.kill(int(pid), 9)
-            except ProcessLookupError:
-                pass
-        ip("netns", "del", ns(name), check=False)
-    for path in pidfiles:
-        Path(path).unlink(missing_ok=True)
-
-
 @pytest.fixture(scope="module")
 def hosts():
-    require(os.geteuid() == 0 and shutil.which("ip") is not None, "root and iproute2 (network namespaces)")
+    require(can_make_hosts(), "root and iproute2 (network namespaces)")
     require(SSHD_CONF.exists() and Path("/usr/sbin/sshd").exists(), "sshd (.ci/services/sshd.sh start)")
-    ip("route", "replace", "unreachable", "10.200.0.0/16")  # FIRST: nothing for 10.200/16 leaves
-    pidfiles = []
-    try:
-        teardown_namespaces([])  # what a killed earlier run may have left
-        ip("netns", "add", ns("sw"))
-        ip("-n", ns("sw"), "link", "add", "br0", "type", "bridge")
-        ip("-n", ns("sw"), "link", "set", "br0", "up")
-        for name, address in HOSTS.items():
-            ip("netns", "add", ns(name))
-            ip("link", "add", "eth0", "netns", ns(name), "type", "veth", "peer", "name",
-               f"{name}-br", "netns", ns("sw"))
-            ip("-n", ns("sw"), "link", "set", f"{name}-br", "master", "br0")
-            ip("-n", ns("sw"), "link", "set", f"{name}-br", "up")
-            ip("-n", ns(name), "link", "set", "lo", "up")
-            ip("-n", ns(name), "addr", "add", f"{address}/24", "dev", "eth0")
-            ip("-n", ns(name), "link", "set", "eth0", "up")
-        for name in ("h1", "h2"):
-            pidfile = f"/run/ipcluster-sshd/{PREFIX}-{name}.pid"
-            pidfiles.append(pidfile)
-            subprocess.run(["ip", "netns", "exec", ns(name), "/usr/sbin/sshd", "-f", str(SSHD_CONF),
-                            "-o", "Port=22", "-o", f"ListenAddress={HOSTS[name]}",
-                            "-o", f"PidFile={pidfile}"], check=True)
-        yield
-    finally:
-        teardown_namespaces(pidfiles)
-        ip("route", "del", "unreachable", "10.200.0.0/16", check=False)  # LAST
+    with fake_hosts(PREFIX, HOSTS) as made:
+        pidfiles = [Path(f"/run/ipcluster-sshd/{PREFIX}-{name}.pid") for name in ("h1", "h2")]
+        try:
+            for name, pidfile in zip(("h1", "h2"), pidfiles):
+                subprocess.run(["ip", "netns", "exec", made.ns(name), "/usr/sbin/sshd", "-f",
+                                str(SSHD_CONF), "-o", "Port=22", "-o", f"ListenAddress={HOSTS[name]}",
+                                "-o", f"PidFile={pidfile}"], check=True)
+            yield made
+        finally:
+            made.remove()  # sshd too, before its pidfile goes
+            for pidfile in pidfiles:
+                pidfile.unlink(missing_ok=True)
 
 
 DRIVER = """
@@ -107,12 +70,12 @@ print("RESULT " + json.dumps(result))
 
 def test_engines_on_other_hosts_reach_the_controller_and_a_cut_link_is_noticed(hosts, tmp_path):
     driver = tmp_path / "driver.py"
-    driver.write_text(DRIVER.format(sw=ns("sw"), h1=HOSTS["h1"], h2=HOSTS["h2"], ssh_args=SSH_ARGS,
+    driver.write_text(DRIVER.format(sw=hosts.switch, h1=HOSTS["h1"], h2=HOSTS["h2"], ssh_args=SSH_ARGS,
                                     prefix=PREFIX))
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
            # a cut link is a silent engine: declared dead after this grace (30 s by default)
            "DASK_IPCLUSTER__CONTROLLER__ENGINE_TIMEOUT": "5"}
-    proc = subprocess.run(["ip", "netns", "exec", ns("ctl"), sys.executable, str(driver)],
+    proc = subprocess.run(["ip", "netns", "exec", hosts.ns("ctl"), sys.executable, str(driver)],
                           capture_output=True, text=True, timeout=100, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads(proc.stdout.split("RESULT ", 1)[1])

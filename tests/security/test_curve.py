@@ -1,15 +1,13 @@
 """A controller bound beyond loopback encrypts with CurveZMQ: tested between two network
 namespaces, with a packet sniffer on the controller's link.
 
-Safety: the only addresses are 10.200.9.1 and 10.200.9.2, inside namespaces this test makes; the
-route `unreachable 10.200.0.0/16` enters the root namespace first and leaves it last, and all
-traffic runs between the two namespaces.
+Safety (tests/netns.py): the only addresses are 10.200.9.1 and 10.200.9.2, inside namespaces
+this test makes, and all traffic runs between the two namespaces.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -19,6 +17,7 @@ import pytest
 
 from ipcluster import connection
 from tests.launchers.conftest import require
+from tests.netns import can_make_hosts, fake_hosts
 
 PREFIX = "ipsc"
 CONTROLLER, CLIENT = "10.200.9.1", "10.200.9.2"
@@ -60,47 +59,11 @@ if info.curve_public_key:
 """
 
 
-def ip(*args, check=True):
-    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
-
-
-def ns(name: str) -> str:
-    return f"{PREFIX}-{name}"
-
-
-def teardown() -> None:
-    for name in ("a", "b"):
-        for pid in ip("netns", "pids", ns(name), check=False).stdout.split():
-            try:
-                os.kill(int(pid), 9)
-            except ProcessLookupError:
-                pass
-        ip("netns", "del", ns(name), check=False)
-
-
 @pytest.fixture
 def namespaces():
-    require(os.geteuid() == 0 and shutil.which("ip") is not None, "root and iproute2 (network namespaces)")
-    ip("route", "replace", "unreachable", "10.200.0.0/16")  # FIRST: nothing for 10.200/16 leaves
-    try:
-        teardown()
-        for name in ("a", "b"):
-            ip("netns", "add", ns(name))
-            ip("-n", ns(name), "link", "set", "lo", "up")
-        ip("link", "add", "eth0", "netns", ns("a"), "type", "veth", "peer", "name", "eth0",
-           "netns", ns("b"))
-        for name, address in (("a", CONTROLLER), ("b", CLIENT)):
-            ip("-n", ns(name), "addr", "add", f"{address}/24", "dev", "eth0")
-            ip("-n", ns(name), "link", "set", "eth0", "up")
-        yield
-    finally:
-        teardown()
-        ip("route", "del", "unreachable", "10.200.0.0/16", check=False)  # LAST
-
-
-def in_ns(name, argv, env, **kwargs):
-    return subprocess.Popen(["ip", "netns", "exec", ns(name), *argv], env=env,
-                            start_new_session=True, **kwargs)
+    require(can_make_hosts(), "root and iproute2 (network namespaces)")
+    with fake_hosts(PREFIX, {"a": CONTROLLER, "b": CLIENT}) as hosts:
+        yield hosts
 
 
 def wait_for(predicate, what: str, timeout: float = 30) -> None:
@@ -110,23 +73,23 @@ def wait_for(predicate, what: str, timeout: float = 30) -> None:
         time.sleep(0.02)
 
 
-def run_through_the_link(tmp_path: Path, *curve_flag: str):
+def run_through_the_link(hosts, tmp_path: Path, *curve_flag: str):
     env = {**os.environ, "IPCLUSTER_DIR": str(tmp_path / "state"),
            "DASK_IPCLUSTER__CONTROLLER__LOCATION": CONTROLLER}
     conn = tmp_path / "state" / "c" / "connection.json"
     capture, ready, stop = tmp_path / "capture", tmp_path / "ready", tmp_path / "stop"
     procs = []
     try:
-        procs.append(in_ns("a", [sys.executable, "-c", SNIFFER, str(capture), str(ready), str(stop)], env))
+        procs.append(hosts.popen("a", [sys.executable, "-c", SNIFFER, str(capture), str(ready), str(stop)], env))
         wait_for(ready.exists, "the sniffer")
-        procs.append(in_ns("a", [sys.executable, "-m", "ipcluster", "controller", "--cluster-id", "c",
+        procs.append(hosts.popen("a", [sys.executable, "-m", "ipcluster", "controller", "--cluster-id", "c",
                                  "--ip", "0.0.0.0", *curve_flag], env,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         wait_for(conn.exists, "the connection file")
         info = connection.read(conn)
-        procs.append(in_ns("b", [sys.executable, "-m", "ipcluster", "engine", "--connection-file",
+        procs.append(hosts.popen("b", [sys.executable, "-m", "ipcluster", "engine", "--connection-file",
                                  str(conn)], env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        out = in_ns("b", [sys.executable, "-c", CLIENT_SCRIPT, str(conn), MARKER], env,
+        out = hosts.popen("b", [sys.executable, "-c", CLIENT_SCRIPT, str(conn), MARKER], env,
                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         stdout, stderr = out.communicate(timeout=120)
         assert out.returncode == 0, stderr
@@ -146,7 +109,7 @@ def run_through_the_link(tmp_path: Path, *curve_flag: str):
 
 
 def test_off_loopback_traffic_is_encrypted_and_needs_the_server_key(namespaces, tmp_path):
-    info, stdout, captured = run_through_the_link(tmp_path)  # on by default off loopback
+    info, stdout, captured = run_through_the_link(namespaces, tmp_path)  # on by default off loopback
     assert info.client_url.startswith(f"tcp://{CONTROLLER}:") and info.curve_public_key
     assert f"PULLED {MARKER}" in stdout  # the work was done, through the link
     assert "CURVE True" in stdout
@@ -156,6 +119,6 @@ def test_off_loopback_traffic_is_encrypted_and_needs_the_server_key(namespaces, 
 
 def test_the_sniffer_sees_plaintext_without_curve(namespaces, tmp_path):
     """The control experiment: with --no-curve the same marker crosses the link in clear."""
-    info, stdout, captured = run_through_the_link(tmp_path, "--no-curve")
+    info, stdout, captured = run_through_the_link(namespaces, tmp_path, "--no-curve")
     assert not info.curve_public_key and f"PULLED {MARKER}" in stdout
     assert MARKER.encode() in captured
