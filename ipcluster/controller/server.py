@@ -281,8 +281,23 @@ class Controller:
     def dispatch(self) -> None:
         for pending, eid in self.scheduler.ready():
             task = self.ledger.get(pending.task_id)
-            if task is not None and task.result is None:
-                self.send_task(task, self.registry.by_id[eid], pending.payload)
+            engine = self.registry.by_id.get(eid)
+            if task is None or task.result is not None:
+                self.scheduler.finished(eid)  # the slot it was given is free again
+            elif engine is None:  # dropped earlier in this round: its send failed
+                self.put_back(task, pending)
+            else:
+                self.send_task(task, engine, pending.payload)
+
+    def put_back(self, task: Task, pending: Pending) -> None:
+        """Queue again a task the scheduler gave to an engine that left before it was sent
+        (the engine never saw it); fail it if no engine it may run on is left."""
+        if pending.targets is None or pending.targets & set(self.registry.by_id):
+            self.scheduler.submit(pending)
+        elif not recovery.widen(self, task, pending):
+            self.fail(task, ImpossibleDependency(
+                "ImpossibleDependency", f"the engines it may run on left; no registered engine "
+                f"in {sorted(pending.targets)} may run it"))
 
     def drop_engine(self, engine: Engine, reason: str) -> None:
         if self.registry.by_id.get(engine.id) is not engine:
