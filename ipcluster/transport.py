@@ -154,12 +154,15 @@ class Context:
         return sock
 
     def router(self, ip: str, curve_secret: str | None = None, max_message_size: int = -1,
-               peer_queue: int = 0, port: int | None = None) -> tuple[zmq.Socket, str]:
+               port: int | None = None) -> tuple[zmq.Socket, str]:
         """A ROUTER bound to a free port on `ip`; returns it and its URL.
 
         A peer sending a frame over `max_message_size` bytes is disconnected before the frame
-        is held in memory; `peer_queue` bounds the messages queued per peer (0: no bound), so
-        a flooding peer is slowed by TCP back-pressure while others are served.
+        is held in memory. The messages queued per peer are not bounded (RCVHWM 0): at a bound
+        libzmq stops reading the connection, and if it then breaks (the peer died, or gave up
+        waiting for a heartbeat's answer) reading the rest answers a PING on the broken
+        connection and libzmq 4.3.5 aborts the process ("Assertion failed: !_io_error",
+        stream_engine_base.cpp). Peers are admitted by key; each peer's messages are read in turn.
         """
         sock = self._socket(zmq.ROUTER)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -169,7 +172,6 @@ class Context:
         sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_MS)
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
         sock.setsockopt(zmq.MAXMSGSIZE, max_message_size)
-        sock.setsockopt(zmq.RCVHWM, peer_queue)
         return sock, self._bind(sock, ip, curve_secret, port)
 
     def publisher(self, ip: str, curve_secret: str | None = None,

@@ -43,7 +43,6 @@ class ControllerOptions:
     max_task_output: int = 1 << 20  # characters of stdout/stderr a task's record keeps (for
     # db_query and other clients); the client that submitted it still receives all of it
     max_message_size: int = 2 << 30  # bytes in one frame; a peer sending more is disconnected
-    client_queue: int = 10_000  # messages queued per peer before TCP back-pressure slows it
     replay_window: int = 100_000  # message ids remembered to refuse replays
     max_age: float = 600.0  # seconds; an older (or as much newer) message is refused
     db: str | None = None  # "sqlite" (tasks.db in the cluster directory) or "sqlite:PATH": durable

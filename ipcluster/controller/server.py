@@ -63,9 +63,9 @@ class Controller:
         self.context = transport.Context(bytes.fromhex(key))  # admits only peers with the key
         curve = curve_secret or None
         self.clients, client_url = self.context.router(
-            options.ip, curve, options.max_message_size, options.client_queue, ports[0])
+            options.ip, curve, options.max_message_size, ports[0])
         self.engines, engine_url = self.context.router(
-            options.ip, curve, options.max_message_size, options.client_queue, ports[1])
+            options.ip, curve, options.max_message_size, ports[1])
         self.pub, pub_url = self.context.publisher(options.ip, curve, ports[2])
         location = options.location or (
             socket.gethostname() if options.ip in ("0.0.0.0", "*", "::") else options.ip)

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import os
 import random
+import select
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -160,3 +163,98 @@ def test_fuzz_an_engine(tmp_path):
             engine.kill()
             engine.wait()
         ctx.close()
+
+
+CONTROLLER = """
+import sys
+from ipcluster import transport
+from ipcluster.controller.main import ControllerOptions
+from ipcluster.controller.server import Controller
+ctl = Controller("flood", ControllerOptions(), sys.argv[1])
+print(ctl.info.client_url, flush=True)
+sys.stdin.readline()  # its loop is busy elsewhere: nothing is read until the test says so
+read = 0
+while ctl.clients in transport.Poller(ctl.clients).poll(3):
+    read += sum(1 for _ in transport.drain(ctl.clients))
+print(read, flush=True)
+ctl.close()
+"""
+
+
+def zmtp(body: bytes, command: bool = False) -> bytes:
+    """One ZMTP 3.0 frame (short or long), as libzmq writes it."""
+    flags = 0x04 if command else 0x00
+    if len(body) > 255:
+        return bytes([flags | 0x02]) + len(body).to_bytes(8, "big") + body
+    return bytes([flags, len(body)]) + body
+
+
+def zmtp_frames(sock, buffer: bytearray):
+    """Frames read so far from a raw socket: (is_command, body)."""
+    try:
+        buffer += sock.recv(1 << 16)
+    except BlockingIOError:
+        pass
+    while len(buffer) >= 2:
+        long = buffer[0] & 0x02
+        start = 9 if long else 2
+        size = int.from_bytes(buffer[1:9], "big") if long else buffer[1]
+        if len(buffer) < start + size:
+            break
+        yield bool(buffer[0] & 0x04), bytes(buffer[start:start + size])
+        del buffer[:start + size]
+
+
+def test_a_peer_that_floods_then_resets_does_not_bring_the_controller_down():
+    """A key holder floods while the controller's loop is busy, its PINGs among the messages,
+    then its connection resets (it died, or timed out waiting for a PONG). With a per-peer
+    receive bound (RCVHWM) libzmq 4.3.5 had stopped reading the connection at the bound; after
+    the reset, reading the rest queued a PONG on a connection marked broken: "Assertion failed:
+    !_io_error (stream_engine_base.cpp)", the controller aborted (under load, 3 runs in 4 of
+    the fuzz test)."""
+    key = connection.new_key()
+    proc = subprocess.Popen([sys.executable, "-c", CONTROLLER, key], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        port = int(proc.stdout.readline().strip().rsplit(":", 1)[1])
+        peer = socket.create_connection(("127.0.0.1", port), timeout=30)
+        greeting = b"\xff" + bytes(8) + b"\x7f\x03\x00" + b"PLAIN".ljust(20, b"\0") + bytes(32)
+        peer.sendall(greeting)
+        got = b""
+        while len(got) < 64:  # libzmq sends its greeting in parts
+            part = peer.recv(64 - len(got))
+            assert part, "the controller closed the connection during the greeting"
+            got += part
+        password = transport.peer_password(bytes.fromhex(key))
+        peer.sendall(zmtp(b"\x05HELLO\x04peer" + bytes([len(password)]) + password, command=True))
+        peer.sendall(zmtp(b"\x08INITIATE\x0bSocket-Type" + (6).to_bytes(4, "big") + b"DEALER",
+                          command=True))
+        peer.setblocking(False)
+        buffer, said = bytearray(), []
+        deadline = time.monotonic() + 30
+        while b"\x05READY" not in [body[:6] for _, body in said]:  # admitted (WELCOME, READY)
+            assert time.monotonic() < deadline, f"no handshake; the controller said {said}"
+            said += [(c, body) for c, body in zmtp_frames(peer, buffer) if c]
+            select.select([peer], [], [], 0.1)
+        # 30,000 messages, a PING after every 99 (a live peer's heartbeats), then one to answer
+        ping = zmtp(b"\x04PING\x00\x00", command=True)
+        chunk = b"".join(zmtp(b"x" * 8) for _ in range(99)) + ping
+        flood = chunk * 300 + zmtp(b"\x04PING\x00\x00end", command=True)
+        peer.setblocking(True)
+        peer.sendall(flood)
+        peer.setblocking(False)
+        ponged = False
+        deadline = time.monotonic() + 2  # its own heartbeat would drop us after 5 s unanswered
+        while not ponged and time.monotonic() < deadline:
+            ponged = any(c and body == b"\x04PONGend" for c, body in zmtp_frames(peer, buffer))
+            select.select([peer], [], [], 0.1)
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        peer.close()  # a reset
+        out, err = proc.communicate("go\n", timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, f"the controller died ({proc.returncode}): {err[-500:]}"
+    assert ponged, "the controller stopped reading a flooding peer"
+    assert int(out) == 29_700  # every message it sent before the reset was read
