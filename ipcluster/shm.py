@@ -23,11 +23,19 @@ in its place and, in its signed header, the segment's name and size::
   in the directory while it lives, which the other side must see.
 - When the directory lacks room for a buffer, the buffer goes in the message as usual, and the
   process says so once in its log.
+- An engine *holds* what it maps: it renames its name to ``ipc-<cluster>-h<token>-<n>`` instead
+  of removing it, for as long as the mapping lives. A buffer it sends back that is still such a
+  mapping, whole and unwritten (its pages are all the file's: ``/proc/self/pagemap``), goes back
+  as new names of the same file (``link(2)``), not as a copy: a pulled array that was pushed
+  costs no copy. Held names go with their mapping; those of a killed engine are removed by the
+  controller when it removes the engine, and with everything else when the cluster stops.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
+import ctypes
 import errno
 import hashlib
 import itertools
@@ -37,6 +45,7 @@ import os
 import re
 import socket
 import threading
+import weakref
 from pathlib import Path
 
 from ipcluster.errors import SerializationError
@@ -84,6 +93,17 @@ def sweep(cluster_prefix: str, where: Path | None = None) -> int:
     return removed
 
 
+def drop_held(key: bytes, identity) -> int:
+    """Remove the names held by a process that left the cluster (`identity`: as it registered
+    it), if it was on this host; returns how many."""
+    if not isinstance(identity, str):
+        return 0
+    host, boot, token = (identity.split("|") + ["", "", ""])[:3]
+    if host != socket.gethostname() or boot != _boot_id() or not _READER.match(token):
+        return 0
+    return sweep(f"{prefix(key)}h{token}-")
+
+
 class Host:
     """This process's shared memory for one cluster: its probe, its reader token, and the
     segments it made whose readers may not have mapped them yet."""
@@ -99,6 +119,9 @@ class Host:
         self._lock = threading.Lock()
         self._warned = False
         self.fallbacks = 0  # buffers sent in the message for lack of room
+        self.hold = False  # keep a name for each mapping while it lives (engines)
+        self._held: dict[int, tuple[int, Path]] = {}  # mapping's address -> (size, held name)
+        self.relinked = 0  # buffers sent again as the file they came in, not copied
 
     def close(self) -> None:
         with _lock:
@@ -129,7 +152,8 @@ class Host:
             view = memoryview(buffer).cast("B")
             if view.nbytes < THRESHOLD:
                 continue
-            base = self._write(view, readers)
+            base = self._relink(view, readers) if self._held else None
+            base = base or self._write(view, readers)
             if base is None:
                 continue
             frames[i] = b""
@@ -169,6 +193,48 @@ class Host:
             self._fall_back(view.nbytes, exc)
             return None
 
+    def keep(self, path: Path, mapping: mmap.mmap) -> None:
+        """Hold the file at `path` (a name of it this process owns) while `mapping` lives."""
+        held = self.dir / f"{self.prefix}h{self.token}-{next(self._count):x}"
+        os.rename(path, held)
+        address = _address(mapping)
+        with self._lock:
+            self._held[address] = (len(mapping), held)
+        weakref.finalize(mapping, self._release, address, held)
+
+    def _release(self, address: int, held: Path) -> None:
+        with self._lock:
+            self._held.pop(address, None)
+        try:
+            os.unlink(held)
+        except FileNotFoundError:
+            pass
+
+    def _relink(self, view: memoryview, readers: list[str]) -> str | None:
+        """New names, one per reader, of the held file `view` is the whole, unwritten mapping
+        of; None if it is not one."""
+        try:
+            address = _address(view)
+        except (TypeError, ValueError):
+            return None
+        with self._lock:
+            size, held = self._held.get(address, (None, None))
+        if size != view.nbytes or not _unwritten(address, size):
+            return None
+        base = f"{self.prefix}s{self.token}-{next(self._count):x}"
+        made = []
+        try:
+            for reader in readers:
+                made.append(self.dir / f"{base}.{reader}")
+                os.link(held, made[-1])
+        except OSError:
+            for path in made:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+            return None
+        self.relinked += 1
+        return base
+
     def _fall_back(self, nbytes: int, exc: OSError) -> None:
         self.fallbacks += 1
         with self._lock:
@@ -190,7 +256,8 @@ class Segment:
         self.base, self.size = base, size
 
     def map(self) -> memoryview:
-        """A writable copy-on-write mapping of the segment; its name is removed here."""
+        """A writable copy-on-write mapping of the segment; its name is removed here (or, in
+        an engine, becomes a held name for as long as the mapping lives)."""
         host = _hosts.get(self.base[:PREFIX_LENGTH])
         if host is None:
             raise SerializationError(
@@ -205,15 +272,20 @@ class Segment:
                 "a second time) or removed when its cluster stopped; large results that must "
                 "be fetched again need a durable cluster (`ipcluster start --db`)") from None
         try:
-            os.unlink(path)
             st = os.fstat(fd)
             if st.st_size != self.size or st.st_uid != os.getuid() or st.st_mode & 0o077:
+                os.unlink(path)
                 raise SerializationError(
                     f"shared-memory segment {path} is not as signed: {st.st_size} bytes, mode "
                     f"{st.st_mode & 0o777:o}, owner {st.st_uid}; expected {self.size} bytes, mode "
                     f"600, owner {os.getuid()}")
-            return memoryview(mmap.mmap(fd, self.size, flags=mmap.MAP_PRIVATE,
-                                        prot=mmap.PROT_READ | mmap.PROT_WRITE))
+            mapping = mmap.mmap(fd, self.size, flags=mmap.MAP_PRIVATE,
+                                prot=mmap.PROT_READ | mmap.PROT_WRITE)
+            if host.hold:
+                host.keep(path, mapping)
+            else:
+                os.unlink(path)
+            return memoryview(mapping)
         finally:
             os.close(fd)
 
@@ -236,6 +308,30 @@ def segments(header: dict, buffers: list) -> list:
             raise ValueError(f"malformed segment entry {entry!r}")
         buffers[entry[0]] = Segment(entry[2], entry[1])
     return buffers
+
+
+def _address(buffer) -> int:
+    """Where `buffer` (writable) starts in this process's memory."""
+    return ctypes.addressof(ctypes.c_char.from_buffer(buffer))
+
+
+def _unwritten(address: int, size: int) -> bool:
+    """True if no page of a private file mapping was written (copied on write) or swapped
+    out: per ``/proc/self/pagemap``, every present page is still the file's."""
+    page = mmap.PAGESIZE
+    count = (size + page - 1) // page
+    try:
+        with open("/proc/self/pagemap", "rb", buffering=0) as f:
+            f.seek(address // page * 8)
+            entries = f.read(count * 8)
+    except OSError:
+        return False
+    # the top byte of each (little-endian) entry: bit 63 present, 62 swapped, 61 a file page
+    # (a written private page is anonymous); every page must be absent or the file's
+    return len(entries) == count * 8 and not entries[7::8].translate(None, _UNWRITTEN)
+
+
+_UNWRITTEN = bytes(b for b in range(256) if not b & 0x40 and (not b & 0x80 or b & 0x20))
 
 
 _hosts: dict[str, Host] = {}

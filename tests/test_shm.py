@@ -78,6 +78,34 @@ def test_a_buffer_is_one_file_with_a_private_name_per_reader_gone_once_mapped(lo
     assert second[0] == 0 and np.array_equal(second, array)
 
 
+def test_a_held_mapping_sent_back_unwritten_is_the_same_file_and_written_a_copy(local_host, tmp_path):
+    host, key = local_host
+    host.hold = True
+    try:
+        frames = protocol.encode(protocol.Signer(key), {"kind": "apply", "id": "y"},
+                                 *serialize.dumps(np.arange(MB, dtype=np.float64)), (host, [host.token]))
+        array = serialize.loads(frames[2], received(frames, key)[1])
+        assert ours(tmp_path, key, "s") == [] and len(ours(tmp_path, key, "h")) == 1  # held
+        held = os.stat(tmp_path / ours(tmp_path, key, "h")[0]).st_ino
+
+        def sent_back():
+            frames = protocol.encode(protocol.Signer(key), {"kind": "result", "id": "z"},
+                                     *serialize.dumps(array), (host, [host.token]))
+            name = ours(tmp_path, key, "s")[0]
+            inode = os.stat(tmp_path / name).st_ino
+            return inode, serialize.loads(frames[2], received(frames, key)[1])
+
+        inode, back = sent_back()
+        assert inode == held and host.relinked == 1 and np.array_equal(back, array)  # no copy
+        array[5] = -1  # one page now the process's own
+        inode, back = sent_back()
+        assert inode != held and host.relinked == 1 and back[5] == -1  # a copy, as written
+        del array, back
+        assert ours(tmp_path, key) == ours(tmp_path, key, "p")  # held names went with them
+    finally:
+        host.hold = False
+
+
 def test_a_segment_read_twice_or_forged_is_refused_before_unpickling(local_host, tmp_path):
     host, key = local_host
     signer = protocol.Signer(key)
@@ -160,11 +188,19 @@ def test_push_to_many_engines_is_one_segment_they_all_map_and_pull_comes_back_th
     seen = rc2[:].apply_sync(backing, ipcluster.Reference("b"))
     assert [s[0] for s in seen] == [True, True]  # writable where it arrived
     assert len({s[1] for s in seen}) == 1  # one file, mapped by both engines
-    assert all(shm.prefix(key) in s[2] and s[2].endswith("(deleted)") for s in seen)
+    # each engine holds the file under a name of its own while it maps it
+    assert len({s[2] for s in seen}) == 2 and all(f"{shm.prefix(key)}h" in s[2] for s in seen)
     back = rc2[0].pull("b", block=True)
     assert back.flags.writeable and np.array_equal(back, array)
     assert backing(back)[2].startswith(str(where / shm.prefix(key)))  # mapped, not copied
+    assert backing(back)[1] == seen[0][1]  # unwritten on the engine: the same file went back
     assert ours(where, key, "s") == []  # every name was removed by its reader
+    rc2[0].execute("b[0] = -1", block=True)  # written on the engine: a page of its own
+    again = rc2[0].pull("b", block=True)
+    assert again[0] == -1 and np.array_equal(again[1:], array[1:]) and back[0] == 0
+    assert backing(again)[1] != seen[0][1]  # so it went back as a copy
+    rc2[:].execute("del b", block=True)
+    wait_until(lambda: ours(where, key, "h") == [])  # held names go with the arrays
 
 
 def test_a_call_whose_arguments_came_through_shared_memory_runs_and_its_bytes_are_hashed(rc2):
@@ -223,6 +259,8 @@ def test_kill_9_of_an_engine_and_of_a_client_during_a_1_gb_push_leaves_nothing_o
     try:
         rc = cluster.client
         pids = rc[:].apply_sync(os.getpid)
+        rc[0].push({"held": np.ones(MB, np.uint8)}, block=True)  # engine 0 holds a file
+        assert len(ours(where, key, "h")) == 1
         busy = rc[0].apply_async(time.sleep, 60)  # engine 0 will not map what it is sent
         push = rc[0].push({"g": np.ones(size, np.uint8)}, block=False)
         assert len(ours(where, key, "s")) == 1  # written, waiting for engine 0 to map it
@@ -232,6 +270,7 @@ def test_kill_9_of_an_engine_and_of_a_client_during_a_1_gb_push_leaves_nothing_o
         with pytest.raises(EngineError):
             busy.get(timeout=30)
         assert ours(where, key, "s") == []  # the client removed the name engine 0 never mapped
+        assert ours(where, key, "h") == []  # the controller removed what engine 0 held
 
         rc[1].apply_async(time.sleep, 60)  # engine 1 will not map the second client's push
         pusher = subprocess.Popen([sys.executable, "-c", PUSHER, str(cluster.connection_file),

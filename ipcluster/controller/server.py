@@ -27,7 +27,7 @@ import socket
 import time
 from collections import Counter
 
-from ipcluster import connection, transport
+from ipcluster import connection, shm, transport
 from ipcluster.controller import client_messages, engine_messages, liveness, memory, recovery
 from ipcluster.controller.provenance import Provenance
 from ipcluster.controller.watch import Watch
@@ -304,6 +304,7 @@ class Controller:
             return
         log.warning("engine %d (pid %d on %s) removed: %s", engine.id, engine.pid, engine.host, reason)
         self.registry.remove(engine, dead=reason.startswith("silent"))
+        shm.drop_held(self.info.key_bytes, engine.shm)  # what it mapped, if killed holding it
         self.settle(self.graph.engine_gone(engine.id))
         for pending in self.scheduler.remove_engine(engine.id):
             task = self.ledger.get(pending.task_id)

@@ -112,6 +112,8 @@ class Control(threading.Thread):
         self.dropped = Drops(log)
         self.engine_id: int | None = None
         self.shm = shm.host(info.key_bytes)  # None where there is no shared memory
+        if self.shm is not None:  # so that what it maps, sent back unwritten, is not copied
+            self.shm.hold = True
         self.durable = False  # the controller stores results: send them as bytes
         self.dataport: DataPort | None = None  # where clients on other hosts send large buffers
         self.registered = threading.Event()
