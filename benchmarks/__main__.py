@@ -73,16 +73,22 @@ def run_peer(peer: str, args, workdir: Path) -> dict:
     entry = {"python": python, "versions": venvs.versions(python, VERSIONS[peer])}
     meter = NoiseMeter()
     meter.start()
+    # a peer's own working directory keeps the repo off its sys.path; its own session, so that
+    # whatever it started is stopped with it (a peer stopped at the timeout left dask's workers
+    # running, mid-transfer, through the cases after it)
+    proc = subprocess.Popen(argv, cwd=workdir, env=env, stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)
     try:
-        # a peer's own working directory keeps the repo off its sys.path
-        proc = subprocess.run(argv, cwd=workdir, env=env, stdout=subprocess.PIPE, text=True,
-                              timeout=args.timeout)
+        out, _ = proc.communicate(timeout=args.timeout)
     except subprocess.TimeoutExpired:
         entry.update(results={}, errors={"peer": f"did not finish within {args.timeout} s"})
         return entry
     finally:
+        left = stop_group(proc)
         entry["noise"] = meter.stop()
-    lines = [line for line in proc.stdout.splitlines() if line.startswith('{"peer"')]
+        if left:
+            entry["left_running"] = left
+    lines = [line for line in out.splitlines() if line.startswith('{"peer"')]
     if not lines:
         entry.update(results={}, errors={"peer": f"exited with code {proc.returncode} and no "
                                                   "results; its log is above"})
@@ -90,6 +96,28 @@ def run_peer(peer: str, args, workdir: Path) -> dict:
     found = json.loads(lines[-1])
     entry.update(results=found["results"], errors=found["errors"], seconds=found["seconds"])
     return entry
+
+
+def stop_group(proc: subprocess.Popen) -> int:
+    """Kill the peer's session (its process group) and reap the peer; returns how many of its
+    processes were still running."""
+    group = [p for p in psutil.process_iter(["pid"]) if _pgid(p.pid) == proc.pid]
+    for p in group:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    proc.kill()
+    proc.wait()
+    psutil.wait_procs(group, timeout=10)
+    return len([p for p in group if p.pid != proc.pid])
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
 
 
 def render(data: dict) -> str:

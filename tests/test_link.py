@@ -83,7 +83,7 @@ def sample():  # private memory (USS) of the client and the engine, at 100 Hz
 sampler = threading.Thread(target=sample)
 sampler.start()
 times = []
-for i in range(2):
+for i in range({pushes}):
     t = time.perf_counter()
     rc[0].push({{f"a{{i}}": array}}, block=True)
     times.append(time.perf_counter() - t)
@@ -91,7 +91,7 @@ for i in range(2):
         stop.set()
         sampler.join()
 total = rc[0].apply_sync(lambda a: int(a.sum()), ipcluster.Reference("a1"))
-print("RESULT " + json.dumps({{"seconds": min(times), "sum": total,
+print("RESULT " + json.dumps({{"seconds": min(times), "times": times, "sum": total,
                               "rise": [p - b for p, b in zip(peak, base)],
                               "links": rc._session.links.state,
                               "hosts": rc[:].apply_sync(__import__("socket").gethostname)}}))
@@ -117,7 +117,7 @@ rc.close()
 
 
 def run_cluster(hosts, tmp_path: Path, engine_env: dict | None = None, cut: str | None = None,
-                engines: tuple[str, ...] = ("eng",), script: str = CLIENT) -> dict:
+                engines: tuple[str, ...] = ("eng",), script: str = CLIENT, pushes: int = 2) -> dict:
     env = {**os.environ, "IPCLUSTER_DIR": str(tmp_path / "state"),
            "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     conn = tmp_path / "state" / "link" / "connection.json"
@@ -143,7 +143,7 @@ def run_cluster(hosts, tmp_path: Path, engine_env: dict | None = None, cut: str 
                                                "--connection-file", str(conn)],
                                  {**env, **(engine_env or {})}))
         path = tmp_path / "client.py"
-        path.write_text(script.format(size=SIZE, engines=len(engines)))
+        path.write_text(script.format(size=SIZE, engines=len(engines), pushes=pushes))
         before = {name: hosts.counters(name) for name in HOSTS}
         client = on_host(hosts, "cli", [sys.executable, str(path), str(conn)], env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
