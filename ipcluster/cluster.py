@@ -44,6 +44,11 @@ __all__ = ["Cluster"]
 
 from ipcluster.connection import CONNECTION_VARIABLE  # the connection info, for batch jobs
 
+# What `ipcluster engine` imports: the local launcher's template process imports these once and
+# forks each engine, instead of each engine starting an interpreter and importing them.
+ENGINE_MODULES = ["argparse", "ipcluster.engine.command", "ipcluster.engine.main",
+                  "ipcluster.engine.walltime"]
+
 
 def run_sync(coro):
     """Run `coro` to completion from sync code, even where an event loop is already running."""
@@ -110,6 +115,8 @@ class Cluster:
             n = self.allocation.tasks if n is None else n
         self.n = check_count(n) if n is not None else (os.cpu_count() or 1)
         self.engines = engines or "local"
+        if self.engines == "local":  # engines forked from one pre-imported process
+            launcher_options.setdefault("preload", ENGINE_MODULES)
         self.launcher_options = launcher_options
         self.interface = interface
         self.cluster_id = cluster_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
@@ -139,9 +146,10 @@ class Cluster:
 
     # -- controller -------------------------------------------------------------------------
 
-    async def start_controller(self, restore: bool = False) -> None:
+    async def start_controller(self, restore: bool = False, *, prepare_engines: bool = False) -> None:
         """Start the controller; with `restore`, one that takes over from a controller that
-        died (its connection file, ports and task store: engines and clients reconnect)."""
+        died (its connection file, ports and task store: engines and clients reconnect).
+        With `prepare_engines`, the launcher prepares while the controller starts."""
         if self.controller is not None and self.controller.poll() is None:
             raise IpclusterError(f"the controller of cluster {self.cluster_id!r} is already running")
         if self.connection_file.exists() and not restore:
@@ -168,6 +176,8 @@ class Cluster:
         with open(log, "ab") as out:
             self.controller = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
                                                stderr=subprocess.STDOUT, start_new_session=True)
+        if prepare_engines:  # e.g. the local launcher's template imports meanwhile
+            await asyncio.to_thread(self.launcher.prepare, self.engine_command())
         deadline = time.monotonic() + self.start_timeout
         while True:
             try:
@@ -279,7 +289,7 @@ class Cluster:
     async def start_cluster(self, n: int | None = None) -> None:
         """Start the controller, then `n` engines (default: the cluster's `n`)."""
         try:
-            await self.start_controller()
+            await self.start_controller(prepare_engines=(self.n if n is None else n) > 0)
             await self.start_engines(n)
         except BaseException as exc:
             await self._stop_failed(exc)

@@ -63,6 +63,10 @@ class Launcher(ABC):
         """Hosts processes may run on, to choose an address they reach; None: this one only."""
         return None
 
+    def prepare(self, command: list[str]) -> None:
+        """Get ready to start copies of `command` (called while other work goes on, e.g. the
+        local launcher's template process importing); `start` works without it."""
+
     def local_processes(self) -> list | None:
         """The `subprocess.Popen` of each copy when every copy is a child of this process, so
         its exit can be watched and one copy restarted (`start(command, 1)`); None when this

@@ -13,6 +13,7 @@ from pathlib import Path
 from ipcluster.launchers import starters
 from ipcluster.launchers.base import Launcher, LaunchError, State, tail
 from ipcluster.launchers.options import build
+from ipcluster.launchers.template import Template
 
 
 @dataclass
@@ -23,6 +24,8 @@ class LocalOptions:
     stop_grace: float = 5.0  # seconds from SIGTERM to SIGKILL when stopping
     starter: str = "plain"  # how the copies start: plain (n processes), mpiexec or srun (one each)
     starter_args: list = field(default_factory=list)  # extra arguments for mpiexec or srun
+    preload: list = field(default_factory=list)  # modules a template process imports once, then
+    # forks each copy of a `python -m`/`-c` command (plain starter); empty: a fresh process each
 
 
 class LocalLauncher(Launcher):
@@ -31,7 +34,8 @@ class LocalLauncher(Launcher):
 
     def __init__(self, options: LocalOptions | None = None, **overrides) -> None:
         self.options = options or build(self.options_class, self.name, overrides)
-        self.processes: list[subprocess.Popen] = []
+        self.processes: list = []  # subprocess.Popen, or template.Copy when forked
+        self.template: Template | None = None
         self._stopping = False
 
     def starter(self) -> starters.Starter:
@@ -52,10 +56,36 @@ class LocalLauncher(Launcher):
             return None
         return Path(self.options.log_dir) / self.options.log_name.format(i=i)
 
+    def environment(self) -> dict:
+        return {**os.environ, **{k: str(v) for k, v in self.options.env.items()}}
+
+    def prepare(self, command: list[str]) -> None:
+        """Start the template process now (it imports while the caller does other work)."""
+        self._template(command, self.environment())
+
+    def _template(self, argv: list[str], env: dict) -> Template | None:
+        """The template that forks copies of `argv`, or None if a fresh process must start."""
+        if not self.options.preload or self.options.starter != "plain" or not Template.forkable(argv):
+            return None
+        if self.template is None or self.template.gone:
+            log = Path(self.options.log_dir) / "template.log" if self.options.log_dir else None
+            try:
+                self.template = Template(argv[0], self.options.preload, env, log)
+            except FileNotFoundError:
+                raise LaunchError(f"{argv[0]!r} not found; is it installed and on PATH? "
+                                  f"(PATH={env.get('PATH', '')})") from None
+        return self.template if self.template.fits(argv, env) else None
+
     def start(self, command: list[str], n: int) -> None:
         self._stopping = False
-        env = {**os.environ, **{k: str(v) for k, v in self.options.env.items()}}
-        for argv in self.commands(command, n):
+        env = self.environment()
+        argvs = self.commands(command, n)
+        template = self._template(command, env) if argvs else None
+        if template is not None:
+            logs = [self.log_path(len(self.processes) + i) for i in range(len(argvs))]
+            self.processes.extend(template.fork(argvs, env, logs))
+            return
+        for argv in argvs:
             log = self.log_path(len(self.processes))
             out = open(log, "ab") if log is not None else None
             try:
@@ -104,6 +134,9 @@ class LocalLauncher(Launcher):
         self._signal_groups(signals.SIGKILL, self.processes)
         for proc in self.processes:
             proc.wait()
+        if self.template is not None:
+            self.template.close()
+            self.template = None
 
     def state(self) -> State:
         if not self.processes:

@@ -26,8 +26,10 @@ def test_context_manager_gives_a_client_and_stops_everything():
     cluster = ipcluster.Cluster(n=2)
     with cluster as rc:
         assert rc.ids == [0, 1]
-        pids = [cluster.controller.pid, *cluster.launcher.pids]
+        template = cluster.launcher.template.process.pid  # engines are forked from one process
+        pids = [cluster.controller.pid, template, *cluster.launcher.pids]
         assert sorted(rc[:].apply_sync(os.getpid)) == sorted(cluster.launcher.pids)
+        assert rc[:].apply_sync(os.getppid) == [template, template]
         assert cluster.connection_file.exists()
     assert _gone(pids)
     assert not cluster.cluster_dir.exists()
