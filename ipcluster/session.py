@@ -354,7 +354,9 @@ class Session:
     def on_event(self, msg) -> None:
         event = unpack(msg.content)
         if event.get("event") in ("engine_up", "engine_down"):
-            self._facts.pop(event.get("id"), None)  # a restarted engine has a new token
+            gone = self._facts.pop(event.get("id"), None)  # a restarted engine has a new token
+            if gone and event["event"] == "engine_down":  # what a killed engine held on this
+                shm.drop_held(self.info.key_bytes, gone.get("shm"))  # host (if not the controller's)
         if "ids" in event:  # the whole list, in each beat
             self.set_engine_ids(event["ids"])
         elif event.get("event") == "engine_up":

@@ -106,6 +106,18 @@ def test_a_held_mapping_sent_back_unwritten_is_the_same_file_and_written_a_copy(
         host.hold = False
 
 
+def test_the_held_names_of_a_departed_engine_are_dropped_only_on_its_host(local_host, tmp_path):
+    host, key = local_host
+    mine, other = host.identity, host.identity.replace(host.token, "0123456789ab")
+    for name in (f"h{host.token}-1", f"h{host.token}-2", "h0123456789ab-1", f"s{host.token}-1.x"):
+        (tmp_path / (shm.prefix(key) + name)).touch()
+    elsewhere = "another-host|" + mine.split("|", 1)[1]
+    assert shm.drop_held(key, elsewhere) == 0 and shm.drop_held(key, None) == 0
+    assert shm.drop_held(key, mine) == 2
+    assert ours(tmp_path, key, "h") == [shm.prefix(key) + "h0123456789ab-1"]  # another's stays
+    assert shm.drop_held(key, other) == 1 and len(ours(tmp_path, key, "s")) == 1
+
+
 def test_a_segment_read_twice_or_forged_is_refused_before_unpickling(local_host, tmp_path):
     host, key = local_host
     signer = protocol.Signer(key)
