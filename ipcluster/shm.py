@@ -281,10 +281,10 @@ class Segment:
                     f"600, owner {os.getuid()}")
             mapping = mmap.mmap(fd, self.size, flags=mmap.MAP_PRIVATE,
                                 prot=mmap.PROT_READ | mmap.PROT_WRITE)
-            if host.hold:
-                host.keep(path, mapping)
-            else:
-                os.unlink(path)
+            try:
+                host.keep(path, mapping) if host.hold else os.unlink(path)
+            except FileNotFoundError:  # swept meanwhile (the cluster is stopping): mapped all the same
+                pass
             return memoryview(mapping)
         finally:
             os.close(fd)
