@@ -106,6 +106,22 @@ def test_a_held_mapping_sent_back_unwritten_is_the_same_file_and_written_a_copy(
         host.hold = False
 
 
+def test_a_segment_swept_between_open_and_rename_is_mapped_all_the_same(local_host, monkeypatch):
+    host, key = local_host
+    host.hold = True
+    try:
+        frames = protocol.encode(protocol.Signer(key), {"kind": "apply", "id": "w"},
+                                 *serialize.dumps(np.arange(MB, dtype=np.float64)), (host, [host.token]))
+        def swept(path, _):  # the cluster's stop removed the name after the reader opened it
+            os.unlink(path)
+            raise FileNotFoundError(path)
+        monkeypatch.setattr(shm.os, "rename", swept)
+        array = serialize.loads(frames[2], received(frames, key)[1])
+        assert array[-1] == MB - 1 and ours(host.dir, key) == ours(host.dir, key, "p")
+    finally:
+        host.hold = False
+
+
 def test_the_held_names_of_a_departed_engine_are_dropped_only_on_its_host(local_host, tmp_path):
     host, key = local_host
     mine, other = host.identity, host.identity.replace(host.token, "0123456789ab")
