@@ -163,15 +163,18 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="ipcluster-bench-") as tmp:
         for peer in peers:
             data["peers"][peer] = run_peer(peer, args, Path(tmp))
-    if "ipcluster" in peers and "link_push_100MB" in select(
-            [o for o in args.only.split(",") if o], args.quick):
-        print("== link: 100 MB across a 1 Gbit/s link (network namespaces)", file=sys.stderr)
-        found = link.measure()
+    chosen = select([o for o in args.only.split(",") if o], args.quick)
+    for case, engines in (("link_push_100MB", 1), ("link_broadcast_100MB", 2)):
+        if "ipcluster" not in peers or case not in chosen:
+            continue
+        print(f"== {case}: 100 MB to {engines} host(s) over 1 Gbit/s links (network namespaces)",
+              file=sys.stderr)
+        found = link.measure(engines)
         entry = data["peers"]["ipcluster"]
         if "skipped" in found:
-            entry.setdefault("errors", {})["link_push_100MB"] = f"skipped: {found['skipped']}"
+            entry.setdefault("errors", {})[case] = f"skipped: {found['skipped']}"
         else:
-            entry.setdefault("results", {})["link_push_100MB"] = found
+            entry.setdefault("results", {})[case] = found
     data["seconds"] = round(time.perf_counter() - t0, 1)
     data["cases"] = [vars(c) for c in CASES]
     data["goals"] = goals.check(data)

@@ -106,11 +106,14 @@ rc = ipcluster.Client(sys.argv[1])
 rc.wait_for_engines({engines}, timeout=60)
 array = np.ones({size}, np.uint8)
 rc[:].push({{"warm": array[:1 << 20]}}, block=True)
-t = time.perf_counter()
-rc[:].push({{"a": array}}, block=True)
-seconds = time.perf_counter() - t
+times = []
+for i in range({pushes}):
+    t = time.perf_counter()
+    rc[:].push({{"a": array}}, block=True)
+    times.append(time.perf_counter() - t)
 sums = rc[:].apply_sync(lambda a: int(a.sum()), ipcluster.Reference("a"))
-print("RESULT " + json.dumps({{"seconds": seconds, "sums": sums, "links": rc._session.links.state,
+print("RESULT " + json.dumps({{"seconds": min(times), "times": times, "sums": sums,
+                              "links": rc._session.links.state,
                               "hosts": rc[:].apply_sync(__import__("socket").gethostname)}}))
 rc.close()
 """
@@ -194,7 +197,7 @@ def test_a_push_to_engines_on_two_hosts_leaves_the_client_once_and_is_forwarded(
     """Broadcast across hosts: the client sends the buffer to the first engine's data port,
     which passes each chunk on to the next engine's as it arrives (a pipeline): the client's
     link carries the data once, not once per engine."""
-    result = run_cluster(hosts, tmp_path, engines=("eng", "eng2"), script=BROADCAST)
+    result = run_cluster(hosts, tmp_path, engines=("eng", "eng2"), script=BROADCAST, pushes=1)
     assert sorted(result["hosts"]) == ["eng", "eng2"] and result["sums"] == [SIZE, SIZE]
     assert list(result["links"].values()) == ["ok", "ok"]
     moved = result["bytes"]

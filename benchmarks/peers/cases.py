@@ -33,6 +33,8 @@ CASES = [
     Case("broadcast_10MB", "broadcast 10 MB to 8 workers", "s", "lower"),
     Case("link_push_100MB", "push 100 MB to another host over 1 Gbit/s, x the link's time",
          "x", "lower"),
+    Case("link_broadcast_100MB", "push 100 MB to engines on two other hosts, x one link's time",
+         "x", "lower"),
     Case("memory_engine", "idle worker memory (RSS, helpers included)", "MiB", "lower"),
     Case("memory_controller", "controller / scheduler memory (RSS, all processes)", "MiB", "lower"),
     Case("scale_register", "10,000 simulated engines registered", "s", "lower"),
@@ -87,5 +89,6 @@ def select(only: list[str] | None, quick: bool) -> list[str]:
         return chosen
     if quick:
         return [n for n in names
-                if n not in ("start_32", "start_64", "pushpull_1GB", "link_push_100MB")]
+                if n not in ("start_32", "start_64", "pushpull_1GB", "link_push_100MB",
+                             "link_broadcast_100MB")]
     return names
