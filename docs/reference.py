@@ -18,7 +18,8 @@ API = Path(__file__).resolve().parent / "api.md"
 
 # (heading, [(what, inherited members too)]); "what" is ipcluster.<name> or a module
 SECTIONS = [
-    ("Clusters and clients", [("ipcluster.Cluster", False), ("ipcluster.Client", False)]),
+    ("Clusters and clients", [("ipcluster.Cluster", False), ("ipcluster.ClusterManager", False),
+                              ("ipcluster.Client", False)]),
     ("Views", [("ipcluster.DirectView", True), ("ipcluster.LoadBalancedView", True),
                ("ipcluster.BroadcastView", False)]),
     ("Results and executors", [("ipcluster.AsyncResult", False), ("ipcluster.ViewExecutor", False)]),

@@ -22,6 +22,7 @@ _ERRORS = ["AlreadyDisplayedError", "InvalidDependency", "ClientClosed", "Compos
 _HOMES = {
     "AsyncResult": "asyncresult", "AsyncMapResult": "asyncresult",
     "AsyncHubResult": "asyncresult", "Client": "client", "Cluster": "cluster",
+    "ClusterManager": "clustermanager",
     "Dependency": "dependency", "Reference": "namespace", "ViewExecutor": "executor",
     "depend": "remotefunction", "interactive": "remotefunction", "require": "remotefunction",
     "remote": "remotefunction", "parallel": "remotefunction",
@@ -71,6 +72,7 @@ __all__ = [
     "Client",
     "ClientClosed",
     "Cluster",
+    "ClusterManager",
     "CompositeError",
     "ConnectionFileError",
     "ControllerLost",

@@ -350,7 +350,7 @@ def cmd_engines(args) -> int:
         return 1
     finally:
         client.close()
-    print(f"cluster {cluster_id!r}: {args.n} {cluster.engines} engines added "
+    print(f"cluster {cluster_id!r}: {args.n} {cluster.launcher_name} engines added "
           f"({before + args.n} in all)")
     return 0
 
@@ -359,7 +359,7 @@ def cmd_config(args) -> int:
     """Print a launcher's resolved options (arguments > dask config > defaults) and its script."""
     import dataclasses
 
-    from ipcluster.cluster import make_launcher
+    from ipcluster.engineset import make_launcher
 
     try:
         launcher = make_launcher(args.launcher, cluster_dir("<cluster-id>"), **_options(args.set))

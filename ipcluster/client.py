@@ -52,6 +52,7 @@ class Client(TaskRecords):
         info = connection.read(self.connection_file)
         self.cluster_id = info.cluster_id
         self.timeout = timeout
+        self.cluster = None  # the Cluster whose connect_client made this client, as ipyparallel's
         self.history: list[str] = []  # ids of the tasks this client submitted, in order
         self._futures: dict[str, TaskFuture] = {}
         self._init_records()
@@ -70,7 +71,7 @@ class Client(TaskRecords):
 
     def _activate_in_ipython(self) -> None:
         """Inside IPython (already imported: a script never pays for it), the first client
-        binds the %px magics to all its engines, as does a new one once that client closes."""
+        binds the %px magics to all its engines, as in ipyparallel (later ones: ``rc.activate()``)."""
         ipython = sys.modules.get("IPython")
         if ipython is None or ipython.get_ipython() is None:
             return

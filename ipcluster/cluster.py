@@ -4,87 +4,49 @@
 yields a connected `Client`, and stops everything on exit, also on error. Each step has an
 async form (``await cluster.start_cluster()``) and a sync one-liner over it
 (``cluster.start_cluster_sync()``) that works inside a running event loop too (a notebook).
+Engines come in engine sets (`ipcluster.engineset`), as in ipyparallel.
 
-State lives in one directory per cluster (`cluster_dir`): the connection file, ``cluster.json``
-(`ipcluster.state`: who started what, for ``ipcluster list`` and ``ipcluster stop``) and the
-logs. A cluster belongs to the process that started it: its controller stops everything when
-that process dies (``shutdown_atexit=False`` keeps it running). A start that fails stops what it
-started and keeps the directory, so that the logs its error quotes are still there.
+State lives in one directory per cluster (`cluster_dir`, in `profile_dir`): the connection
+file, ``cluster.json`` (`ipcluster.state`) and the logs. A cluster belongs to the process that
+started it: its controller stops everything when that process dies (``shutdown_atexit=False``
+keeps it running). A start that fails stops what it started and keeps the directory, so that
+the logs its error quotes are still there.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
+import dataclasses
 import json
 import logging
 import os
-import secrets
 import shutil
 import subprocess
 import sys
-import threading
 import time
+from pathlib import Path
 
-import dataclasses
-
-from ipcluster import display
-from ipcluster import launchers
-from ipcluster import connection, shm, state
+from ipcluster import connection, controllerprocess, display, launchers, shm, state
+from ipcluster.blocking import run_sync
 from ipcluster.client import Client
 import ipcluster.dashboard.link as dashboard
+from ipcluster.engineset import EngineSet, EngineSets, check_count
 from ipcluster.progress import wait_registered
 from ipcluster.supervisor import Supervisor
-from ipcluster.config import cluster_dir, resolve
+from ipcluster.config import cluster_dir, ipcluster_dir, locate
 from ipcluster.errors import ConnectionFileError, IpclusterError, NoEnginesRegistered
 from ipcluster.launchers import allocation, network
-from ipcluster.launchers.base import tail
-
-__all__ = ["Cluster"]
 
 from ipcluster.connection import CONNECTION_VARIABLE  # the connection info, for batch jobs
+
+__all__ = ["Cluster"]
 
 # What `ipcluster engine` imports: the local launcher's template process imports these once and
 # forks each engine, instead of each engine starting an interpreter and importing them.
 ENGINE_MODULES = ["argparse", "ipcluster.engine.command", "ipcluster.engine.main",
                   "ipcluster.engine.walltime"]
-
-
-def run_sync(coro):
-    """Run `coro` to completion from sync code, even where an event loop is already running."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    box: dict = {}
-
-    def target():
-        try:
-            box["value"] = asyncio.run(coro)
-        except BaseException as exc:  # re-raised in the caller's thread below
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, name="ipcluster-sync")
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
-
-
-def check_count(n, what: str = "n") -> int:
-    """`n` as a number of engines, or a clear error saying what was expected."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"{what} must be a whole number of engines, 0 or more; got {n!r} "
-                         f"({type(n).__name__}); e.g. Cluster(n=4) or `ipcluster start -n 4`")
-    return n
-
-
-def make_launcher(engines: str, log_dir, **options) -> launchers.Launcher:
-    """The `engines` launcher with options from `options`, then dask.config, then defaults."""
-    cls = launchers.get(engines)
-    resolved = resolve(cls.options_class, engines, {"log_dir": str(log_dir), **options})
-    return cls(resolved)
 
 
 class Cluster:
@@ -95,6 +57,10 @@ class Cluster:
     ``ipcluster.<launcher>``. The default, None, is ``"local"``, or inside a Slurm, PBS, LSF or
     SGE allocation: engines across the allocation (``srun`` or ``mpiexec``), `n` its task count.
 
+    `profile_dir` is the directory that holds cluster directories (default ``$IPCLUSTER_DIR``,
+    else ``~/.ipcluster``); `profile` names a cluster in it, the one whose id is `profile`
+    when `cluster_id` is not given (ipyparallel's profiles, mapped as docs/migration.md says).
+
     The cluster stops when this process exits, normally or not (its controller watches it);
     with ``shutdown_atexit=False`` it keeps running until ``ipcluster stop CLUSTER_ID``.
     `start_timeout` counts from when the engines start running: a batch job waiting in the
@@ -102,6 +68,7 @@ class Cluster:
     """
 
     def __init__(self, n: int | None = None, *, engines: str | None = None, cluster_id: str | None = None,
+                 profile: str | None = None, profile_dir: str | None = None,
                  controller_ip: str | None = None, interface: str | None = None,
                  curve: bool | None = None, restart: bool = False, db: str | None = None,
                  start_timeout: float = 60.0, pending_timeout: float | None = None,
@@ -114,12 +81,13 @@ class Cluster:
             launcher_options.setdefault("starter", self.allocation.starter)
             n = self.allocation.tasks if n is None else n
         self.n = check_count(n) if n is not None else (os.cpu_count() or 1)
-        self.engines = engines or "local"
-        if self.engines == "local":  # engines forked from one pre-imported process
+        self.launcher_name = engines or "local"
+        if self.launcher_name == "local":  # engines forked from one pre-imported process
             launcher_options.setdefault("preload", ENGINE_MODULES)
         self.launcher_options = launcher_options
         self.interface = interface
-        self.cluster_id = cluster_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+        self.profile = profile or ""
+        self.profile_dir, self.cluster_id = locate(cluster_id, profile, profile_dir)
         self.controller_ip = controller_ip
         self.curve = curve  # CurveZMQ; None: on unless the controller binds loopback only
         self.restart = restart  # start a replacement (same engine id) for an engine that exits
@@ -131,18 +99,49 @@ class Cluster:
         self.max_message_size = max_message_size  # bytes in one frame; None: the controller's default
         self.owner = state.Owner.this_process()
         self.created = time.time()
-        self.cluster_dir = cluster_dir(self.cluster_id)
+        self.cluster_dir = cluster_dir(self.cluster_id, self.profile_dir)
+        self.cluster_file = self.cluster_dir / state.FILENAME  # the record `from_file` reads
         self.connection_file = self.cluster_dir / connection.FILENAME
         self.controller: subprocess.Popen | None = None
-        self.launcher = make_launcher(self.engines, self.cluster_dir, **launcher_options)
+        self.engines = EngineSets(self.launcher_name, launcher_options, self.cluster_dir)
         self.client: Client | None = None
         self.ready = False  # all n engines registered once
+
+    @classmethod
+    def from_file(cls, cluster_file=None, *, profile: str | None = None,
+                  profile_dir: str | None = None, cluster_id: str = "", **kwargs) -> "Cluster":
+        """A running cluster another process started, from its record: by default the one
+        ``ipcluster start`` started (`cluster_id` ``""``); or a record's path (`cluster_file`).
+
+        It connects clients (``connect_client``) and adds engine sets to the cluster; the
+        cluster stays its owner's (``ipcluster stop CLUSTER_ID`` stops it)."""
+        if cluster_file is None:
+            root, cluster_id = locate(cluster_id, profile, profile_dir)
+            cluster_file = state.path(cluster_id, Path(root))
+        path = Path(cluster_file).absolute()
+        record = state.read(path.parent.name, path.parent.parent)
+        if record is None:
+            running = state.running() if path.parent.parent == ipcluster_dir() else []
+            raise IpclusterError(
+                f"no cluster record at {path}; running clusters: {', '.join(running) or 'none'}"
+                f"; start one with `ipcluster start -n 4` or Cluster(n=4, shutdown_atexit=False)")
+        kwargs.setdefault("shutdown_atexit", False)
+        return cls(record.get("n", 0), engines=record.get("engines") or "local",
+                   cluster_id=path.parent.name, profile_dir=str(path.parent.parent), **kwargs)
 
     def _repr_html_(self) -> str:
         return display.cluster_html(self)
 
     def __repr__(self) -> str:
-        return f"<Cluster cluster_id={self.cluster_id!r} n={self.n} engines={self.engines!r}>"
+        home = os.path.expanduser("~")
+        where = ("~" + self.profile_dir[len(home):] if self.profile_dir.startswith(home + os.sep)
+                 else self.profile_dir)
+        fields = [f"cluster_id={self.cluster_id!r}", f"profile_dir={where!r}"]
+        if self.controller is not None:
+            fields.append(f"controller=<{'running' if self.controller.poll() is None else 'stopped'}>")
+        if self.engines:
+            fields.append(f"engine_sets={list(self.engines)}")
+        return f"<{type(self).__name__}({', '.join(fields)})>"
 
     # -- controller -------------------------------------------------------------------------
 
@@ -158,43 +157,16 @@ class Cluster:
                 f"{self.connection_file}; stop it first (`ipcluster stop --cluster-id "
                 f"{self.cluster_id}`) or choose another cluster_id")
         connection.make_private_dir(self.cluster_dir)
-        argv = [sys.executable, "-m", "ipcluster", "controller", "--cluster-id", self.cluster_id]
-        ip = await asyncio.to_thread(self.choose_ip)
-        if ip:
-            argv += ["--ip", ip]
-        if self.curve is not None:
-            argv.append("--curve" if self.curve else "--no-curve")
-        if self.db is not None:
-            argv += ["--db", self.db]
-        if self.max_message_size is not None:
-            argv += ["--max-message-size", str(self.max_message_size)]
-        if restore:
-            argv.append("--restore")
-        if self.shutdown_atexit:
-            argv += ["--owner", str(self.owner)]
-        log = self.cluster_dir / "controller.log"
-        with open(log, "ab") as out:
-            self.controller = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
-                                               stderr=subprocess.STDOUT, start_new_session=True)
+        argv = controllerprocess.command(
+            self.cluster_id, ip=await asyncio.to_thread(self.choose_ip), curve=self.curve,
+            db=self.db, max_message_size=self.max_message_size, restore=restore,
+            owner=str(self.owner) if self.shutdown_atexit else None)
+        self.controller = controllerprocess.spawn(argv, self.cluster_dir, self.profile_dir)
         if prepare_engines:  # e.g. the local launcher's template imports meanwhile
             await asyncio.to_thread(self.launcher.prepare, self.engine_command())
-        deadline = time.monotonic() + self.start_timeout
-        while True:
-            try:
-                if connection.read(self.connection_file).controller_pid == self.controller.pid:
-                    break
-            except IpclusterError:
-                pass
-            if self.controller.poll() is not None:
-                raise IpclusterError(
-                    f"the controller exited with code {self.controller.returncode} before it "
-                    f"was ready; its log {log} ends with:\n{tail(log)}")
-            if time.monotonic() > deadline:
-                raise IpclusterError(f"the controller was not ready after {self.start_timeout} s; "
-                                     f"its log {log} ends with:\n{tail(log)}")
-            await asyncio.sleep(0.01)
+        await controllerprocess.wait_ready(self.controller, self.cluster_dir, self.start_timeout)
         if not restore:
-            state.write(self.cluster_id, {})  # a fresh record, not one a failed start left
+            state.write(self.cluster_id, {}, self.profile_dir)  # not a record a failed start left
         self._write_state()
         if self.shutdown_atexit:
             atexit.register(self._stop_at_exit)
@@ -215,24 +187,29 @@ class Cluster:
             raise IpclusterError(f"cannot choose the controller's address: {exc}") from None
 
     async def stop_controller(self) -> None:
+        """Stop the controller (then `controller` is None, as in ipyparallel)."""
         await asyncio.to_thread(self._stop_controller)
+        self.controller = None
 
     def _stop_controller(self) -> None:
-        if self.controller is None:
-            return
-        self.controller.terminate()
-        try:
-            self.controller.wait(5)
-        except subprocess.TimeoutExpired:
-            self.controller.kill()
-            self.controller.wait()
+        controllerprocess.stop(self.controller)
 
     @property
     def dashboard_link(self) -> str:
         """The URL of this cluster's live dashboard, started on first use (``ipcluster[dashboard]``)."""
         return dashboard.dashboard_link(self.connection_file)
 
-    # -- engines ----------------------------------------------------------------------------
+    # -- engine sets ------------------------------------------------------------------------
+
+    @property
+    def launcher(self) -> launchers.Launcher:
+        """The launcher of the newest engine set; before the first, the one it will use."""
+        return self.engines.launcher
+
+    @property
+    def engine_set(self) -> EngineSet | None:
+        """The first engine set (most clusters have one), as ipyparallel's; None before it."""
+        return next(iter(self.engines.values()), None)
 
     def engine_command(self) -> list[str]:
         if self.remote:  # no shared filesystem needed: the info travels in the environment
@@ -240,48 +217,59 @@ class Cluster:
         return [sys.executable, "-m", "ipcluster", "engine", "--connection-file",
                 str(self.connection_file)]
 
-    def _engine_environment(self) -> None:
+    def _engine_environment(self, launcher: launchers.Launcher) -> None:
         if self.remote and self.connection_file.exists():
             info = dataclasses.asdict(connection.read(self.connection_file))
-            self.launcher.options.env = {**self.launcher.options.env,
-                                         CONNECTION_VARIABLE: json.dumps(info)}
+            launcher.options.env = {**launcher.options.env, CONNECTION_VARIABLE: json.dumps(info)}
 
     def engines_script(self, n: int | None = None) -> str:
         """Exactly what `start_engines(n)` runs or submits."""
         return self.launcher.script(self.engine_command(), self.n if n is None else n)
 
-    async def start_engines(self, n: int | None = None) -> None:
-        n = check_count(self.n if n is None else n)
-        self._engine_environment()
+    async def start_engines(self, n: int | None = None, engine_set_id: str | None = None) -> str:
+        """Start `n` engines (default: the cluster's `n`) as a new engine set; its id, the key
+        of ``cluster.engines``. Does not wait for them (`wait_for_engines` does)."""
+        engine_set = self.engines.add(check_count(self.n if n is None else n), engine_set_id)
+        launcher, n = engine_set.launcher, engine_set.n
+        self._engine_environment(launcher)
         try:
-            await asyncio.to_thread(self.launcher.start, self.engine_command(), n)
+            await asyncio.to_thread(launcher.start, self.engine_command(), n)
         except launchers.LaunchError as exc:
-            raise IpclusterError(f"could not start {n} engines with the {self.engines} launcher: "
-                                 f"{exc}") from None
+            raise IpclusterError(f"could not start {n} engines with the {self.launcher_name} "
+                                 f"launcher: {exc}") from None
         finally:
             self._write_state()  # job ids on disk at once: the controller cancels them if we die
-        if self.supervisor is None and self.launcher.local_processes() is not None:
+        if self.supervisor is None and launcher.local_processes() is not None:
             self.supervisor = Supervisor(self, self.restart)
             self.supervisor.start()
+        return engine_set.id
 
-    async def stop_engines(self) -> None:
-        await asyncio.to_thread(self._stop_engines)
+    async def stop_engines(self, engine_set_id: str | None = None) -> None:
+        """Stop one engine set, or every set (the default); a stopped set leaves `engines`."""
+        await asyncio.to_thread(self._stop_engines, engine_set_id)
 
-    def _stop_engines(self) -> None:
-        if self.supervisor is not None:
+    def _stop_engines(self, engine_set_id: str | None = None) -> None:
+        chosen = self.engines.chosen(engine_set_id)
+        if len(chosen) == len(self.engines) and self.supervisor is not None:
             self.supervisor.stop()
             self.supervisor = None
-        self.launcher.stop()
+        # out of the supervisor's sight first: their exits are not crashes to restart
+        self.engines.stop(chosen, self.supervisor.lock if self.supervisor else contextlib.nullcontext())
+        self._write_state()
 
-    def signal_engines(self, sig: int) -> None:
-        """Send `sig` to every engine, through the launcher (``scancel --signal`` for Slurm)."""
-        self.launcher.signal(sig)
+    async def signal_engines(self, sig: int, engine_set_id: str | None = None) -> None:
+        """Send `sig` to the engines of one set, or of every set (the default), through its
+        launcher (``scancel --signal`` for Slurm)."""
+        await asyncio.to_thread(self.engines.signal, sig, self.engines.chosen(engine_set_id))
 
-    async def restart_engines(self) -> None:
-        """Stop every engine, then start the cluster's `n` afresh and wait for them."""
-        await self.stop_engines()
-        self.launcher = make_launcher(self.engines, self.cluster_dir, **self.launcher_options)
-        await self.start_engines()
+    async def restart_engines(self, engine_set_id: str | None = None) -> None:
+        """Stop one engine set (default: every set), start it afresh under the same id with as
+        many engines, and wait for all the cluster's engines."""
+        counts = {set_id: self.engines[set_id].n for set_id in self.engines.chosen(engine_set_id)}
+        for set_id in counts:
+            await self.stop_engines(set_id)
+        for set_id, n in counts.items():
+            await self.start_engines(n, set_id)
         await self.wait_for_engines()
 
     # -- the whole cluster ------------------------------------------------------------------
@@ -297,16 +285,18 @@ class Cluster:
 
     async def connect_client(self) -> Client:
         self.client = await asyncio.to_thread(Client, self.connection_file)
+        self.client.cluster = self
         return self.client
 
     async def wait_for_engines(self, n: int | None = None, timeout: float | None = None) -> None:
-        """Wait until `n` engines registered; fail at once, with its log, if an engine exits.
+        """Wait until `n` engines registered (default: as many as the engine sets started);
+        fail at once, with its log, if an engine exits.
 
         `timeout` (default `start_timeout`) counts from when the engines start running: while
         a batch job waits in the queue, its wait is shown ("slurm job 1234 pending: Priority,
         2 min"), for at most `pending_timeout` seconds.
         """
-        n = check_count(self.n if n is None else n)
+        n = check_count(sum(s.n for s in self.engines.values()) or self.n if n is None else n)
         client = self.client if self.client is not None else await self.connect_client()
         await wait_registered(client, self.launcher, n,
                               timeout=self.start_timeout if timeout is None else timeout,
@@ -331,17 +321,14 @@ class Cluster:
     async def _stop_failed(self, exc: BaseException) -> None:
         """Stop what a failed start started, keeping the directory: its logs explain the error
         (``ipcluster list`` shows the cluster as failed, ``ipcluster clean`` removes it)."""
-        await self._stop_processes()
+        await asyncio.to_thread(self._halt)
         if self.cluster_dir.exists():
             reason = "interrupted" if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)) \
                 else f"{type(exc).__name__}: {exc}"
-            state.update(self.cluster_id, failed=reason, **self._state())
+            state.update(self.cluster_id, self.profile_dir, failed=reason, **state.record_of(self))
             if isinstance(exc, IpclusterError) and not isinstance(exc, NoEnginesRegistered):
                 exc.args = (f"{exc.args[0]}\n(the logs stay in {self.cluster_dir}; "
                             f"`ipcluster clean` removes them)",) + exc.args[1:]
-
-    async def _stop_processes(self) -> None:
-        await asyncio.to_thread(self._halt)
 
     def _halt(self) -> None:
         """Close the client, stop the engines, then the controller (blocking: also at exit,
@@ -351,12 +338,14 @@ class Cluster:
             self.client.close()
             self.client = None
         self._stop_engines()
-        dashboard.stop(self.cluster_dir)
+        if self.controller is not None:  # a dashboard of a cluster we started, not another's
+            dashboard.stop(self.cluster_dir)
         self._stop_controller()
 
     async def stop_cluster(self) -> None:
         """Stop engines, then the controller; close the client; remove the cluster's directory."""
         await asyncio.to_thread(self._stop_at_exit)
+        self.controller = None
 
     def _stop_at_exit(self) -> None:
         try:
@@ -369,34 +358,19 @@ class Cluster:
                 shm.sweep(shm.prefix(key))  # chance to remove it (it does when it stops)
             shutil.rmtree(self.cluster_dir, ignore_errors=True)
 
-    def _state(self) -> dict:
-        jobs = list(getattr(self.launcher, "jobs", []))
-        return {
-            "cluster_id": self.cluster_id, "n": self.n, "engines": self.engines,
-            "owner": {"pid": self.owner.pid, "started": self.owner.started,
-                      "command": " ".join(sys.argv[:3])},
-            "shutdown_atexit": self.shutdown_atexit,
-            "controller_pid": self.controller.pid if self.controller else None,
-            "engine_pids": list(self.launcher.pids), "jobs": jobs,
-            "started": state.start_times([self.controller.pid if self.controller else None,
-                                          *self.launcher.pids]),
-            "cancel": [self.launcher.cancel_argv(jobs)] if jobs else [],
-            "created": self.created, "ready": self.ready,
-        }
-
     def _write_state(self) -> None:
         if self.controller is None:  # engines added to a cluster another process owns: its record
             return
         if self.cluster_dir.exists():
-            state.update(self.cluster_id, failed=None, **self._state())
+            state.update(self.cluster_id, self.profile_dir, failed=None, **state.record_of(self))
 
     # -- sync forms -------------------------------------------------------------------------
 
     def start_controller_sync(self, restore: bool = False) -> None:
         return run_sync(self.start_controller(restore))
 
-    def start_engines_sync(self, n: int | None = None) -> None:
-        return run_sync(self.start_engines(n))
+    def start_engines_sync(self, n: int | None = None, engine_set_id: str | None = None) -> str:
+        return run_sync(self.start_engines(n, engine_set_id))
 
     def start_cluster_sync(self, n: int | None = None) -> None:
         return run_sync(self.start_cluster(n))
@@ -410,14 +384,17 @@ class Cluster:
     def start_and_connect_sync(self, n: int | None = None, activate: bool = False) -> Client:
         return run_sync(self.start_and_connect(n, activate))
 
-    def stop_engines_sync(self) -> None:
-        return run_sync(self.stop_engines())
+    def stop_engines_sync(self, engine_set_id: str | None = None) -> None:
+        return run_sync(self.stop_engines(engine_set_id))
+
+    def signal_engines_sync(self, sig: int, engine_set_id: str | None = None) -> None:
+        return run_sync(self.signal_engines(sig, engine_set_id))
 
     def stop_controller_sync(self) -> None:
         return run_sync(self.stop_controller())
 
-    def restart_engines_sync(self) -> None:
-        return run_sync(self.restart_engines())
+    def restart_engines_sync(self, engine_set_id: str | None = None) -> None:
+        return run_sync(self.restart_engines(engine_set_id))
 
     def stop_cluster_sync(self) -> None:
         return run_sync(self.stop_cluster())

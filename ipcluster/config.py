@@ -24,8 +24,24 @@ def ipcluster_dir() -> Path:
     return Path(os.environ.get("IPCLUSTER_DIR") or Path.home() / ".ipcluster")
 
 
-def cluster_dir(cluster_id: str) -> Path:
-    return ipcluster_dir() / cluster_id
+def cluster_dir(cluster_id: str, root: str | Path | None = None) -> Path:
+    """Where cluster `cluster_id` keeps its state: in `root`, else in `ipcluster_dir()`."""
+    return (Path(root) if root is not None else ipcluster_dir()) / cluster_id
+
+
+def locate(cluster_id: str | None, profile: str | None = None,
+           profile_dir: str | None = None) -> tuple[str, str]:
+    """(profile_dir, cluster_id) of a cluster named the ipyparallel way: `profile_dir` holds
+    cluster directories (default `ipcluster_dir()`); `profile` names the cluster whose id it
+    is when `cluster_id` is None or ``""``; ``""`` alone is `DEFAULT_CLUSTER_ID`, the cluster
+    ``ipcluster start`` starts; None alone, a new id from the time and 6 random hex digits."""
+    import secrets
+    import time
+
+    root = os.path.abspath(profile_dir) if profile_dir else str(ipcluster_dir())
+    if cluster_id is None and not profile:
+        return root, f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+    return root, cluster_id or profile or DEFAULT_CLUSTER_ID
 
 
 def resolve(options_cls: type[T], section: str, overrides: dict[str, Any] | None = None) -> T:

@@ -36,7 +36,7 @@ def cluster_html(cluster) -> str:
     client = cluster.client
     engines = f"{len(client.ids)} of {cluster.n}" if client is not None and not client.closed else str(cluster.n)
     return (f"<div style='{STYLE}'><b>Cluster</b> {html.escape(cluster.cluster_id)}"
-            + _table([("state", state), ("engines", f"{engines} ({html.escape(cluster.engines)} launcher)"),
+            + _table([("state", state), ("engines", f"{engines} ({html.escape(cluster.launcher_name)} launcher)"),
                       ("connection file", f"<code>{html.escape(str(cluster.connection_file))}</code>"),
                       ("", _dashboard(cluster.connection_file if state == "running" else None,
                                       "cluster"))])

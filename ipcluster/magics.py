@@ -150,11 +150,11 @@ class ParallelMagics(Magics):
         return self.by_suffix[suffix]
 
     def activate(self, view, suffix: str = "", *, replace: bool = True) -> bool:
-        """Bind ``%px{suffix}`` and its siblings to `view` (unless `replace` is False and an
-        open view is bound already); True if bound."""
+        """Bind ``%px{suffix}`` and its siblings to `view` (unless `replace` is False and a
+        view was bound already: only the first client binds them, as in ipyparallel); True if
+        bound."""
         magics = self.magics_for(suffix)
-        current = magics.view
-        if not replace and current is not None and not current.client.closed:
+        if not replace and magics.view is not None:
             return False
         magics.view = view
         magics.options = PxOptions()  # a view bound anew starts from the defaults, as ipyparallel's
@@ -283,9 +283,9 @@ class ViewMagics:
             raise UsageError(NO_VIEW)
         client = view.client
         if client.closed:
-            raise UsageError("the client %px was bound to is closed; make a new one "
-                             "(`rc = ipcluster.Client()`) and it activates %px, or call "
-                             "rc.activate()")
+            raise UsageError("the client %px was bound to is closed; bind %px to another "
+                             "with rc.activate(), or start a cluster with "
+                             "Cluster(n=4).start_and_connect_sync(activate=True)")
         if not client.ids:
             raise UsageError(NO_ENGINES)
         if targets is not None:

@@ -183,6 +183,7 @@ class Result:
     completed: float | None = None
     unmet: bool = False  # an UnmetDependency: the task may run on another engine
     prov: dict | None = None  # provenance: function, hashes of code, call and result
+    engine_uuid: str | None = None  # the engine process's own id (a restarted engine has a new one)
 
     def header(self, msg_id: str) -> dict:
         h = {"kind": "result", "id": msg_id, "parent": self.parent, "engine": self.engine,
@@ -191,6 +192,8 @@ class Result:
             h["unmet"] = True
         if self.prov is not None:
             h["prov"] = self.prov
+        if self.engine_uuid is not None:
+            h["uuid"] = self.engine_uuid
         return h
 
     @classmethod
@@ -202,9 +205,11 @@ class Result:
             _check(h.get(name) is None or _number(h[name]), "result", name, "a time", h.get(name))
         engine = h.get("engine")
         _check(engine is None or isinstance(engine, int), "result", "engine", "an engine id", engine)
-        prov = h.get("prov")
+        prov, engine_uuid = h.get("prov"), h.get("uuid")
+        _check(engine_uuid is None or isinstance(engine_uuid, str), "result", "uuid",
+               "an engine uuid", engine_uuid)
         return cls(h["parent"], engine, h["status"], h.get("started"), h.get("completed"),
-                   bool(h.get("unmet")), prov if isinstance(prov, dict) else None)
+                   bool(h.get("unmet")), prov if isinstance(prov, dict) else None, engine_uuid)
 
     @property
     def duration(self) -> float | None:

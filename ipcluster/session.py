@@ -368,7 +368,8 @@ class Session:
 
     def complete(self, task: TaskFuture, result: Result, msg) -> None:
         """Finish `task` with the value or error of its result message."""
-        task.metadata.update(engine_id=result.engine, started=result.started,
+        task.metadata.update(engine_id=result.engine, engine_uuid=result.engine_uuid,
+                             started=result.started,
                              completed=result.completed, received=now(), status=result.status)
         if result.status == "ok":
             try:

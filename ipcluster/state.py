@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,28 +102,44 @@ def alive(pid: int | None, found: dict | None = None) -> bool:
         return False
 
 
-def path(cluster_id: str) -> Path:
-    return cluster_dir(cluster_id) / FILENAME
+def record_of(cluster) -> dict:
+    """The record of a `Cluster` (its fields, its owner, its processes, its engine sets and
+    what cancels their jobs), as `update` writes it."""
+    sets = cluster.engines.record()
+    controller_pid = cluster.controller.pid if cluster.controller else None
+    return {
+        "cluster_id": cluster.cluster_id, "n": cluster.n, "engines": cluster.launcher_name,
+        "owner": {"pid": cluster.owner.pid, "started": cluster.owner.started,
+                  "command": " ".join(sys.argv[:3])},
+        "shutdown_atexit": cluster.shutdown_atexit, "controller_pid": controller_pid,
+        "started": start_times([controller_pid, *sets["engine_pids"]]),
+        **sets, "created": cluster.created, "ready": cluster.ready,
+    }
 
 
-def read(cluster_id: str) -> dict | None:
+def path(cluster_id: str, root: Path | None = None) -> Path:
+    """The record of `cluster_id` (in `root`, a directory of clusters, else `ipcluster_dir()`)."""
+    return cluster_dir(cluster_id, root) / FILENAME
+
+
+def read(cluster_id: str, root: Path | None = None) -> dict | None:
     try:
-        return json.loads(path(cluster_id).read_text())
+        return json.loads(path(cluster_id, root).read_text())
     except (OSError, ValueError):
         return None
 
 
-def write(cluster_id: str, record: dict) -> None:
+def write(cluster_id: str, record: dict, root: Path | None = None) -> None:
     """Replace the record atomically (a reader never sees half a file)."""
-    target = path(cluster_id)
+    target = path(cluster_id, root)
     tmp = target.with_name(f".{FILENAME}.{os.getpid()}")
     tmp.write_text(json.dumps(record, indent=1))
     os.replace(tmp, target)
 
 
-def update(cluster_id: str, /, **fields) -> dict:
-    record = {**(read(cluster_id) or {}), **fields}
-    write(cluster_id, record)
+def update(cluster_id: str, /, root: Path | None = None, **fields) -> dict:
+    record = {**(read(cluster_id, root) or {}), **fields}
+    write(cluster_id, record, root)
     return record
 
 
@@ -143,22 +160,23 @@ def engines(found: dict) -> tuple[list[int], list[list[str]]]:
     return pids, cancel
 
 
-def cluster_ids() -> list[str]:
-    """Every cluster with a directory in $IPCLUSTER_DIR: running, failed or stale."""
-    root = ipcluster_dir()
+def cluster_ids(root: Path | None = None) -> list[str]:
+    """Every cluster with a directory in `root` (default $IPCLUSTER_DIR): running, failed or
+    stale."""
+    root = Path(root) if root is not None else ipcluster_dir()
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir() if p.is_dir()
                   and ((p / FILENAME).exists() or (p / connection.FILENAME).exists()))
 
 
-def status(cluster_id: str) -> str:
+def status(cluster_id: str, root: Path | None = None) -> str:
     """``running`` (its controller is alive), ``starting``, ``failed`` (its start failed; the
     logs are kept) or ``stale`` (nothing runs, but its directory was not removed)."""
-    record = read(cluster_id)
+    record = read(cluster_id, root)
     if record is None:  # a controller started by hand (`ipcluster controller`): no record
         try:
-            pid = connection.read(cluster_dir(cluster_id) / connection.FILENAME).controller_pid
+            pid = connection.read(cluster_dir(cluster_id, root) / connection.FILENAME).controller_pid
         except ConnectionFileError:
             pid = None
         return "running" if alive(pid) else "stale"

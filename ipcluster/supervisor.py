@@ -33,6 +33,8 @@ class Supervisor(threading.Thread):
         self._stopping = threading.Event()
         self._seen_exit: set[int] = set()
         self._ids: dict[int, int] = {}  # pid -> engine id, as the controller reported them
+        # held while the engine sets are read: a set being stopped leaves them under it first
+        self.lock = threading.Lock()
 
     def stop(self) -> None:
         """Stop watching (before the engines are stopped on purpose)."""
@@ -50,7 +52,8 @@ class Supervisor(threading.Thread):
                 next_query = 0.0
                 while not self._stopping.wait(self.interval):
                     try:
-                        self._reap(session)
+                        with self.lock:
+                            self._reap(session)
                         if time.monotonic() >= next_query:
                             next_query = time.monotonic() + 0.5
                             self._kill_abandoned(session)
@@ -63,8 +66,13 @@ class Supervisor(threading.Thread):
                 self.error = exc
                 log.warning("engine supervisor stopped: %s: %s", type(exc).__name__, exc)
 
+    def _processes(self):
+        """(launcher, process) of every engine of every engine set that runs as our child."""
+        return [(s.launcher, proc) for s in list(self.cluster.engines.values())
+                for proc in list(s.launcher.local_processes() or ())]
+
     def _reap(self, session) -> None:
-        for proc in list(self.cluster.launcher.local_processes() or ()):
+        for launcher, proc in self._processes():
             code = proc.poll()
             if code is None or proc.pid in self._seen_exit or self._stopping.is_set():
                 continue
@@ -76,9 +84,9 @@ class Supervisor(threading.Thread):
                         "; restarting it" if self.restart and eid is not None else "")
             if self.restart and eid is not None:
                 self.restarts += 1
-                self.cluster.launcher.start(self.cluster.engine_command() + ["--id", str(eid)], 1)
+                launcher.start(self.cluster.engine_command() + ["--id", str(eid)], 1)
                 # its id is known here: should it die before it registers, it is restarted too
-                self._ids[self.cluster.launcher.local_processes()[-1].pid] = eid
+                self._ids[launcher.local_processes()[-1].pid] = eid
 
     def _kill_abandoned(self, session) -> None:
         """An engine process still running that the controller removed as dead (silent past
@@ -87,7 +95,7 @@ class Supervisor(threading.Thread):
         for eid, e in reply["engines"].items():
             self._ids[int(e["pid"])] = int(eid)
         dead = {int(pid) for pid, host in reply["dropped"] if host == self.host}
-        for proc in self.cluster.launcher.local_processes() or ():
+        for _, proc in self._processes():
             if proc.poll() is None and proc.pid in dead and proc.pid in self._ids:
                 log.warning("engine %d (pid %d) was given up on by the controller; killing it",
                             self._ids[proc.pid], proc.pid)

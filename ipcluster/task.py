@@ -57,7 +57,8 @@ class TaskFuture(concurrent.futures.Future):
         self.output_callbacks: list = []
         self._output_lock = threading.Lock()
         self.metadata = Metadata({
-            "msg_id": task_id, "engine_id": engine_id, "status": "pending", "label": label,
+            "msg_id": task_id, "engine_id": engine_id, "engine_uuid": None, "status": "pending",
+            "label": label,
             "submitted": time.time(), "started": None, "completed": None, "received": None,
             "stdout": "", "stderr": "", "outputs": [], "execute_result": None, "data": {},
         })

@@ -296,8 +296,8 @@ class DirectView(View):
 
 
 def activate_magics(view: DirectView, suffix: str = "", *, replace: bool = True) -> bool:
-    """Bind the %px magics of the running IPython to `view` (unless `replace` is False and an
-    open view is bound already); True if bound.
+    """Bind the %px magics of the running IPython to `view` (unless `replace` is False and a
+    view was bound already); True if bound.
 
     The magics belong to the surfaces layer, so they are reached the way IPython finds any
     extension, by name (``%load_ext ipcluster``), and not imported from here.

@@ -8,6 +8,7 @@ on the remote host: killing a local ``ssh`` would not.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shlex
 import signal as signals
@@ -17,6 +18,9 @@ from dataclasses import dataclass, field
 
 from ipcluster.launchers.base import Launcher, LaunchError, State
 from ipcluster.launchers.options import build
+
+
+_SERIAL = itertools.count()  # the {i} of remote log names
 
 
 @dataclass
@@ -48,7 +52,6 @@ class SSHLauncher(Launcher):
         self.dead: dict[str, list[int]] = {}
         self._polled = 0.0
         self._stopping = False
-        self._count = 0
 
     def hosts(self) -> list[str]:
         """The addresses ssh connects to: a host alias is resolved as ssh would (`resolve`)."""
@@ -96,8 +99,10 @@ class SSHLauncher(Launcher):
         o = self.options
         if o.python:
             command = [o.python, *command[1:]]
-        logs = [f"{o.remote_log_dir}/{o.log_name.format(pid=os.getpid(), i=self._count + i)}"
-                for i in range(k)]
+        # numbered across every launcher of this process: two engine sets on one host
+        # (two SSHLaunchers) never write the same remote log
+        logs = [f"{o.remote_log_dir}/{o.log_name.format(pid=os.getpid(), i=next(_SERIAL))}"
+                for _ in range(k)]
         lines = [f"export {key}={shlex.quote(str(v))}" for key, v in o.env.items()]
         lines.append(f"cd {shlex.quote(o.remote_log_dir)}")
         for log in logs:
@@ -132,7 +137,6 @@ class SSHLauncher(Launcher):
             if len(pids) != k:
                 raise LaunchError(f"starting {k} engines on {host}: expected {k} pids, got {out!r}")
             self.started.setdefault(host, []).extend(zip(pids, logs))
-            self._count += k
 
     def _alive(self, host: str) -> list[int]:
         pids = [p for p, _ in self.started[host]]

@@ -282,6 +282,16 @@ def test_client_bookkeeping(rc):
     assert ar.msg_ids[0] not in rc.results
 
 
+def test_results_name_their_engine_process_by_uuid(rc):
+    ar = rc[:].apply_async(os.getpid)
+    ar.get(timeout=10)
+    uuids = ar.engine_uuid  # ipyparallel's: one per engine, a list for several
+    assert len(set(uuids)) == len(rc.ids) and all(isinstance(u, str) for u in uuids)
+    again = rc[:].apply_async(os.getpid)
+    again.get(timeout=10)
+    assert again.engine_uuid == uuids and again.engine_id == ar.engine_id
+
+
 def test_queue_status(rc):
     ar = rc[0].apply_async(time.sleep, 0.5)
     status = rc.queue_status()

@@ -71,7 +71,7 @@ class DocCluster(ipcluster.Cluster):
         DocCluster.made.append(self)
 
     def _check_here(self) -> None:
-        if self.engines not in HERE:
+        if self.launcher_name not in HERE:
             self.script = self.engines_script()
             raise SiteExample(self.script)
 

@@ -5,7 +5,8 @@ import ipcluster
 PUBLIC = [
     "ALL_COMPLETED", "AlreadyDisplayedError", "AsyncHubResult", "AsyncMapResult", "FIRST_COMPLETED",
     "FIRST_EXCEPTION", "InvalidDependency", "error", "parallel", "remote",
-    "AsyncResult", "BroadcastView", "Client", "ClientClosed", "Cluster", "CompositeError",
+    "AsyncResult", "BroadcastView", "Client", "ClientClosed", "Cluster", "ClusterManager",
+    "CompositeError",
     "ConnectionFileError", "ControllerLost", "Dependency", "DirectView", "EngineError",
     "ImpossibleDependency",
     "IpclusterError", "LoadBalancedView", "NoEnginesRegistered", "NoSuchEngine", "Reference",

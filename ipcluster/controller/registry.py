@@ -69,6 +69,7 @@ class Registry:
             while self._next_id in self.by_id:
                 self._next_id += 1
             eid = self._next_id
+            self._next_id += 1  # a new engine never gets the id of one that left (ipyparallel's)
         engine = Engine(eid, identity, pid, host)
         self.by_id[eid] = engine
         self.by_identity[identity] = engine

@@ -111,6 +111,7 @@ class Control(threading.Thread):
         self.replay = Replay()
         self.dropped = Drops(log)
         self.engine_id: int | None = None
+        self.uuid = str(uuid.uuid4())  # this process's, in each result (ipyparallel's engine_uuid)
         self.shm = shm.host(info.key_bytes)  # None where there is no shared memory
         if self.shm is not None:  # so that what it maps, sent back unwritten, is not copied
             self.shm.hold = True

@@ -98,7 +98,7 @@ class Engine:
     def run_task(self, task_id: str, msg) -> list | None:
         header = msg.header
         eid = self.control.engine_id
-        reply = Result(task_id, eid, "error", started=now())
+        reply = Result(task_id, eid, "error", started=now(), engine_uuid=self.control.uuid)
         if not self.running.claim(task_id):
             return None  # given back to the controller, which sends it elsewhere
         if task_id in self.control.aborted:

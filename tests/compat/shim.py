@@ -49,9 +49,8 @@ def add_engines(n: int = 1, profile: str = PROFILE, total: bool = False) -> list
         n = max(n - base, 0) if total else n
         if n == 0:
             return []
-        before = len(_cluster.launcher.processes)
-        _cluster.start_engines_sync(n)
-        new = _cluster.launcher.processes[before:]
+        engine_set_id = _cluster.start_engines_sync(n)
+        new = list(_cluster.engines[engine_set_id].launcher.processes)
         launchers.extend(new)
         rc.wait_for_engines(base + n, timeout=30)
     return new

@@ -49,7 +49,7 @@ def test_script_has_the_options_as_directives_and_srun_starts_the_engines(tmp_pa
 def test_options_come_from_dask_config_and_arguments_win(monkeypatch, tmp_path):
     import dask.config
 
-    from ipcluster.cluster import make_launcher
+    from ipcluster.engineset import make_launcher
 
     monkeypatch.setenv("DASK_IPCLUSTER__SLURM__PARTITION", "fromenv")
     dask.config.refresh()
@@ -176,7 +176,7 @@ def test_signal_engines_reaches_them_through_scancel(slurm):
         while not all("started" in out for out in ar.stdout):  # output streams as it is printed
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        cluster.signal_engines(signal.SIGINT)
+        cluster.signal_engines_sync(signal.SIGINT)
         with pytest.raises(Exception, match="KeyboardInterrupt"):
             ar.get(timeout=30)
 
