@@ -1,7 +1,7 @@
 """Client API layer: `LoadBalancedView`, where the controller chooses the engine of each task.
 
-Its flags add `timeout`, `retries`, `priority`, `after` and `follow` to the view's; `map` and
-`imap` spread chunks over free engines, `dask_get` runs a dask graph on them.
+Its flags add `timeout`, `time_limit`, `retries`, `priority`, `after` and `follow` to the
+view's; `map` and `imap` spread chunks over free engines, `dask_get` runs a dask graph on them.
 """
 
 from __future__ import annotations
@@ -22,15 +22,21 @@ __all__ = ["LoadBalancedView"]
 class LoadBalancedView(View):
     """Work on whichever engine is free; `targets` restricts the choice.
 
+    `timeout`: seconds a task may wait to start, each time it waits (for its dependencies, or
+    for an engine it may run on, also after a failure with `retries`), as in ipyparallel;
+    then it fails with `TaskTimeout`. `time_limit`: seconds a task may run; then it is
+    interrupted with `TaskTimeout` (an engine that does not stop it is replaced).
     `priority`: queued tasks with a higher number are sent first (equal ones in order).
     `after`: msg ids, AsyncResults, lists of them, or a `Dependency`: run once those finished.
     `follow`: the same, but run on the engine where those ran (and after them).
     """
 
-    flag_names = View.flag_names + ("timeout", "retries", "priority", "after", "follow")
+    flag_names = View.flag_names + ("timeout", "time_limit", "retries", "priority", "after",
+                                    "follow")
 
     def __init__(self, client, targets=None, **flags) -> None:
-        self.timeout = self.retries = self.priority = self.after = self.follow = None
+        self.timeout = self.time_limit = self.retries = self.priority = None
+        self.after = self.follow = None
         super().__init__(client, targets, **flags)
 
     def set_flags(self, **flags):

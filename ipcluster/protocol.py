@@ -117,17 +117,18 @@ class Apply:
     label: str | None = None
     key: str | None = None  # a digest of the call, for labelled sweeps run again
     fn: str | None = None  # the function's name, for the dashboard
-    timeout: float | None = None
+    timeout: float | None = None  # seconds a balanced task may wait to start (ipyparallel's)
     retries: int = 0
     priority: float = 0
     after: object = None  # dependencies as plain data (`Dependency.to_wire`)
     follow: object = None
     submitted: float | None = None
+    time_limit: float | None = None  # seconds it may run: then it is stopped with TaskTimeout
 
     def header(self, msg_id: str) -> dict:
         h = {"kind": "apply", "id": msg_id, "tasks": self.tasks, "targets": self.targets,
              "balanced": self.balanced}
-        for name in ("label", "key", "fn", "timeout", "after", "follow", "submitted"):
+        for name in ("label", "key", "fn", "timeout", "after", "follow", "submitted", "time_limit"):
             if getattr(self, name) is not None:
                 h[name] = getattr(self, name)
         if self.retries:
@@ -153,14 +154,14 @@ class Apply:
         for name in ("label", "key", "fn"):
             _check(h.get(name) is None or isinstance(h[name], str), "apply", name, "a string",
                    h.get(name))
-        for name in ("timeout", "priority", "submitted"):
+        for name in ("timeout", "priority", "submitted", "time_limit"):
             _check(h.get(name) is None or _number(h[name]), "apply", name, "a number", h.get(name))
         retries = h.get("retries", 0)
         _check(isinstance(retries, int) and not isinstance(retries, bool) and retries >= 0,
                "apply", "retries", "an int >= 0", retries)
         return cls(tasks, targets, balanced, h.get("label"), h.get("key"), h.get("fn"),
                    h.get("timeout"), retries, h.get("priority") or 0, h.get("after"),
-                   h.get("follow"), h.get("submitted"))
+                   h.get("follow"), h.get("submitted"), h.get("time_limit"))
 
     def task_for(self, engine_id: int) -> str:
         """The task an engine runs: the only one if balanced, else the one at its place."""

@@ -57,7 +57,8 @@ class Submitter:
         request = Apply(
             [t.task_id for t in tasks], targets, balanced, label=label, key=key,
             fn=fingerprint.qualified_name(fingerprint.user_function(f, args)),
-            timeout=flags.get("timeout"), retries=flags.get("retries") or 0,
+            timeout=flags.get("timeout"), time_limit=flags.get("time_limit"),
+            retries=flags.get("retries") or 0,
             priority=flags.get("priority") or 0, submitted=now(), **deps)
         with session.submitting:
             for task in tasks:

@@ -292,6 +292,63 @@ def test_results_name_their_engine_process_by_uuid(rc):
     assert again.engine_uuid == uuids and again.engine_id == ar.engine_id
 
 
+def test_a_failed_cell_aborts_the_cells_queued_behind_it(rc, tmp_path):
+    """ipykernel's stop_on_error, which ipyparallel's engines have: a notebook's "run all"
+    stops at the first error; calls queued behind it still run."""
+    from tests.conftest import wait_until
+
+    go, view = tmp_path / "go", rc[0]
+    view.execute(f"import os, time\nwhile not os.path.exists({str(go)!r}): time.sleep(0.01)",
+                 block=False)
+    failing = view.execute("1 / 0", block=False)
+    applied = view.apply_async(lambda: 42)
+    behind = view.execute("ran_behind_an_error = True", block=False)
+    wait_until(lambda: rc.queue_status(targets=0)["queue"] == 4)
+    go.touch()
+    with pytest.raises(ZeroDivisionError):
+        failing.get(timeout=10)
+    assert applied.get(timeout=10) == 42
+    with pytest.raises(ipp.TaskAborted, match="a code cell queued before it"):
+        behind.get(timeout=10)
+    view.execute("ran_after = True", block=True)  # a cell sent after the error runs
+    assert view.pull("ran_after", block=True) is True
+    with pytest.raises(ipp.RemoteError, match="NameError"):
+        view.pull("ran_behind_an_error", block=True)
+
+
+def test_timeout_is_how_long_a_task_may_wait_to_start(rc, tmp_path):
+    """ipyparallel's load-balanced `timeout`: the wait for dependencies or an engine, each time
+    a task waits; not its run time (that is `time_limit`)."""
+    def fail():
+        raise ValueError("fails everywhere")
+
+    n = len(rc.ids)
+    # failed on every engine: it waits for an engine it has not failed on, until its timeout
+    with pytest.raises(ipp.TaskTimeout, match="not started within its timeout of 0.5 s"):
+        rc.load_balanced_view(retries=n, timeout=0.5).apply_sync(fail)
+    with pytest.raises(ValueError):  # without a timeout it runs again where it failed
+        rc.load_balanced_view(retries=n).apply_sync(fail)
+
+    def wait_for(path):
+        import os
+        import time
+        while not os.path.exists(path):
+            time.sleep(0.01)
+
+    go = tmp_path / "go"
+    view = rc.load_balanced_view()
+    first = view.apply_async(wait_for, str(go))
+    try:
+        with pytest.raises(ipp.TaskTimeout, match="not started"):  # its dependency runs on
+            with view.temp_flags(after=first, timeout=0.5):
+                view.apply_sync(lambda: "never")
+        with view.temp_flags(timeout=0.1):  # started in time, it may run longer than that
+            assert view.apply_sync(lambda: __import__("time").sleep(0.5) or "ran") == "ran"
+    finally:
+        go.touch()
+    first.get(timeout=10)
+
+
 def test_queue_status(rc):
     ar = rc[0].apply_async(time.sleep, 0.5)
     status = rc.queue_status()

@@ -58,10 +58,10 @@ def test_an_unresponsive_engine_is_shown_then_recovers(restarting):
     assert rc[2].apply_sync(os.getpid) == pid  # the same engine, not declared dead
 
 
-def test_a_timeout_stops_a_running_task_and_the_engine_goes_on(restarting):
+def test_a_time_limit_stops_a_running_task_and_the_engine_goes_on(restarting):
     cluster, rc = restarting
     view = rc.load_balanced_view()
-    with view.temp_flags(timeout=1):
+    with view.temp_flags(time_limit=1):
         ar = view.apply_async(time.sleep, 60)
     t0 = time.monotonic()
     with pytest.raises(ipp.TaskTimeout):
@@ -81,12 +81,12 @@ def stuck_in_c(seconds):
     ctypes.CDLL(None).sleep(seconds)
 
 
-def test_a_task_stuck_in_c_past_its_timeout_gets_its_engine_restarted(restarting):
+def test_a_task_stuck_in_c_past_its_time_limit_gets_its_engine_restarted(restarting):
     cluster, rc = restarting
     before = {eid: e["pid"] for eid, e in rc.engine_info().items()}
     rc[1].apply_sync(block_sigint)  # beforehand: an interrupt must not beat the task to its call
     view = rc.load_balanced_view(targets=[1])
-    with view.temp_flags(timeout=1):
+    with view.temp_flags(time_limit=1):
         ar = view.apply_async(stuck_in_c, 60)
     t0 = time.monotonic()
     with pytest.raises(ipp.TaskTimeout, match="did not stop"):
@@ -214,15 +214,15 @@ def holds_the_gil(n, marker=None):
     return re.match(r"(a+)+$", "a" * n + "b")  # catastrophic backtracking, all in C
 
 
-def test_a_timeout_holds_for_a_task_that_holds_the_gil(restarting):
+def test_a_time_limit_holds_for_a_task_that_holds_the_gil(restarting):
     """No thread of the engine runs while the regex holds the GIL: its watchdog process
     reports TaskTimeout and ends it; the supervisor starts it again."""
     cluster, rc = restarting
     t0 = time.monotonic()
     with pytest.raises(ipp.TaskTimeout):  # "did not stop": the watchdog ended it
-        rc.load_balanced_view(targets=[1], timeout=1).apply_async(holds_the_gil, 34).get(timeout=30)
+        rc.load_balanced_view(targets=[1], time_limit=1).apply_async(holds_the_gil, 34).get(timeout=30)
     took = time.monotonic() - t0
-    print(f"\nTaskTimeout after {took:.2f} s (timeout 1 s, kill_grace 0.5 s)")
+    print(f"\nTaskTimeout after {took:.2f} s (time_limit 1 s, kill_grace 0.5 s)")
     assert took < 1 + 0.5 + 1
     wait_until(lambda: rc.engine_info().get(1, {}).get("state") == "idle")  # (restarted)
     assert rc[1].apply_sync(lambda: "next") == "next"

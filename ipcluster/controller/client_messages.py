@@ -78,8 +78,9 @@ def apply(ctl, msg) -> None:
         after, follow = Dep.from_wire(request.after), Dep.from_wire(request.follow)
         task = Task(tasks[0], client, balanced=True, targets=allowed, label=label,
                     request=msg.frames, retries=request.retries,
-                    priority=request.priority, key=key, function=fn)
+                    priority=request.priority, key=key, function=fn, timeout=request.timeout)
         ctl.ledger.add(task)
+        ctl.wait_at_most(task)
         if allowed is not None and not allowed & set(ctl.registry.by_id):
             ctl.fail(task, NoSuchEngine(
                 "NoSuchEngine", f"none of the engines {sorted(allowed)} is registered; "

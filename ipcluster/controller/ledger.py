@@ -41,6 +41,8 @@ class Task:
     tried: set = field(default_factory=set)  # engines where it failed or its dependency was unmet
     retries: int = 0  # times it may still be sent again after its engine died or it raised
     priority: float = 0  # higher runs first among queued balanced tasks
+    timeout: float | None = None  # seconds it may wait to start, each time it waits (ipyparallel's)
+    waits_until: float | None = None  # time.monotonic() when its wait runs out, while it waits
     watchers: set = field(default_factory=set)  # other clients waiting for the result
     held: bool = False  # restored after a restart: its client is sent nothing until its sync
     # says it still waits (it may have had the result from the controller that died)

@@ -9,7 +9,7 @@ silence alone.
   started, go to other engines at once (without using a retry); its running task is run again
   elsewhere if it has `retries` left. If it comes back, the first result of each task wins and
   later ones are discarded, so every task completes once.
-- **timed out**: its watchdog saw a task run past `timeout + kill_grace`, reported it and ended
+- **timed out**: its watchdog saw a task run past `time_limit + kill_grace`, reported it and ended
   the engine: the task fails with `TaskTimeout`; the engine's queued tasks move.
 """
 
@@ -72,11 +72,11 @@ def timed_out(ctl, engine, task_id: str, grace) -> None:
     if task is not None and task.result is None and engine.tasks.pop(task_id, None) is not None:
         ctl.scheduler.finished(engine.id)
         ctl.fail(task, TaskTimeout(
-            "TaskTimeout", f"ran past its timeout and did not stop within {grace} s of being "
+            "TaskTimeout", f"ran past its time_limit and did not stop within {grace} s of being "
             "interrupted (a call that holds the GIL, or ignores signals); its engine was ended "
             "(and is restarted where its launcher can)", engine_id=engine.id))
     _move_queued(ctl, engine, None)
-    ctl.drop_engine(engine, f"its watchdog ended it: task {task_id} ran past its timeout")
+    ctl.drop_engine(engine, f"its watchdog ended it: task {task_id} ran past its time_limit")
 
 
 def _move_queued(ctl, engine, running: str | None) -> list[str]:

@@ -75,9 +75,13 @@ def retry(ctl, task: Task, eid: int, msg=None) -> bool:
     task.tried.add(eid)
     task.engine = None
     allowed = set(ctl.registry.by_id) if task.targets is None else set(task.targets)
-    others = frozenset(allowed - task.tried) or task.targets
+    others = frozenset(allowed - task.tried)
     log.info("task %s failed on engine %d; trying again (%d retries left)", task.id, eid,
              task.retries)
+    ctl.wait_at_most(task)
+    if not others and task.timeout:  # failed everywhere: it waits for its timeout, as in
+        return True  # ipyparallel (without one it may run again where it failed)
+    others = others or task.targets
     # a new message id: the engine it failed on may be the only one left
     ctl.scheduler.submit(Pending(task.id, others, resign(ctl.signer, task.request, ctl.ids())[1:],
                                   task.priority))
@@ -102,6 +106,7 @@ def move(ctl, task: Task, engine, msg) -> bool:
     untried = frozenset(allowed - task.tried)
     task.engine = None
     if untried:  # each engine sees the request once, so none takes it for a replay
+        ctl.wait_at_most(task)
         ctl.scheduler.submit(Pending(task.id, untried, task.request, task.priority))
         return True
     reason = (unpack(msg.content) or {}).get("evalue", "")  # errors are msgpack, never pickle

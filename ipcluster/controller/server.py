@@ -21,6 +21,7 @@ send and schedule (the handlers per kind: `client_messages.py`, `engine_messages
 
 from __future__ import annotations
 
+import heapq
 import logging
 import os
 import socket
@@ -36,7 +37,7 @@ from ipcluster.controller.reader import Reader
 from ipcluster.controller.registry import Engine, Registry
 from ipcluster.controller.graph import Graph
 from ipcluster.controller.scheduler import Pending, make_scheduler
-from ipcluster.errors import EngineError, ImpossibleDependency, RemoteError
+from ipcluster.errors import EngineError, ImpossibleDependency, RemoteError, TaskTimeout
 from ipcluster.protocol import (
     DELIM, BadMessage, Drops, Ids, Replay, Result, Signer, decode, encode, kinds_for, pack,
 )
@@ -79,6 +80,7 @@ class Controller:
         self.registry = Registry()
         self.scheduler = make_scheduler(options.scheme, options.hwm)
         self.graph = Graph()  # tasks waiting for others (after / follow)
+        self.deadlines: list[tuple[float, str]] = []  # heap: when waiting tasks' timeouts run out
         self.ledger = Ledger(options.max_results, options.max_result_bytes, store,
                              options.max_task_output)
         self.reader = Reader(self.context, f"reader-{self.ids.session}")  # store reads
@@ -102,7 +104,10 @@ class Controller:
         while not should_stop() and not self.stopping:
             movable = self.scheduler.movable()
             beat = self.options.beat_interval / 2
-            ready = poller.poll(min(STALL, beat) if movable else beat)
+            wait = min(STALL, beat) if movable else beat
+            if self.deadlines:
+                wait = min(wait, max(0.0, self.deadlines[0][0] - time.monotonic()))
+            ready = poller.poll(wait)
             if self.engines in ready:
                 for frames in transport.drain(self.engines):
                     self._handle(self.engines, frames, ENGINE_KINDS)
@@ -112,6 +117,8 @@ class Controller:
             if self.reader.inbox in ready:
                 self.reader.finish_ready()
             now = time.monotonic()
+            if self.deadlines and self.deadlines[0][0] <= now:
+                self._expire(now)
             if movable:
                 self._rebalance(now)
             if now >= self._next_beat or self._store_problem != self.store_problem():
@@ -223,6 +230,25 @@ class Controller:
         self.forward(task, frames)
         self.settle(self.graph.finished(task.id, False, task.engine))
 
+    def wait_at_most(self, task: Task) -> None:
+        """`task` starts to wait (for its dependencies, or an engine it may run on): with a
+        `timeout`, it fails with TaskTimeout if it has not started `timeout` s from now."""
+        if task.timeout:
+            task.waits_until = time.monotonic() + task.timeout
+            heapq.heappush(self.deadlines, (task.waits_until, task.id))
+
+    def _expire(self, now: float) -> None:
+        while self.deadlines and self.deadlines[0][0] <= now:
+            at, task_id = heapq.heappop(self.deadlines)
+            task = self.ledger.get(task_id)
+            if (task is None or task.result is not None or task.engine is not None
+                    or task.waits_until != at):
+                continue  # it started, or ended, or waits again with a later deadline
+            self.scheduler.remove(task_id)
+            self.fail(task, TaskTimeout("TaskTimeout", (
+                f"not started within its timeout of {task.timeout} s (waiting for its "
+                f"dependencies, or for an engine it may run on)")))
+
     def send_task(self, task: Task, engine: Engine, frames: list) -> None:
         if not engine.tasks:
             engine.progressed = time.monotonic()
@@ -293,6 +319,7 @@ class Controller:
         """Queue again a task the scheduler gave to an engine that left before it was sent
         (the engine never saw it); fail it if no engine it may run on is left."""
         if pending.targets is None or pending.targets & set(self.registry.by_id):
+            self.wait_at_most(task)
             self.scheduler.submit(pending)
         elif not recovery.widen(self, task, pending):
             self.fail(task, ImpossibleDependency(

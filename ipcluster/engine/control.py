@@ -5,7 +5,7 @@ engine, hands incoming work to the main thread through a queue, forwards results
 sends it over an in-process socket, streams captured output while tasks run, and beats so the
 controller knows the engine is alive. It also acts on control messages while a task runs:
 abort (skip a queued task, interrupt a running one), withdraw (give back queued tasks not yet
-started), signal, shutdown, and a task's timeout (interrupted here; one that does not stop
+started), signal, shutdown, and a task's time_limit (interrupted here; one that does not stop
 within `kill_grace` is reported and ended by the engine's watchdog process). If the controller is silent for `controller_timeout`, it stops the engine (SIGTERM to itself),
 so an engine never outlives its cluster.
 """
@@ -52,6 +52,11 @@ class Running:
     def enqueue(self, task: str) -> None:
         with self._lock:
             self.queued.add(task)
+
+    def waiting(self) -> set[str]:
+        """The tasks received and not started yet, now."""
+        with self._lock:
+            return set(self.queued)
 
     def withdraw(self, task: str) -> bool:
         """Give back a task that has not started; False if it started (or is not here)."""

@@ -36,7 +36,7 @@ class EngineOptions:
     register_timeout: float = 30.0  # seconds to wait for the controller to accept the engine
     controller_timeout: float = 60.0  # seconds of controller silence after which the engine exits
     beat_interval: float = 1.0  # seconds between beats to the controller
-    kill_grace: float = 0.5  # seconds a task may run on after its timeout interrupt before the
+    kill_grace: float = 0.5  # seconds a task may run on after its time_limit interrupt before the
     # engine's watchdog reports TaskTimeout and ends it (to be restarted by its supervisor)
 
 
@@ -53,6 +53,9 @@ class Engine:
         self.control = Control(self.context, info, self.signer, self.capture, self.tasks,
                                options, self.watch, requested_id)
         self.running = self.control.running
+        # code cells queued behind a cell that failed: aborted, as ipykernel's stop_on_error
+        # aborts what waits behind an error (a notebook's "run all" stops at the first error)
+        self.stopped_cells: set[str] = set()
 
     def _on_sigterm(self, signum, frame):
         self.terminating = True
@@ -106,8 +109,10 @@ class Engine:
             error = TaskAborted("TaskAborted", "aborted before it started", engine_id=eid)
             return self._reply(reply, pack(error.to_wire()), [])
         self.capture.task = task_id
-        self.running.start(task_id, header.get("timeout"))
-        function = None
+        self.running.start(task_id, header.get("time_limit"))
+        function, cell = None, False
+        behind_an_error = task_id in self.stopped_cells
+        self.stopped_cells.discard(task_id)
         try:
             try:
                 msg.buffers = serialize.received(msg.buffers)  # hashed below, as received
@@ -115,6 +120,12 @@ class Engine:
             except SerializationError as exc:
                 msg.buffers = []  # not hashed: they could not be read
                 raise SerializationError(unloadable(exc, eid)) from exc.__cause__
+            cell = f is namespace.execute
+            if cell and behind_an_error:
+                self.running.finish()
+                error = TaskAborted("TaskAborted", "aborted: a code cell queued before it on "
+                                    "this engine failed", engine_id=eid)
+                return self._reply(reply, pack(error.to_wire()), [])
             function = fingerprint.user_function(f, args)
             f, args, kwargs = namespace.resolve_call(f, args, kwargs)
             result = namespace.bind(f)(*args, **kwargs)
@@ -126,7 +137,9 @@ class Engine:
             self.running.finish()
             if self.terminating:
                 raise  # SIGTERM arrived during the task: stop the engine
-            error = self._error(exc, eid, header.get("timeout"))
+            error = self._error(exc, eid, header.get("time_limit"))
+            if cell:
+                self.stopped_cells |= self.running.waiting()
             reply.unmet = isinstance(exc, UnmetDependency)
             content, buffers = pack(error), []
         finally:
@@ -163,11 +176,11 @@ class Engine:
         reader = host.reader(client) if host is not None and not self.control.durable else None
         return (host, [reader]) if reader else None
 
-    def _error(self, exc: BaseException, eid, timeout) -> dict:
+    def _error(self, exc: BaseException, eid, time_limit) -> dict:
         if isinstance(exc, KeyboardInterrupt) and self.running.reason == "abort":
             return TaskAborted("TaskAborted", "aborted while running", engine_id=eid).to_wire()
         if isinstance(exc, KeyboardInterrupt) and self.running.reason == "timeout":
-            return TaskTimeout("TaskTimeout", f"ran longer than its timeout of {timeout} s",
+            return TaskTimeout("TaskTimeout", f"ran longer than its time_limit of {time_limit} s",
                                engine_id=eid).to_wire()
         if isinstance(exc, RemoteError):  # raised as such on purpose (e.g. UnmetDependency)
             return exc.to_wire()

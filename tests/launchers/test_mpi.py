@@ -77,7 +77,7 @@ def test_a_timeout_holds_on_an_mpi_engine_whose_task_holds_the_gil():
     mpiexec, env = FLAVOURS["mpich"]
     require(shutil.which(mpiexec) is not None, "MPICH's mpiexec and mpi4py")
     with ipcluster.Cluster(n=2, engines="mpi", mpiexec=mpiexec, env=env) as rc:
-        view = rc.load_balanced_view(targets=[1], timeout=1)
+        view = rc.load_balanced_view(targets=[1], time_limit=1)
         t0 = time.monotonic()
         with pytest.raises(ipcluster.TaskTimeout):  # "did not stop": the watchdog ended it
             view.apply_async(holds_the_gil, 34).get(timeout=30)

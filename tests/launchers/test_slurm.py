@@ -89,9 +89,9 @@ def test_a_cluster_of_slurm_engines_runs_work_and_leaves_no_job(slurm):
         ranks = rc[:].apply_sync(lambda: int(__import__("os").environ["SLURM_PROCID"]))
         assert sorted(ranks) == [0, 1, 2, 3] and rc.ids == [0, 1, 2, 3]
         assert rc.load_balanced_view().map_sync(lambda x: x * x, range(8)) == [x * x for x in range(8)]
-        t1 = time.monotonic()  # a task holding the GIL past its timeout: the watchdog acts
+        t1 = time.monotonic()  # a task holding the GIL past its time_limit: the watchdog acts
         with pytest.raises(ipcluster.TaskTimeout):
-            rc.load_balanced_view(targets=[3], timeout=1).apply_async(HOLDS_THE_GIL).get(timeout=30)
+            rc.load_balanced_view(targets=[3], time_limit=1).apply_async(HOLDS_THE_GIL).get(timeout=30)
         assert time.monotonic() - t1 < 1 + 0.5 + 1
     assert job not in squeue_ids()
     print(f"Cluster(n=4, engines='slurm'): engines usable after {ready:.2f} s")

@@ -51,9 +51,9 @@ def test_ssh_engines_run_work_and_leave_no_process(sshd):
             assert "engine" in psutil.Process(pid).cmdline() and "--connection-file" not in psutil.Process(pid).cmdline()
             assert "IPCLUSTER_CONNECTION" in psutil.Process(pid).environ()
         assert rc.load_balanced_view().map_sync(abs, [-1, -2, -3]) == [1, 2, 3]
-        t0 = time.monotonic()  # a task holding the GIL past its timeout: the watchdog acts
+        t0 = time.monotonic()  # a task holding the GIL past its time_limit: the watchdog acts
         with pytest.raises(ipcluster.TaskTimeout):
-            rc.load_balanced_view(targets=[0], timeout=1).apply_async(HOLDS_THE_GIL).get(timeout=30)
+            rc.load_balanced_view(targets=[0], time_limit=1).apply_async(HOLDS_THE_GIL).get(timeout=30)
         assert time.monotonic() - t0 < 1 + 0.5 + 1
     deadline = time.monotonic() + 10
     while any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids):
