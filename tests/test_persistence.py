@@ -139,3 +139,50 @@ def test_a_killed_controller_restored_keeps_engines_namespaces_and_the_sweep(dur
     assert rc.ids == [0, 1]
     assert sorted(rc[:].apply_sync(os.getpid)) == sorted(pids)  # the same engine processes
     assert rc[:].pull("kept", block=True) == ["namespace", "namespace"]
+
+
+def note_run_then_wait(path, flag):
+    import os
+    import time
+    with open(path, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    while not os.path.exists(flag):
+        time.sleep(0.02)
+    return os.getpid()
+
+
+def test_tasks_an_engine_holds_at_a_restart_run_once(durable, tmp_path):
+    """An engine registering again with a restored controller says which tasks it holds
+    (running and queued): the controller does not send them again, so each runs once."""
+    cluster, rc = durable
+    flag = tmp_path / "flag"
+    ars = [rc[0].apply_async(note_run_then_wait, str(tmp_path / f"runs-{i}"), str(flag))
+           for i in range(2)]  # the first runs, the second waits behind it on engine 0
+    view = rc.load_balanced_view(targets=[1])
+    ars += [view.apply_async(note_run_then_wait, str(tmp_path / f"runs-{i}"), str(flag))
+            for i in range(2, 4)]  # the same on engine 1, load-balanced
+    wait_until(lambda: all((tmp_path / f"runs-{i}").exists() for i in (0, 2)))
+    ids = [ar.msg_ids[0] for ar in ars]
+    wait_until(lambda: len(rc.db_query({"msg_id": {"$in": ids}, "engine_id": {"$ne": None}},
+                                       keys=["msg_id"])) == 4)  # stored as sent
+    os.kill(cluster.controller.pid, signal.SIGKILL)
+    cluster.controller.wait()
+    log = open(cluster.cluster_dir / "controller.log", "ab")
+    restored = subprocess.Popen([sys.executable, "-m", "ipcluster", "controller", "--cluster-id",
+                                 cluster.cluster_id, "--restore"], stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    cluster.controller = restored  # the cluster stops this one at the end
+    _fixture_pids.add(restored.pid)
+
+    def assigned():  # by the restored controller: both engines registered again
+        status = rc.queue_status()
+        return (status.get(0, {}).get("queue"), status.get(1, {}).get("tasks"),
+                status["unassigned"]) == (2, 2, 0)
+
+    wait_until(assigned, timeout=60)
+    flag.touch()
+    pids = [ar.get(timeout=60) for ar in ars]
+    engine_pids = rc[:].apply_sync(os.getpid)
+    assert pids == [engine_pids[0]] * 2 + [engine_pids[1]] * 2
+    for i in range(4):  # each ran once, on the engine that held it
+        assert (tmp_path / f"runs-{i}").read_text().split() == [str(pids[i])], i

@@ -41,6 +41,9 @@ def register(ctl, msg) -> None:
     ctl.provenance.registered(engine, info)
     ctl.graph.engine_added(engine.id)
     ctl.scheduler.add_engine(engine.id)
+    holds = info.get("holds")
+    if isinstance(holds, list):  # registering again after a restart: what it still has
+        recovery.held(ctl, engine, [t for t in holds if isinstance(t, str)])
     # a durable controller stores results as bytes: engines then send them in the message
     ctl.reply(ctl.engines, msg, "register_reply",
               {"id": engine.id, "durable": ctl.ledger.store is not None})

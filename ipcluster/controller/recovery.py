@@ -62,6 +62,27 @@ def restore(ctl) -> None:
     log.info("restored: %d unfinished tasks will be sent again as engines register", count)
 
 
+def held(ctl, engine, task_ids: list[str]) -> None:
+    """`engine`, registering again with a restored controller, still has these tasks (running
+    or queued): they stay its own and are not sent again. One sent again already to another
+    engine is asked back from it (if that one started it, its result is the late one and is
+    discarded), so each runs once."""
+    for task_id in task_ids:
+        task = ctl.ledger.get(task_id)
+        if task is None or task.result is not None or engine.tasks.get(task_id) is not None:
+            continue
+        if not ctl.scheduler.remove(task_id) and task.engine is not None:
+            other = ctl.registry.by_id.get(task.engine)
+            if other is not None and other.tasks.pop(task_id, None) is not None:
+                ctl.scheduler.finished(other.id)
+                ctl.send_control(other, {"action": "withdraw", "tasks": [task_id]})
+        task.engine = engine.id
+        engine.tasks[task_id] = task.balanced
+        ctl.scheduler.started(engine.id)
+        if ctl.ledger.store is not None:
+            ctl.ledger.store.sent(task)
+
+
 def retry(ctl, task: Task, eid: int, msg=None) -> bool:
     """Send a balanced task again, preferably to another engine, if it has retries left
     and failed by raising or by losing its engine (not by abort or timeout)."""

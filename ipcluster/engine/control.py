@@ -67,6 +67,11 @@ class Running:
             self._withdrawn.add(task)
             return True
 
+    def held(self) -> list[str]:
+        """The tasks received and not finished: the running one first, then the queued."""
+        with self._lock:
+            return [t for t in [self.task] if t is not None] + sorted(self.queued)
+
     def claim(self, task: str) -> bool:
         """The main thread takes `task` from the queue; False if it was withdrawn (skip it)."""
         with self._lock:
@@ -169,7 +174,9 @@ class Control(threading.Thread):
         return {"pid": os.getpid(), "host": socket.gethostname(), "id": engine_id,
                 "shm": self.shm.identity if self.shm is not None else "",
                 "data": self.dataport.url if self.dataport is not None else "",
-                "environment": fingerprint.environment()}  # for provenance
+                "environment": fingerprint.environment(),  # for provenance
+                # registering again after a restart: these are ours, not to be sent again
+                "holds": self.running.held()}
 
     def _run(self) -> None:
         sock = self._sock = self.context.dealer(self.info.engine_url, identity=uuid.uuid4().bytes,

@@ -61,3 +61,37 @@ def test_a_queued_task_given_back_runs_elsewhere_once_and_a_started_one_stays(se
         for proc in procs:
             proc.terminate()
             proc.wait(timeout=10)
+
+
+def test_a_task_held_by_an_engine_back_after_a_restart_is_asked_back_from_the_one_sent_it():
+    """Engine 1 registers again first and gets a restored task that engine 0 still holds; when
+    engine 0 registers again saying so, the task is its own and engine 1 is asked to give it
+    back (not started there: it runs once; started: its result is the late one, discarded)."""
+    from ipcluster import connection
+    from ipcluster.controller.ledger import Task
+    from ipcluster.controller.main import ControllerOptions
+    from ipcluster.controller.scheduler import Pending
+    from ipcluster.controller.server import Controller
+
+    ctl = Controller("held", ControllerOptions(), connection.new_key())
+    try:
+        task = Task("t", b"client", balanced=True, request=[b"frame"])
+        ctl.ledger.add(task)
+        ctl.scheduler.submit(Pending("t", None, [b"frame"]))
+        other = ctl.registry.add(b"engine-1", 1001, "here", 1)
+        ctl.scheduler.add_engine(1)
+        ctl.send = lambda sock, identity, frames: True  # engines as if connected
+        asked = []
+        ctl.send_control = lambda engine, request: asked.append((engine.id, request))
+        ctl.dispatch()
+        assert other.tasks == {"t": True} and task.engine == 1
+        holder = ctl.registry.add(b"engine-0", 1000, "here", 0)
+        ctl.scheduler.add_engine(0)
+        recovery.held(ctl, holder, ["t", "unknown"])
+        assert holder.tasks == {"t": True} and other.tasks == {} and task.engine == 0
+        assert asked == [(1, {"action": "withdraw", "tasks": ["t"]})]
+        assert ctl.scheduler.load == {0: 1, 1: 0}
+        recovery.withdrawn(ctl, other, {"withdrawn": ["t"], "started": []})
+        assert not list(ctl.scheduler.pending)  # given back, and not queued again
+    finally:
+        ctl.close()
