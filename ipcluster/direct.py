@@ -16,6 +16,8 @@ engine's data port (a ROUTER the engine binds on the address it reaches the cont
 
       client ── data (forward: [B, C]) ──▶ engine A ── data (forward: [C]) ──▶ engine B ──▶ C
 
+  An engine whose next one never answers its ``link`` skips it (engine/dataport.py).
+
 - The receiver copies each 1 MiB chunk into place as it arrives (so the copy overlaps the
   network, and memory grows by the buffer and one chunk), then joins the message and its data
   by the message id, whichever arrives first.

@@ -85,3 +85,48 @@ def test_a_chain_visits_each_host_once_and_a_forward_list_is_checked():
     for bad in ("tcp://a:1", ["ipc:///tmp/x"], ["tcp://a:1/../x"], [1], ["tcp://a:1"] * 5000):
         with pytest.raises(ValueError, match="malformed forward list"):
             direct.forward({"forward": bad})
+
+
+def test_an_engine_passes_data_on_and_skips_a_next_engine_that_never_answers(monkeypatch, caplog):
+    """A chain [unreachable, b]: the first engine gives up on the unreachable one after
+    ONWARD_TIMEOUT (dropping what it queued for it) and passes the data to b instead."""
+    import socket
+    import types
+
+    from ipcluster import transport
+    from ipcluster.engine import dataport
+    from tests.conftest import wait_until
+
+    monkeypatch.setattr(dataport, "ONWARD_TIMEOUT", 0.5)
+    signer, ids = protocol.Signer(KEY), protocol.Ids()
+    info = types.SimpleNamespace(engine_url="tcp://127.0.0.1:9", curve_secret_key="",
+                                 curve_public_key="", max_message_size=-1)
+    context = transport.Context(KEY)
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        nobody = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+    try:
+        a, b = (dataport.DataPort(context, info, signer, protocol.Replay()) for _ in range(2))
+        large = [memoryview(bytes(range(256)) * 8192)]  # 2 MiB: two chunks
+
+        def chunk(n: int) -> list:
+            fields, data = direct.chunks(large)[n]
+            header = {"kind": "data", "id": ids(), "parent": "m9", **fields, "forward": [nobody, b.url]}
+            return [b"client", *protocol.encode(signer, header, b"", [data])]
+
+        a.receive(chunk(0), ids)  # queued for the engine that never answers
+        assert a.onward[nobody][1] == "opening"
+        wait_until(lambda: a.check_onward() or a.onward[nobody][1] == "failed", timeout=10)
+        assert caplog.text.count("did not answer within") == 1
+        a.receive(chunk(1), ids)  # now straight to b
+
+        def arrived():
+            for frames in transport.drain(b.sock):
+                b.receive(frames, ids)  # a's link, answered, then the chunk
+            return "m9" in b.pending.assembly._parts
+
+        wait_until(arrived, timeout=10)
+        assert b.pending.assembly._parts["m9"][1] == direct.CHUNK  # the second chunk of two
+        wait_until(lambda: a.check_onward() or a.onward[b.url][1] == "ok", timeout=10)
+    finally:
+        context.close()

@@ -217,6 +217,7 @@ class Control(threading.Thread):
                 self._send(sock, {"kind": "beat"})
                 for msg in self.dataport.pending.expired():
                     self._fail_undelivered(sock, msg)
+                self.dataport.check_onward()
             if now - last_heard > self.options.controller_timeout:
                 self.error = (f"lost the controller: nothing heard from {self.info.engine_url} "
                               f"for {self.options.controller_timeout} s")

@@ -12,18 +12,21 @@ the data of results.
 from __future__ import annotations
 
 import logging
+import time
 
 from ipcluster import direct, transport
 from ipcluster.protocol import BadMessage, decode, encode
 
 log = logging.getLogger("ipcluster.engine")
 
+ONWARD_TIMEOUT = 10.0  # seconds the next engine of a chain has to answer before it is skipped
+
 
 class DataPort:
     def __init__(self, context, info, signer, replay) -> None:
         self.signer, self.replay, self.context = signer, replay, context
         self.curve_public = info.curve_public_key or None
-        self.onward: dict[str, object] = {}  # data URL -> DEALER, to pass data along a chain
+        self.onward: dict[str, list] = {}  # data URL -> [DEALER, state, since]: chain links
         ip = direct.local_address(info.engine_url)
         self.sock, self.url = context.router(ip, info.curve_secret_key or None,
                                              info.max_message_size, port=direct.port_range())
@@ -45,19 +48,51 @@ class DataPort:
 
     def on_data(self, msg, ids):
         onward = direct.forward(msg.header)
-        if onward:  # passed on before it is copied into place here: a pipeline
+        for i, url in enumerate(onward):  # passed on before it is copied here: a pipeline
+            sock = self._next(url, ids)
+            if sock is None:
+                continue  # that engine is out of reach: the one after it gets the data
             header = {k: v for k, v in msg.header.items() if k in ("kind", "parent", "sizes", "at")}
-            header.update(id=ids(), **({"forward": onward[1:]} if onward[1:] else {}))
-            transport.send(self._next(onward[0]), encode(self.signer, header, b"", msg.buffers))
+            header.update(id=ids(), **({"forward": onward[i + 1:]} if onward[i + 1:] else {}))
+            transport.send(sock, encode(self.signer, header, b"", msg.buffers))
+            break
         complete = self.pending.chunk(msg.header, msg.buffers)
         return None if complete is None else self._joined(*complete)
 
-    def _next(self, url: str):
-        """A link to the data port of the next engine of a chain (made on first use)."""
-        sock = self.onward.get(url)
-        if sock is None:
-            sock = self.onward[url] = self.context.dealer(url, curve_server_key=self.curve_public)
-        return sock
+    def _next(self, url: str, ids):
+        """The link to the data port of the next engine of a chain, opened on first use; None
+        if that engine did not answer its `link` within `ONWARD_TIMEOUT`."""
+        link = self.onward.get(url)
+        if link is None:
+            sock = self.context.dealer(url, curve_server_key=self.curve_public)
+            transport.send(sock, encode(self.signer, {"kind": "link", "id": ids()}))
+            link = self.onward[url] = [sock, "opening", time.monotonic()]
+        self._check(url, link)
+        return None if link[1] == "failed" else link[0]
+
+    def check_onward(self) -> None:
+        """Give up on links to next engines that never answered (every beat)."""
+        for url, link in self.onward.items():
+            self._check(url, link)
+
+    def _check(self, url: str, link: list) -> None:
+        sock, state, since = link
+        if state != "opening":
+            return
+        for frames in transport.drain(sock):
+            try:
+                answered = decode(self.signer, frames, self.replay).kind == "link"
+            except BadMessage:
+                continue
+            if answered:
+                link[1] = "ok"
+                return
+        if time.monotonic() - since > ONWARD_TIMEOUT:
+            link[1] = "failed"
+            sock.close(linger=0)  # with the data queued for it
+            log.warning("the next engine of a chain, at data port %s, did not answer within %s "
+                        "s; data is passed to the one after it from now on (open the range of "
+                        "IPCLUSTER_DATA_PORTS between the engines' hosts)", url, ONWARD_TIMEOUT)
 
     def request(self, msg) -> object | None:
         """A request from the controller: itself if complete, else None until its data came."""
