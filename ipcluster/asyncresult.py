@@ -86,8 +86,9 @@ class AsyncResult(concurrent.futures.Future):
             self.set_result(self._combine([self._value(t) for t in self._finished()]))
 
     def _value(self, task: TaskFuture):
-        """A finished task's value (its result; `AsyncExecuteResult` makes it a reply)."""
-        return task.result()
+        """A finished task's value: its result, or for a code cell its `ExecuteReply`."""
+        value = task.result()
+        return ExecuteReply(task.metadata) if task.cell else value
 
     def _finished(self) -> list[TaskFuture]:
         return self._tasks if self._ordered else list(self._order)

@@ -159,6 +159,11 @@ class ExecuteReply:
         data, md = result["data"][mime], (result.get("metadata") or {}).get(mime)
         return (lambda: (data, md)) if md else (lambda: data)
 
+    def __eq__(self, other) -> bool:  # the same cell's reply, however it was fetched
+        return isinstance(other, ExecuteReply) and dict(other.metadata) == dict(self.metadata)
+
+    __hash__ = None
+
     def __repr__(self) -> str:
         text = ((self.metadata["execute_result"] or {}).get("data") or {}).get("text/plain", "")
         return f"<ExecuteReply[{self.execution_count}]: {text}>"

@@ -150,8 +150,10 @@ class TaskRecords:
                 fetch.append(task_id)
             tasks.append(self._futures[task_id])
         if fetch:
-            missing = self._session.request("control", {"action": "fetch", "tasks": fetch})["missing"]
-            for task_id in missing:
+            reply = self._session.request("control", {"action": "fetch", "tasks": fetch})
+            for task_id in reply.get("cells", []):  # code cells: their values are ExecuteReplies
+                self._futures[task_id].cell = True
+            for task_id in reply["missing"]:
                 self._session.tasks.pop(task_id, None)
                 self._futures.pop(task_id).set_exception(RemoteError(
                     "KeyError", f"the controller has no task {task_id!r}: unknown, or its result "

@@ -6,7 +6,7 @@ A `Client` owns one `Submitter`; the views submit through the client (`Client._s
 
 from __future__ import annotations
 
-from ipcluster import fingerprint, serialize
+from ipcluster import fingerprint, namespace, serialize
 from ipcluster.dependency import Dependency
 from ipcluster.errors import NoEnginesRegistered
 from ipcluster.protocol import Apply, now
@@ -52,6 +52,8 @@ class Submitter:
             tasks = [TaskFuture(session.ids(), label=label, size=sizes)]
         else:
             tasks = [TaskFuture(session.ids(), t, label=label, size=sizes) for t in targets]
+        for task in tasks:
+            task.cell = f is namespace.execute
         deps = {name: Dependency.of(flags[name]).to_wire() if flags.get(name) is not None else None
                 for name in ("after", "follow")}  # plain data: {"ids": [...], "all", ...}
         request = Apply(

@@ -54,6 +54,7 @@ class TaskFuture(concurrent.futures.Future):
         super().__init__()
         self.task_id = task_id
         self.size = size  # items of a map this task computes, for progress
+        self.cell = False  # a code cell (`execute`): its value is an ExecuteReply
         self.output_callbacks: list = []
         self._output_lock = threading.Lock()
         self.metadata = Metadata({

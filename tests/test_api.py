@@ -349,6 +349,19 @@ def test_timeout_is_how_long_a_task_may_wait_to_start(rc, tmp_path):
     first.get(timeout=10)
 
 
+def test_another_client_fetches_a_cell_as_its_execute_reply(rc, cluster):
+    ar = rc[0].execute("print('from a cell')", silent=False, block=False)
+    mine = ar.get(timeout=10)
+    with ipp.Client(cluster.connection_file) as other:
+        hub = other.get_result(ar.msg_ids[0], owner=False)
+        assert isinstance(hub, ipp.AsyncHubResult)
+        reply = hub.get(timeout=10)
+        assert reply.stdout == mine.stdout == "from a cell\n"
+        assert reply.execute_result is mine.execute_result is None
+        assert other.get_result(ar.msg_ids[0]).get(timeout=10) == reply  # the same cell
+        assert other[0].apply_async(lambda: 1).get(timeout=10) == 1  # a plain value stays one
+
+
 def test_queue_status(rc):
     ar = rc[0].apply_async(time.sleep, 0.5)
     status = rc.queue_status()

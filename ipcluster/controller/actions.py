@@ -84,8 +84,11 @@ def fetch(ctl, client: bytes, request: dict):
     return Later(lambda: store.results(unknown), lambda found: _send(ctl, client, tasks, found, have))
 
 
+CELL = "ipcluster.namespace.execute"  # the function of a code cell (`execute`), as named
+
+
 def _send(ctl, client: bytes, tasks: list, stored: dict, have: dict) -> dict:
-    missing = []
+    missing, cells = [], []
     for task_id in tasks:
         task = ctl.ledger.get(task_id)
         if task is None and task_id in stored:
@@ -93,7 +96,10 @@ def _send(ctl, client: bytes, tasks: list, stored: dict, have: dict) -> dict:
             task = Task(task_id, b"", engine=engine, result=frames, stdout=stdout, stderr=stderr)
         if task is None:
             missing.append(task_id)
-        elif task.result is None:
+            continue
+        if task.function == CELL:
+            cells.append(task_id)
+        if task.result is None:
             if client != task.client:  # its own client gets it anyway: once, not twice
                 task.watchers.add(client)
             else:  # it asks, so it waits: send it even if restored (see sync)
@@ -108,7 +114,7 @@ def _send(ctl, client: bytes, tasks: list, stored: dict, have: dict) -> dict:
                     ctl.deliver(client, encode(ctl.signer, header, pack({"name": name, "text": text})))
             # a resend is a new message: the client must not take it for a replay
             ctl.deliver(client, resign(ctl.signer, task.result, ctl.ids()))
-    return {"missing": missing}
+    return {"missing": missing, "cells": cells}
 
 
 def sync(ctl, client: bytes, request: dict):
