@@ -336,6 +336,7 @@ def cmd_engines(args) -> int:
     except (TypeError, ValueError) as exc:
         print(f"ipcluster: {exc}", file=sys.stderr)
         return 1
+    cluster.engines.join_others()  # its logs beside, not in, the owner's engine logs
     client = Client(cluster.connection_file)
     try:
         before = len(client.ids)

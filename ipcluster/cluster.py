@@ -43,11 +43,6 @@ from ipcluster.connection import CONNECTION_VARIABLE  # the connection info, for
 
 __all__ = ["Cluster"]
 
-# What `ipcluster engine` imports: the local launcher's template process imports these once and
-# forks each engine, instead of each engine starting an interpreter and importing them.
-ENGINE_MODULES = ["argparse", "ipcluster.engine.command", "ipcluster.engine.main",
-                  "ipcluster.engine.walltime"]
-
 
 class Cluster:
     """A controller and `n` engines started by the `engines` launcher.
@@ -82,8 +77,6 @@ class Cluster:
             n = self.allocation.tasks if n is None else n
         self.n = check_count(n) if n is not None else (os.cpu_count() or 1)
         self.launcher_name = engines or "local"
-        if self.launcher_name == "local":  # engines forked from one pre-imported process
-            launcher_options.setdefault("preload", ENGINE_MODULES)
         self.launcher_options = launcher_options
         self.interface = interface
         self.profile = profile or ""
@@ -126,8 +119,10 @@ class Cluster:
                 f"no cluster record at {path}; running clusters: {', '.join(running) or 'none'}"
                 f"; start one with `ipcluster start -n 4` or Cluster(n=4, shutdown_atexit=False)")
         kwargs.setdefault("shutdown_atexit", False)
-        return cls(record.get("n", 0), engines=record.get("engines") or "local",
-                   cluster_id=path.parent.name, profile_dir=str(path.parent.parent), **kwargs)
+        cluster = cls(record.get("n", 0), engines=record.get("engines") or "local",
+                      cluster_id=path.parent.name, profile_dir=str(path.parent.parent), **kwargs)
+        cluster.engines.join_others()
+        return cluster
 
     def _repr_html_(self) -> str:
         return display.cluster_html(self)

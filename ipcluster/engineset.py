@@ -52,18 +52,33 @@ class EngineSet:
         self.launcher.stop()
 
 
+# What `ipcluster engine` imports: the local launcher's template process imports these once and
+# forks each engine, instead of each engine starting an interpreter and importing them.
+ENGINE_MODULES = ["argparse", "ipcluster.engine.command", "ipcluster.engine.main",
+                  "ipcluster.engine.walltime"]
+
+
 class EngineSets(Mapping):
     """A cluster's engine sets by id, oldest first (``cluster.engines``), and the launchers
     they run on: each set has a launcher of its own, made from the cluster's launcher name
     and options, writing in a directory of its own."""
 
     def __init__(self, launcher_name: str, launcher_options: dict, cluster_dir: Path) -> None:
+        if launcher_name == "local":  # engines forked from one pre-imported process
+            launcher_options.setdefault("preload", ENGINE_MODULES)
         self.launcher_name, self.launcher_options = launcher_name, launcher_options
         self.cluster_dir = cluster_dir
         self._sets: dict[str, EngineSet] = {}
         self._log_dirs: dict[str, Path] = {}  # engine set id -> where its launcher writes
         # the launcher the first set uses, made now: a bad option fails when the cluster is made
         self._spare: launchers.Launcher | None = self._make(cluster_dir)
+
+    def join_others(self) -> None:
+        """The cluster directory holds the engines another process started (this object adds
+        sets to a cluster it does not own): every set of this object writes in a directory of
+        its own, none in the cluster directory beside the owner's logs."""
+        self._log_dirs.setdefault("", self.cluster_dir)  # the owner's first set, by no id
+        self._spare = None
 
     def __getitem__(self, engine_set_id: str) -> EngineSet:
         return self._sets[check_id(engine_set_id, self._sets)]

@@ -86,7 +86,9 @@ def test_profile_names_the_cluster_and_from_file_finds_it(tmp_path, monkeypatch)
         with loaded.connect_client_sync() as rc2:
             assert rc2.ids == rc.ids
         # a loaded cluster adds engine sets; the cluster stays its owner's
-        loaded.start_engines_sync(1)
+        added = loaded.start_engines_sync(1)
+        # its logs beside the owner's, not appended to them
+        assert loaded.engines[added].log_dir == cluster.cluster_dir / f"engines-{added}"
         rc.wait_for_engines(2, timeout=30)
         loaded.stop_engines_sync()
         wait_until(lambda: len(rc.ids) == 1)
