@@ -39,6 +39,18 @@ def test_db_query_by_label_and_time(rc):
         rc.db_query({"colour": "red"})
 
 
+def test_db_query_times_compare_as_the_datetimes_they_are_shown_as(rc):
+    """ipyparallel's test_db_query_dt: a record's own time (a datetime, in microseconds) is
+    not `$lt` itself; with sub-microsecond times stored, about 4 in 10 records were."""
+    ars = [rc[0].apply_async(abs, -i) for i in range(20)]
+    ids = sorted(ar.msg_ids[0] for ar in ars)
+    [ar.get(timeout=10) for ar in ars]
+    for record in rc.db_query({"msg_id": {"$in": ids}}, keys=["submitted", "completed"]):
+        for key in ("submitted", "completed"):
+            earlier = rc.db_query({key: {"$lt": record[key]}, "msg_id": {"$in": ids}})
+            assert record["msg_id"] not in {r["msg_id"] for r in earlier}, key
+
+
 SWEEP = """
 import sys, time, ipcluster
 rc = ipcluster.Client(sys.argv[1])

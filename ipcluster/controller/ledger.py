@@ -34,7 +34,9 @@ class Task:
     function: str | None = None  # qualified name of the function, from the request's header
     provenance: dict | None = None  # once done: what ran it, where, when (controller/provenance.py)
     engine: int | None = None  # None while queued for load balancing
-    submitted: float = field(default_factory=time.time)
+    # times in whole microseconds, what the datetimes a client shows hold: a record then
+    # compares with a query made from its own time as that time (db_query $lt, $gte)
+    submitted: float = field(default_factory=lambda: round(time.time(), 6))
     completed: float | None = None
     status: str | None = None  # "ok" or "error" once done
     request: list | None = None  # the request frames, until done
@@ -133,7 +135,7 @@ class Ledger:
 
     def finish(self, task: Task, frames: list, status: str, completed: float | None) -> None:
         task.result, task.status, task.request = compact(frames), status, None
-        task.completed = completed or time.time()
+        task.completed = round(completed or time.time(), 6)
         if self.store is not None:
             self.store.finished(task)
         size = cost(task)
