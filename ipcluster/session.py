@@ -1,10 +1,12 @@
 """Client API layer: a client's session with the controller: its sockets, IO thread and tables.
 
-One IO thread owns the sockets: a DEALER to the controller (requests out; results, output and
-replies back, in the order the controller forwarded them) and a SUB for events (engines coming
-and going, the controller's beat). User threads never touch those sockets: each sends through
-its own in-process socket to the IO thread, so every call is thread-safe. If the controller is
-silent for `timeout` seconds, work in flight fails with `ControllerLost`.
+One IO thread receives: on a DEALER to the controller (results, output and replies, in the
+order the controller forwarded them) and a SUB for events (engines coming and going, the
+controller's beat). A user thread sends its requests on that DEALER itself (`wire.Wire`: a
+lock around every use of the socket; the IO thread waits on its notifier): no hand-off to
+another thread per request. What only the IO thread may do (open a direct link, send data on
+one) is queued for it, and a request sent meanwhile queues behind, so the order holds. If the
+controller is silent for `timeout` seconds, work in flight fails with `ControllerLost`.
 
 Delivery is exactly once, without timers. What the controller could not send while this client
 was away it keeps, and sends when the client's next message arrives. Each time the DEALER
@@ -18,7 +20,6 @@ controller does not know.
 from __future__ import annotations
 
 import bisect
-import collections
 import concurrent.futures
 import logging
 import os
@@ -27,6 +28,7 @@ import time
 import warnings
 
 from ipcluster import direct, serialize, shm, transport
+from ipcluster.wire import Wire
 from ipcluster.links import Links
 from ipcluster.task import TaskFuture
 from ipcluster.errors import ClientClosed, ControllerLost, RemoteError, SerializationError, from_wire
@@ -35,7 +37,7 @@ from ipcluster.protocol import (
 )
 
 log = logging.getLogger("ipcluster.client")
-WAKE = [b""]
+DRAIN = 1000  # messages taken from the DEALER at most at once; more: look again at once
 
 
 
@@ -48,13 +50,11 @@ class Session:
         self.replay = Replay()
         self.ids = Ids()
         self.context = transport.Context(info.key_bytes)  # proves the key when it connects
-        self._inbox_name = f"client-{self.ids.session}"
-        self._outgoing: collections.deque = collections.deque()  # to the IO thread, in order
+        self.wire = Wire(self.context, f"client-{self.ids.session}")  # the DEALER, any thread
         self.shm = shm.host(info.key_bytes)  # None where there is no shared memory
         self._facts: dict[int, dict] = {}  # engine id -> its "shm" identity and "data" port URL
         self.links = Links(self)  # direct links to the data ports of engines on other hosts
         self._segments: dict[str, list] = {}  # task id -> names its engine has yet to map
-        self._local = threading.local()
         self.tasks: dict[str, TaskFuture] = {}  # unfinished tasks of this client
         self._replies: dict[str, concurrent.futures.Future] = {}
         self.engine_ids: list[int] = []
@@ -66,8 +66,8 @@ class Session:
         self._warned: str | None = None
         self._last_heard = time.monotonic()
         self._syncs: set[str] = set()  # ids of our sync requests not yet answered
-        # held while a task is registered and its request handed to the IO thread, so that a
-        # sync never lists a task whose request would reach the controller after it
+        # held while a task is registered and its request sent, so that a sync never lists a
+        # task whose request would reach the controller after it
         self.submitting = threading.Lock()
         self._stopping = threading.Event()
         self._io_ready = threading.Event()
@@ -82,6 +82,7 @@ class Session:
         self._stopping.set()
         if self._io.is_alive() and self._io is not threading.current_thread():
             self._io.join(timeout=5)
+        self.wire.detach()
         self._fail_all(ClientClosed("the client was closed before this result arrived"))
         for task, *_ in self.links.pending.expired(0):  # results still waiting for their data
             task.set_exception(ClientClosed("the client was closed before this result arrived"))
@@ -102,19 +103,18 @@ class Session:
             if problem:
                 warnings.warn(f"the controller says: {problem}", RuntimeWarning, stacklevel=3)
 
-    def to_io(self, frames: list, track: bool = False):
-        """Hand frames to the IO thread (from any thread): one object in a queue and a
-        one-frame wake-up on this thread's in-process socket, not the frames themselves (the
-        queue keeps the order of every thread's messages). With `track`, the tracker says when
-        zmq let go of the frames on their way to the controller."""
+    def to_io(self, frames: list) -> None:
+        """Hand frames to the IO thread (from any thread), for what only it may do (`Links`):
+        one object in a queue and a one-frame wake-up, not the frames themselves."""
+        self.wire.queue(frames)
+
+    def to_controller(self, frames: list, track: bool = False):
+        """Send a message on the DEALER from this thread (any thread; `Wire.send`). With
+        `track`, the tracker says when zmq let go of the frames on their way to the controller."""
         tracker = None
         if track:
             frames, tracker = transport.tracked(frames)
-        sock = getattr(self._local, "outbox", None)
-        if sock is None:
-            sock = self._local.outbox = self.context.outbox(self._inbox_name)
-        self._outgoing.append(frames)
-        transport.send(sock, WAKE)
+        self.wire.send(frames)
         return tracker
 
     def send(self, header: dict, content=b"", buffers=(), track: bool = False):
@@ -141,7 +141,7 @@ class Session:
                 self._segments[task_id] = self.shm.names(header, reader)
         for message in data:
             self.to_io(message)
-        return self.to_io(frames, track=track)
+        return self.to_controller(frames, track=track)
 
     def _engines(self, header: dict, buffers) -> list[dict] | None:
         """What the controller says of each engine of a direct request with large buffers."""
@@ -205,28 +205,32 @@ class Session:
         dealer = self.context.dealer(self.info.client_url, identity=f"client-{self.ids.session}".encode(),
                                      curve_server_key=curve)
         sub = self.context.subscriber(self.info.pub_url, curve_server_key=curve)
-        inbox = self.context.inbox(self._inbox_name)
+        inbox = self.wire.inbox()
         monitor = transport.watch_connections(dealer)
         connected = 0
+        poller = transport.Poller(sub, inbox, monitor)
+        self.wire.attach(dealer, poller)  # from now on used under its lock only
         self._io_ready.set()
-        poller = transport.Poller(dealer, sub, inbox, monitor)
+        received: list = []
         try:
             while not self._stopping.is_set():
-                ready = poller.poll(0.1)
+                ready = poller.poll(0 if len(received) == DRAIN else 0.1)
                 if monitor in ready:
                     was, connected = connected, connected + transport.connections(monitor)
                     if was and connected > was:  # connected again: find what we missed
                         self._sync(dealer, inbox, poller)
                 if inbox in ready:
                     for _ in transport.drain(inbox):
-                        pass  # wake-ups: the messages are in `_outgoing`
-                self._send_outgoing(dealer, poller)
+                        pass  # wake-ups: the messages are in `wire.queued`
+                with self.wire.lock:
+                    self._send_outgoing(dealer, poller)
+                received = self.wire.take(DRAIN)  # handled with the lock let go: they may send
                 for sock in self.links.readable(ready):
                     for frames in transport.drain(sock):
                         self._on_link(sock, frames)
-                if dealer in ready:
+                if received:
                     self._last_heard = time.monotonic()
-                    for frames in transport.drain(dealer):
+                    for frames in received:
                         self._on_reply(frames)
                 if sub in ready:
                     self._last_heard = time.monotonic()
@@ -240,16 +244,17 @@ class Session:
             self._fail_all(ControllerLost(self.lost))
 
     def _send_outgoing(self, dealer, poller) -> None:
-        while self._outgoing:
-            frames = self._outgoing.popleft()
+        """What user threads queued, in order (under `wire.lock`)."""
+        while self.wire.queued:
+            frames = self.wire.queued.popleft()
             if not self.links.on_request(frames, poller):
                 transport.send(dealer, frames)
 
     def _sync(self, dealer, inbox, poller) -> None:
-        with self.submitting:  # each task listed has its request on the wire ahead of the sync
+        with self.submitting, self.wire.lock:  # each task listed has its request ahead of the sync
             for _ in transport.drain(inbox):
                 pass
-            self._send_outgoing(dealer, poller)  # every request handed over so far
+            self._send_outgoing(dealer, poller)  # every request queued so far
             if not self.tasks:
                 return
             msg_id = self.ids()

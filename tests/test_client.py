@@ -170,3 +170,38 @@ def test_spin_takes_in_what_the_controller_sent(cluster):
         wait_until(lambda: other.queue_status(targets=0)["completed"] > before)
         rc.spin()  # the result was sent before spin's reply: it is in when spin returns
         assert ar.done() and ar.get() == 3
+
+
+def test_threads_sending_at_once_on_the_clients_socket_each_get_their_own_results(rc):
+    """User threads send their requests on the client's one DEALER themselves (under its lock,
+    while the IO thread receives on it): eight threads at once, each mixing balanced and direct
+    tasks, printed output and queries, each get exactly their own values and output."""
+    lview = rc.load_balanced_view()
+    start, failures = threading.Barrier(8), []
+
+    def work(k: int) -> None:
+        try:
+            start.wait(timeout=30)
+            ars = [lview.apply_async(divmod, 1000 * k + i, 1000) for i in range(100)]
+            printed = [rc[i % 4].apply_async(print, f"thread {k} call {i}") for i in range(20)]
+            for _ in range(20):  # requests are sent outside the lock that orders submissions
+                assert set(rc.queue_status()) == {0, 1, 2, 3, "unassigned"}
+            assert [ar.get(timeout=60) for ar in ars] == [(k, i) for i in range(100)]
+            for i, ar in enumerate(printed):
+                ar.get(timeout=60)
+                assert ar.stdout == f"thread {k} call {i}\n"  # its output, before its result
+        except BaseException as exc:  # reported by the test's thread
+            failures.append(f"thread {k}: {type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch within a message's frames, if nothing stops it
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=90)
+    finally:
+        sys.setswitchinterval(interval)
+    assert not failures, failures
+    assert not any(thread.is_alive() for thread in threads)

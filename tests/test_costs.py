@@ -52,6 +52,28 @@ def test_one_message_each_way_per_task_four_frames_each_and_one_request_for_all_
     assert traffic["frames_out"] <= 4 * traffic["messages_out"]
 
 
+def engine_wakeups() -> int:
+    """On an engine: how often its main thread woke the control thread (to send for it)."""
+    import threading
+
+    return next(t for t in threading.enumerate() if t.name == "ipcluster-control").wire.wakeups
+
+
+def test_no_thread_hand_off_per_task_in_the_client_or_the_engine(rc):
+    """The calling thread sends its request on the client's socket itself and the engine's main
+    thread sends the result itself: a round trip wakes neither the client's IO thread nor the
+    engine's control thread to send for it (a wake-up happens only when a message was waiting
+    on the socket as it sent, which a round trip at a time leaves to chance: beats, replies)."""
+    engine = rc[0]
+    engine.apply_sync(abs, -1)
+    client_before, engine_before = rc._session.wire.wakeups, engine.apply_sync(engine_wakeups)
+    for i in range(100):
+        assert engine.apply_sync(abs, -i) == i
+    client_woke = rc._session.wire.wakeups - client_before
+    engine_woke = engine.apply_sync(engine_wakeups) - engine_before - 1  # the query's own
+    assert client_woke <= 10 and engine_woke <= 10, (client_woke, engine_woke)
+
+
 def test_no_per_engine_scan_per_task():
     """Placing a task costs the same number of scheduler steps at 8 and at 1,000 engines."""
     def steps_per_task(engines: int, tasks: int = 2000) -> float:

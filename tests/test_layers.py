@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LAYERS = [  # lowest first
     {"ipcluster.launchers"},  # the repository's launchers/ folder
     {"ipcluster.config", "ipcluster.errors", "ipcluster.command"},
-    {"ipcluster.transport"},
+    {"ipcluster.transport", "ipcluster.wire"},
     {"ipcluster.protocol", "ipcluster.serialize", "ipcluster.connection", "ipcluster.shm", "ipcluster.direct", "ipcluster.namespace",
      "ipcluster.fingerprint", "ipcluster.state"},
     {"ipcluster.controller", "ipcluster.engine", "ipcluster.datapub"},

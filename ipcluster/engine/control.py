@@ -1,9 +1,11 @@
 """Processes layer: the engine's control thread, which owns its socket.
 
 The main thread runs tasks; this thread answers the controller meanwhile. It registers the
-engine, hands incoming work to the main thread through a queue, forwards results the main thread
-sends it over an in-process socket, streams captured output while tasks run, and beats so the
-controller knows the engine is alive. It also acts on control messages while a task runs:
+engine, hands incoming work to the main thread through a queue, streams captured output while
+tasks run, and beats so the controller knows the engine is alive. The main thread sends each
+result on the socket itself, after the task's output (`wire.Wire`: a lock around every use of
+the socket; this thread waits on its notifier): no hand-off per result. A result's data for a
+client's direct link is queued for this thread, and a result sent meanwhile queues behind it. It also acts on control messages while a task runs:
 abort (skip a queued task, interrupt a running one), withdraw (give back queued tasks not yet
 started), signal, shutdown, and a task's time_limit (interrupted here; one that does not stop
 within `kill_grace` is reported and ended by the engine's watchdog process). If the controller is silent for `controller_timeout`, it stops the engine (SIGTERM to itself),
@@ -12,7 +14,6 @@ so an engine never outlives its cluster.
 
 from __future__ import annotations
 
-import collections
 import logging
 import os
 import signal
@@ -23,6 +24,7 @@ import uuid
 
 from ipcluster import direct, fingerprint, shm, transport
 from ipcluster.engine.dataport import DataPort
+from ipcluster.wire import Wire
 from ipcluster.protocol import (
     Apply, BadMessage, Result, Drops, Ids, Replay, decode, encode, kinds_for, pack, unpack,
 )
@@ -31,6 +33,7 @@ log = logging.getLogger("ipcluster.engine")
 
 RESULTS = "results"  # name of the in-process channel from the main thread
 STOP = object()  # put on the task queue to end the main loop
+DRAIN = 1000  # messages taken from the socket at most at once; more: look again at once
 OUTPUT_PIECE = 1 << 24  # most characters of output per message: fewer pieces, less joining
 
 
@@ -113,9 +116,7 @@ class Control(threading.Thread):
         self.watch = watch
         self.context, self.info, self.signer = context, info, signer
         self.capture, self.tasks, self.options = capture, tasks, options
-        # from the main thread: messages to send, each put here, then a one-frame wake-up on
-        # the in-process channel (cheaper than passing the message's frames through it)
-        self.outgoing: collections.deque = collections.deque()
+        self.wire = Wire(context, RESULTS)  # the socket, used by this thread and the main one
         self.requested_id = requested_id
         self.ids = Ids()
         self.replay = Replay()
@@ -148,8 +149,21 @@ class Control(threading.Thread):
             self.tasks.put(STOP)
 
     def _send(self, sock, header: dict, content=b"") -> None:
+        with self.wire.lock:
+            self._put(sock, header, content)
+
+    def _put(self, sock, header: dict, content=b"") -> None:
+        """Send a new message (the caller holds `wire.lock`)."""
         header["id"] = self.ids()
         transport.send(sock, encode(self.signer, header, content))
+
+    def post(self, frames: list) -> None:
+        """From the main thread: a task's reply, sent after the task's output; a result's data
+        for a client's direct link (``[b"data", peer, ...]``) is queued for this thread."""
+        if frames[0] == b"data":
+            self.wire.queue(frames)
+        else:
+            self.wire.send(frames, before=self._send_output)
 
     def _register(self, sock) -> bool:
         self._send(sock, {"kind": "register"}, pack(self._facts(self.requested_id)))
@@ -181,33 +195,37 @@ class Control(threading.Thread):
     def _run(self) -> None:
         sock = self._sock = self.context.dealer(self.info.engine_url, identity=uuid.uuid4().bytes,
                                                 curve_server_key=self.info.curve_public_key or None)
-        inbox = self.context.inbox(RESULTS)
+        inbox = self.wire.inbox()
         self.dataport = DataPort(self.context, self.info, self.signer, self.replay)
         if not self._register(sock):
             return
+        poller = transport.Poller(inbox, self.dataport.sock)
+        self.wire.attach(sock, poller)  # from now on used under its lock only
         self.registered.set()
-        poller = transport.Poller(sock, inbox, self.dataport.sock)
         last_heard = next_beat = time.monotonic()
+        received: list = []
         while not self._stopping.is_set():
-            ready = poller.poll(0.1)
-            if sock in ready:
+            ready = poller.poll(0 if len(received) == DRAIN else 0.1)
+            received = self.wire.take(DRAIN)  # handled with the lock let go: they send
+            if received:
                 last_heard = time.monotonic()
-                for frames in transport.drain(sock):
+                for frames in received:
                     self._on_message(frames)
             if self.dataport.sock in ready:
                 for frames in transport.drain(self.dataport.sock):
                     self._on_data(frames)
             if inbox in ready:
                 for _ in transport.drain(inbox):
-                    pass  # wake-ups: the messages are in `outgoing`
-            while self.outgoing:
-                frames = self.outgoing.popleft()
-                if frames[0] == b"data":  # a result's data, to its client's link
-                    self.dataport.send(frames[1], frames[2:])
-                    continue
-                self._send_output(sock)  # a task's output before its result
-                transport.send(sock, frames)
-            self._send_output(sock)
+                    pass  # wake-ups: the messages are in `wire.queued`
+            with self.wire.lock:
+                while self.wire.queued:
+                    frames = self.wire.queued.popleft()
+                    if frames[0] == b"data":  # a result's data, to its client's link
+                        self.dataport.send(frames[1], frames[2:])
+                        continue
+                    self._send_output(sock)  # a task's output before its result
+                    transport.send(sock, frames)
+                self._send_output(sock)
             self.watch.alive()  # the watchdog speaks for the engine when this stops
             if self.running.overdue():  # past kill_grace more, the watchdog ends the engine
                 self.running.interrupt(None, "timeout")
@@ -224,8 +242,9 @@ class Control(threading.Thread):
                 log.error("%s; stopping", self.error)
                 os.kill(os.getpid(), signal.SIGTERM)
                 break
-        self._send_output(sock)
-        self._send(sock, {"kind": "unregister"}, pack({"reason": self.stop_reason}))
+        with self.wire.lock:
+            self._send_output(sock)
+            self._put(sock, {"kind": "unregister"}, pack({"reason": self.stop_reason}))
 
     def _on_message(self, frames) -> None:
         try:
@@ -264,7 +283,8 @@ class Control(threading.Thread):
                            f"port within {direct.WAIT} s of the request (the client's direct link "
                            "broke); submit it again", "traceback": ""}
         header = Result(task, self.engine_id, "error", completed=time.time()).header(self.ids())
-        transport.send(sock, encode(self.signer, header, pack(error)))
+        with self.wire.lock:
+            transport.send(sock, encode(self.signer, header, pack(error)))
 
     def on_control(self, msg) -> None:
         self._on_control(unpack(msg.content))
@@ -307,6 +327,8 @@ class Control(threading.Thread):
             raise BadMessage(f"unknown control action {action!r}")
 
     def _send_output(self, sock) -> None:
+        """Output captured so far (the caller holds `wire.lock`: what one thread took, it sends
+        before the other can send anything)."""
         for task, name, text in self.capture.take():
             # in pieces: no message nears max_message_size (4 bytes a character at most), and
             # the controller holds one piece at a time
@@ -316,8 +338,8 @@ class Control(threading.Thread):
             pieces = [text[i:i + size] for i in range(0, len(text), size)] \
                 if isinstance(text, str) and text else [text]
             for piece in pieces:
-                self._send(sock, {"kind": "output", "parent": task, "engine": self.engine_id},
-                           pack({"name": name, "text": piece}))
+                self._put(sock, {"kind": "output", "parent": task, "engine": self.engine_id},
+                          pack({"name": name, "text": piece}))
 
 
 # The engine's handler per kind it receives: a function of (control thread, message).

@@ -22,13 +22,12 @@ from ipcluster.connection import ConnectionInfo
 from ipcluster.engine import shell
 from ipcluster.engine.capture import Capture
 from ipcluster.engine import watchdog
-from ipcluster.engine.control import RESULTS, STOP, Control
+from ipcluster.engine.control import STOP, Control
 from ipcluster.engine.watchdog import Watch
 from ipcluster.errors import RemoteError, SerializationError, TaskAborted, TaskTimeout, UnmetDependency
 from ipcluster.protocol import Result, Signer, encode, now, pack
 
 log = logging.getLogger("ipcluster.engine")
-WAKE = [b""]
 
 
 @dataclass
@@ -77,7 +76,6 @@ class Engine:
             namespace.install(self.control.engine_id, shell.run_cell)
             log.info("registered as engine %d", self.control.engine_id)
             self.capture.install()
-            self.outbox = self.context.outbox(RESULTS)
             while (item := self.tasks.get()) is not STOP:
                 reply = self.run_task(*item)
                 if reply is not None:  # None: withdrawn before it started
@@ -94,9 +92,7 @@ class Engine:
         return 0
 
     def _post(self, frames: list) -> None:
-        """Hand a message to the control thread, which owns the socket: queued, then woken."""
-        self.control.outgoing.append(frames)
-        transport.send(self.outbox, WAKE)
+        self.control.post(frames)
 
     def run_task(self, task_id: str, msg) -> list | None:
         header = msg.header

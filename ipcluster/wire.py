@@ -1,0 +1,79 @@
+"""Transport layer: `Wire`, one zmq socket shared by the threads of a process, with no thread
+hand-off per message.
+
+zmq sockets are not thread-safe, so every use of the socket holds `Wire.lock`. Any thread sends
+on it itself (`send`): a whole message under the lock, with nothing handed to another thread.
+One thread owns it (the client's IO thread, the engine's control thread): it receives (`take`)
+and sends what others `queue` for it, and it waits on the socket's notifier, a file descriptor,
+never holding the lock while it waits. A send may take in the notification of a message that
+arrived meanwhile; the sender then wakes the owner with a one-frame message on its own
+in-process socket (`wake`), as it does for what it queues. A message sent while others are
+queued goes behind them, so each thread's messages keep their order.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+
+from ipcluster import transport
+
+WAKE = [b""]
+
+
+class Wire:
+    def __init__(self, context, inbox_name: str) -> None:
+        self.lock = threading.Lock()
+        self.queued: collections.deque = collections.deque()  # for the owner to send, in order
+        self.sock = None  # None until `attach`, and again after `detach`
+        self.wakeups = 0  # of the owner by other threads: a machine-free cost measure
+        self._context, self._inbox_name = context, inbox_name
+        self._local = threading.local()  # each thread's in-process socket to the owner
+
+    def inbox(self):
+        """The owner's end of the in-process channel that `wake` sends on."""
+        return self._context.inbox(self._inbox_name)
+
+    def attach(self, sock, poller) -> None:
+        """The owner: `sock` is shared from now on; `poller` waits on its notifier."""
+        poller.add(transport.notifier(sock))
+        with self.lock:
+            self.sock = sock
+
+    def detach(self) -> None:
+        with self.lock:  # no thread is sending on it as it goes
+            self.sock = None
+
+    def send(self, frames: list, before=None) -> None:
+        """Any thread: send a message now, after `before(sock)` (under the lock), or queue it
+        behind what is queued (or if the socket is not attached yet)."""
+        with self.lock:
+            if self.queued or self.sock is None:
+                self.queued.append(frames)
+                waiting = True
+            else:
+                if before is not None:
+                    before(self.sock)
+                transport.send(self.sock, frames)
+                waiting = transport.readable(self.sock)
+        if waiting:
+            self.wake()
+
+    def queue(self, frames: list) -> None:
+        """Any thread: a message only the owner may send (it reads it from `queued`)."""
+        with self.lock:
+            self.queued.append(frames)
+        self.wake()
+
+    def wake(self) -> None:
+        self.wakeups += 1  # not under a lock: an estimate when threads race
+        sock = getattr(self._local, "outbox", None)
+        if sock is None:
+            sock = self._local.outbox = self._context.outbox(self._inbox_name)
+        transport.send(sock, WAKE)
+
+    def take(self, limit: int) -> list:
+        """The owner: the messages waiting on the socket (at most `limit`), under the lock, so
+        that they are handled after it is let go (a handler may send)."""
+        with self.lock:
+            return list(transport.drain(self.sock, limit))
