@@ -9,16 +9,43 @@ never holding the lock while it waits. A send may take in the notification of a 
 arrived meanwhile; the sender then wakes the owner with a one-frame message on its own
 in-process socket (`wake`), as it does for what it queues. A message sent while others are
 queued goes behind them, so each thread's messages keep their order.
+
+A message is sent frame by frame, and Python runs signal handlers between two calls: Ctrl-C
+(or SIGTERM) in the main thread half-way through a message would leave it open, and the next
+message, whoever sends it, would be sent as its tail. So in the main thread a send holds the
+handlers of SIGINT and SIGTERM back until the message is whole, then runs them.
 """
 
 from __future__ import annotations
 
 import collections
+import signal
 import threading
 
 from ipcluster import transport
 
 WAKE = [b""]
+HELD = (signal.SIGINT, signal.SIGTERM)
+
+
+class _HeldSignals:
+    """In the main thread: SIGINT and SIGTERM handlers run when the block ends, not within it."""
+
+    def __enter__(self):
+        self.caught: list = []
+        self.saved = {s: h for s in HELD if callable(h := signal.getsignal(s))}
+        for signum in self.saved:
+            signal.signal(signum, self._hold)
+        return self
+
+    def _hold(self, signum, frame) -> None:
+        self.caught.append((signum, frame))
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self.saved.items():
+            signal.signal(signum, handler)
+        for signum, frame in self.caught:
+            self.saved[signum](signum, frame)
 
 
 class Wire:
@@ -47,17 +74,23 @@ class Wire:
     def send(self, frames: list, before=None) -> None:
         """Any thread: send a message now, after `before(sock)` (under the lock), or queue it
         behind what is queued (or if the socket is not attached yet)."""
+        if threading.current_thread() is threading.main_thread():
+            with _HeldSignals():
+                waiting = self._send(frames, before)
+        else:
+            waiting = self._send(frames, before)
+        if waiting:
+            self.wake()
+
+    def _send(self, frames: list, before) -> bool:
         with self.lock:
             if self.queued or self.sock is None:
                 self.queued.append(frames)
-                waiting = True
-            else:
-                if before is not None:
-                    before(self.sock)
-                transport.send(self.sock, frames)
-                waiting = transport.readable(self.sock)
-        if waiting:
-            self.wake()
+                return True
+            if before is not None:
+                before(self.sock)
+            transport.send(self.sock, frames)
+            return transport.readable(self.sock)
 
     def queue(self, frames: list) -> None:
         """Any thread: a message only the owner may send (it reads it from `queued`)."""

@@ -71,7 +71,9 @@ def test_no_thread_hand_off_per_task_in_the_client_or_the_engine(rc):
         assert engine.apply_sync(abs, -i) == i
     client_woke = rc._session.wire.wakeups - client_before
     engine_woke = engine.apply_sync(engine_wakeups) - engine_before - 1  # the query's own
-    assert client_woke <= 10 and engine_woke <= 10, (client_woke, engine_woke)
+    # a hand-off per task would be 100 each; under load a message (a reply, a beat's answer)
+    # is waiting now and then as a thread sends
+    assert client_woke <= 30 and engine_woke <= 30, (client_woke, engine_woke)
 
 
 def test_no_per_engine_scan_per_task():
