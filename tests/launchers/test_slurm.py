@@ -181,6 +181,23 @@ def test_signal_engines_reaches_them_through_scancel(slurm):
             ar.get(timeout=30)
 
 
+def test_engine_sets_are_jobs_of_their_own(slurm):
+    """Each engine set is a job of its own, with its script and output in its own directory:
+    stopping one set cancels its job only."""
+    cluster = ipcluster.Cluster(n=1, engines="slurm", poll_interval=0.2)
+    with cluster as rc:
+        extra = cluster.start_engines_sync(1)
+        cluster.wait_for_engines_sync()  # both sets: 2 engines
+        (first,), (other,) = cluster.engine_set.jobs, cluster.engines[extra].jobs
+        assert first != other
+        assert (cluster.cluster_dir / f"engines-{extra}" / "ipcluster-engines-0.sh").exists()
+        cluster.stop_engines_sync(extra)
+        queued = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout
+        assert other not in queued.split() and first in queued.split()
+        wait_until(lambda: len(rc.ids) == 1)
+        assert rc[:].apply_sync(lambda: "still here") == ["still here"]
+
+
 IN_ALLOCATION = """\
 #!/bin/bash
 #SBATCH --ntasks=4

@@ -12,6 +12,7 @@ import pytest
 import ipcluster
 from ipcluster import launchers
 from ipcluster.launchers.ssh import SSHLauncher
+from tests.conftest import wait_until
 from tests.launchers.conftest import SSH_ARGS, SSH_PORT
 
 # a C call holding the GIL for hours (a lambda travels by value: the engines cannot import tests)
@@ -38,6 +39,22 @@ def test_script_sends_the_environment_on_stdin_not_argv():
     assert "secret" not in first
     assert "export IPCLUSTER_CONNECTION='{\"key\": \"secret\"}'" in script
     assert script.count("setsid /opt/py/bin/python -m ipcluster engine") == 2
+
+
+def test_engine_sets_over_ssh_write_their_own_logs_and_stop_apart(sshd):
+    cluster = ipcluster.Cluster(n=1, engines="ssh", hosts={"127.0.0.1": 1}, **ssh_options())
+    with cluster as rc:
+        extra = cluster.start_engines_sync(1)  # each set fills `hosts` on its own
+        cluster.wait_for_engines_sync()
+        logs = [log for s in cluster.engines.values() for started in s.launcher.started.values()
+                for _, log in started]
+        assert len(set(logs)) == 2  # two sets on one host: two remote logs, not one
+        (gone,) = [p for started in cluster.engines[extra].launcher.started.values()
+                   for p, _ in started]
+        cluster.stop_engines_sync(extra)
+        assert not psutil.pid_exists(gone) or psutil.Process(gone).status() == psutil.STATUS_ZOMBIE
+        wait_until(lambda: len(rc.ids) == 1)
+        assert rc[:].apply_sync(lambda: "still here") == ["still here"]
 
 
 def test_ssh_engines_run_work_and_leave_no_process(sshd):
