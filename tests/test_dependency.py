@@ -9,7 +9,8 @@ import types
 
 import pytest
 
-from ipcluster import AsyncResult, Client, Dependency, LoadBalancedView
+from ipcluster import AsyncResult, Dependency, LoadBalancedView
+from ipcluster.submission import Submitter
 from ipcluster.task import TaskFuture
 
 
@@ -51,7 +52,7 @@ class Sent(Exception):
     """Raised by the fake session with the header it was given."""
 
 
-def fake_client():
+def fake_submitter():
     ids = itertools.count()
     session = types.SimpleNamespace(
         check_usable=lambda: None, engine_ids=[0], tasks={}, ids=lambda: f"m{next(ids)}",
@@ -61,12 +62,12 @@ def fake_client():
         raise Sent(header)
 
     session.send = send
-    return types.SimpleNamespace(_session=session, _futures={}, history=[])
+    return Submitter(session, {}, [], refresh_ids=None, keep=lambda *request: None, fetch=None)
 
 
 def header_for(flags):
     with pytest.raises(Sent) as sent:
-        Client._submit(fake_client(), len, ([],), {}, None, balanced=True, flags=flags)
+        fake_submitter().submit(len, ([],), {}, None, balanced=True, flags=flags)
     return sent.value.args[0]
 
 

@@ -153,11 +153,12 @@ def test_a_job_cancelled_before_its_engines_register_is_reported_within_10_s(slu
 def test_a_job_that_fails_is_reported_with_reason_and_output(slurm):
     cluster = ipcluster.Cluster(n=2, engines="slurm", poll_interval=0.5,
                                 prologue=["echo 'no scratch space' >&2", "exit 3"])
+    launcher = cluster.launcher  # the first engine set's (a failed start stops the set)
     t0 = time.monotonic()
     with pytest.raises(ipcluster.NoEnginesRegistered) as info:
         cluster.start_and_connect_sync()
     assert time.monotonic() - t0 < 10
-    job = cluster.launcher.jobs[0]
+    job = launcher.jobs[0]
     assert f"slurm job {job} is FAILED (reason: NonZeroExitCode)" in str(info.value)
     assert "no scratch space" in str(info.value)
 
