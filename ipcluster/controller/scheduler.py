@@ -111,7 +111,7 @@ class Scheduler:
         self.busy: dict[int, list] = {}  # engine -> [tasks timed, seconds], for `weighted`
         self.room = _Roster()
         self.paused: set[int] = set()  # engines that get nothing for now (frozen)
-        self.idle: set[int] = set()  # engines with no outstanding task
+        self.idle: set[int] = set()  # engines with no outstanding task, not paused
         self.backlog: set[int] = set()  # engines with a task queued behind the one they run
         self.buckets: dict[frozenset | None, _Bucket] = {}
         self.keys_of: dict[int, set] = {}  # engine id -> restrictions of buckets naming it
@@ -203,7 +203,8 @@ class Scheduler:
         """Keep `room`, `idle`, `backlog`, the engine heap and `_freed` true after `eid`
         changed."""
         load = self.load[eid]
-        (self.idle.add if load == 0 else self.idle.discard)(eid)
+        # a paused (frozen) engine takes nothing: not idle, so nothing is moved for it
+        (self.idle.add if load == 0 and eid not in self.paused else self.idle.discard)(eid)
         (self.backlog.add if load >= 2 else self.backlog.discard)(eid)
         if not self._has_room(eid):
             self.room.discard(eid)

@@ -21,6 +21,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import Counter
 
 from ipcluster import direct, fingerprint, shm, transport
 from ipcluster.engine.dataport import DataPort
@@ -40,7 +41,12 @@ OUTPUT_PIECE = 1 << 24  # most characters of output per message: fewer pieces, l
 class Running:
     """The task the main thread is running and the tasks queued for it, shared with the
     control thread. A queued task is either started by the main thread or withdrawn by the
-    control thread, never both: one lock decides (the "not started" handshake)."""
+    control thread, never both: one lock decides (the "not started" handshake).
+
+    Copies are counted: a task given back may be sent to this engine again (as a new message)
+    before the main thread has reached the copy it gave back, and be given back again; the main
+    thread skips as many copies as were given back and runs the rest, so a task given back is
+    never run here, however often it came and went."""
 
     def __init__(self, watch, grace: float) -> None:
         self._lock = threading.Lock()
@@ -49,12 +55,12 @@ class Running:
         self.deadline: float | None = None
         self.reason: str | None = None  # why it was interrupted: "abort" or "timeout"
         self.interrupted_at = 0.0
-        self.queued: set[str] = set()  # received, not yet started
-        self._withdrawn: set[str] = set()  # given back: the main thread skips them
+        self.queued: Counter[str] = Counter()  # copies received, not yet started nor given back
+        self._withdrawn: Counter[str] = Counter()  # copies given back: the main thread skips them
 
     def enqueue(self, task: str) -> None:
         with self._lock:
-            self.queued.add(task)
+            self.queued[task] += 1
 
     def waiting(self) -> set[str]:
         """The tasks received and not started yet, now."""
@@ -64,10 +70,10 @@ class Running:
     def withdraw(self, task: str) -> bool:
         """Give back a task that has not started; False if it started (or is not here)."""
         with self._lock:
-            if task not in self.queued:
+            if not self.queued[task]:
                 return False
-            self.queued.discard(task)
-            self._withdrawn.add(task)
+            _take(self.queued, task)
+            self._withdrawn[task] += 1
             return True
 
     def held(self) -> list[str]:
@@ -78,10 +84,10 @@ class Running:
     def claim(self, task: str) -> bool:
         """The main thread takes `task` from the queue; False if it was withdrawn (skip it)."""
         with self._lock:
-            if task in self._withdrawn:
-                self._withdrawn.discard(task)
+            if self._withdrawn[task]:
+                _take(self._withdrawn, task)
                 return False
-            self.queued.discard(task)
+            _take(self.queued, task)
             return True
 
     def start(self, task: str, timeout) -> None:
@@ -108,6 +114,14 @@ class Running:
 
     def overdue(self) -> bool:
         return self.deadline is not None and time.monotonic() > self.deadline
+
+
+def _take(counts: Counter, task: str) -> None:
+    """One copy of `task` fewer (none left: no entry, so that the keys are the tasks held)."""
+    if counts[task] > 1:
+        counts[task] -= 1
+    else:
+        counts.pop(task, None)
 
 
 class Control(threading.Thread):

@@ -282,3 +282,18 @@ def test_engines_holding_queued_tasks_are_movable_only_while_another_idles_and_n
     s.submit(task(5))  # a task waiting here goes to the idle engine first: nothing moves
     assert s.movable() == set()
     assert sent(s) == [("t5", 1)] and s.movable() == set()
+
+
+def test_a_paused_engine_is_not_idle_so_no_queued_task_is_moved_for_it():
+    """A frozen engine is paused with nothing left on it: it takes nothing, so the busy engines
+    are not asked to give back what they queued (they got it back, again and again, and under
+    load ran copies of it); once it runs again it is idle like any other."""
+    s = engines(make_scheduler("leastload", 2), 0, 1, 2)
+    for i in range(6):
+        s.submit(task(i))
+    sent(s)  # two each
+    s.pause(2)
+    s.finished(2), s.finished(2)  # its tasks moved off it
+    assert s.idle == set() and s.backlog == {0, 1} and s.movable() == set()
+    s.resume(2)
+    assert s.idle == {2} and s.movable() == {0, 1}
