@@ -114,7 +114,10 @@ class Session:
         tracker = None
         if track:
             frames, tracker = transport.tracked(frames)
-        self.wire.send(frames)
+        try:
+            self.wire.send(frames)
+        except transport.Refused as exc:  # the key does not match: the handshake failed first
+            raise ControllerLost(f"{exc} (connection file {self.connection_file})") from None
         return tracker
 
     def send(self, header: dict, content=b"", buffers=(), track: bool = False):

@@ -164,3 +164,15 @@ def test_connection_files_and_directories_are_private(cluster):
     assert os.stat(cluster.connection_file).st_mode & 0o777 == 0o600
     assert os.stat(cluster.cluster_dir).st_mode & 0o777 == 0o700
     assert len(connection.read(cluster.connection_file).key_bytes) == 32
+
+
+def test_a_refused_handshake_before_the_first_send_is_a_controller_lost(cluster, monkeypatch):
+    """The controller may refuse a wrong key before the client's first message goes out: the
+    send then finds no connection (libzmq dropped it). The user sees ControllerLost saying
+    why, not the transport layer's exception."""
+    def refused(sock, frames, track=False):
+        raise transport.Refused("the other end refused this connection when it was made: the "
+                                "cluster key does not match")
+    monkeypatch.setattr(transport, "send", refused)
+    with pytest.raises(ipcluster.ControllerLost, match="key does not match.*connection file"):
+        ipcluster.Client(cluster.connection_file, timeout=1)
