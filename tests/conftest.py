@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import queue
+import shutil
 import tempfile
 import threading
 import time
@@ -20,6 +21,12 @@ from ipcluster.controller.server import Controller
 # Every test (and every process a test starts) keeps its cluster state in a private directory.
 _STATE = tempfile.mkdtemp(prefix="ipcluster-tests-")
 os.environ["IPCLUSTER_DIR"] = _STATE
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """A run that passed leaves no directory behind; one that failed keeps its logs."""
+    if exitstatus == 0:
+        shutil.rmtree(_STATE, ignore_errors=True)
 
 # Processes that belong to long-lived fixtures, not to the test that is running.
 _fixture_pids: set[int] = set()
