@@ -129,14 +129,7 @@ def test_a_killed_controller_restored_keeps_engines_namespaces_and_the_sweep(dur
     direct = [rc[i % 2].apply_async(sleep_then, 0.5, i) for i in range(4)]  # unfinished at the kill
     ids = [d.msg_ids[0] for d in direct]
     wait_until(lambda: len(rc.db_query({"msg_id": {"$in": ids}}, keys=["msg_id"])) == 4)  # stored
-    os.kill(cluster.controller.pid, signal.SIGKILL)
-    cluster.controller.wait()
-    log = open(cluster.cluster_dir / "controller.log", "ab")
-    restored = subprocess.Popen([sys.executable, "-m", "ipcluster", "controller", "--cluster-id",
-                                 cluster.cluster_id, "--restore"], stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    cluster.controller = restored  # the cluster stops this one at the end
-    _fixture_pids.add(restored.pid)
+    kill_and_restore_controller(cluster)
     try:
         assert ar.get(timeout=60) == [x * 10 for x in range(300)]
         assert [d.get(timeout=60) for d in direct] == list(range(4))
@@ -151,6 +144,19 @@ def test_a_killed_controller_restored_keeps_engines_namespaces_and_the_sweep(dur
     assert rc.ids == [0, 1]
     assert sorted(rc[:].apply_sync(os.getpid)) == sorted(pids)  # the same engine processes
     assert rc[:].pull("kept", block=True) == ["namespace", "namespace"]
+
+
+def kill_and_restore_controller(cluster):
+    """kill -9 of the cluster's controller, then a replacement started with --restore (which the
+    cluster stops at the end)."""
+    os.kill(cluster.controller.pid, signal.SIGKILL)
+    cluster.controller.wait()
+    log = open(cluster.cluster_dir / "controller.log", "ab")
+    restored = subprocess.Popen([sys.executable, "-m", "ipcluster", "controller", "--cluster-id",
+                                 cluster.cluster_id, "--restore"], stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    cluster.controller = restored  # the cluster stops this one at the end
+    _fixture_pids.add(restored.pid)
 
 
 def note_run_then_wait(path, flag):
@@ -177,14 +183,7 @@ def test_tasks_an_engine_holds_at_a_restart_run_once(durable, tmp_path):
     ids = [ar.msg_ids[0] for ar in ars]
     wait_until(lambda: len(rc.db_query({"msg_id": {"$in": ids}, "engine_id": {"$ne": None}},
                                        keys=["msg_id"])) == 4)  # stored as sent
-    os.kill(cluster.controller.pid, signal.SIGKILL)
-    cluster.controller.wait()
-    log = open(cluster.cluster_dir / "controller.log", "ab")
-    restored = subprocess.Popen([sys.executable, "-m", "ipcluster", "controller", "--cluster-id",
-                                 cluster.cluster_id, "--restore"], stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    cluster.controller = restored  # the cluster stops this one at the end
-    _fixture_pids.add(restored.pid)
+    kill_and_restore_controller(cluster)
 
     def assigned():  # by the restored controller: both engines registered again
         status = rc.queue_status()
