@@ -4,6 +4,7 @@ completion from sync code, also where an event loop is already running (a notebo
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 
 
@@ -28,3 +29,16 @@ def run_sync(coro):
     if "error" in box:
         raise box["error"]
     return box["value"]
+
+
+def sync_form(method):
+    """The sync form of the async method `method` (``start_cluster`` →
+    ``start_cluster_sync``): same arguments, run to completion with `run_sync`."""
+
+    @functools.wraps(method)
+    def sync(self, *args, **kwargs):
+        return run_sync(method(self, *args, **kwargs))
+
+    sync.__name__ = sync.__qualname__ = f"{method.__name__}_sync"
+    sync.__doc__ = f"The sync form of `{method.__name__}`, also inside a running event loop."
+    return sync

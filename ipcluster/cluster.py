@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from ipcluster import connection, controllerprocess, display, launchers, shm, state
-from ipcluster.blocking import run_sync
+from ipcluster.blocking import sync_form
 from ipcluster.client import Client
 import ipcluster.dashboard.link as dashboard
 from ipcluster.engineset import EngineSet, EngineSets, check_count
@@ -361,38 +361,17 @@ class Cluster:
 
     # -- sync forms -------------------------------------------------------------------------
 
-    def start_controller_sync(self, restore: bool = False) -> None:
-        return run_sync(self.start_controller(restore))
-
-    def start_engines_sync(self, n: int | None = None, engine_set_id: str | None = None) -> str:
-        return run_sync(self.start_engines(n, engine_set_id))
-
-    def start_cluster_sync(self, n: int | None = None) -> None:
-        return run_sync(self.start_cluster(n))
-
-    def connect_client_sync(self) -> Client:
-        return run_sync(self.connect_client())
-
-    def wait_for_engines_sync(self, n: int | None = None, timeout: float | None = None) -> None:
-        return run_sync(self.wait_for_engines(n, timeout))
-
-    def start_and_connect_sync(self, n: int | None = None, activate: bool = False) -> Client:
-        return run_sync(self.start_and_connect(n, activate))
-
-    def stop_engines_sync(self, engine_set_id: str | None = None) -> None:
-        return run_sync(self.stop_engines(engine_set_id))
-
-    def signal_engines_sync(self, sig: int, engine_set_id: str | None = None) -> None:
-        return run_sync(self.signal_engines(sig, engine_set_id))
-
-    def stop_controller_sync(self) -> None:
-        return run_sync(self.stop_controller())
-
-    def restart_engines_sync(self, engine_set_id: str | None = None) -> None:
-        return run_sync(self.restart_engines(engine_set_id))
-
-    def stop_cluster_sync(self) -> None:
-        return run_sync(self.stop_cluster())
+    start_controller_sync = sync_form(start_controller)
+    start_engines_sync = sync_form(start_engines)
+    start_cluster_sync = sync_form(start_cluster)
+    connect_client_sync = sync_form(connect_client)
+    wait_for_engines_sync = sync_form(wait_for_engines)
+    start_and_connect_sync = sync_form(start_and_connect)
+    stop_engines_sync = sync_form(stop_engines)
+    signal_engines_sync = sync_form(signal_engines)
+    stop_controller_sync = sync_form(stop_controller)
+    restart_engines_sync = sync_form(restart_engines)
+    stop_cluster_sync = sync_form(stop_cluster)
 
     # -- context managers -------------------------------------------------------------------
 
