@@ -45,7 +45,7 @@ class Links:
         with self._changed:
             if url not in self.state:
                 self.state[url] = "opening"
-                self.session.to_io([OPEN, url.encode()])
+                self.session.sender.to_io([OPEN, url.encode()])
             self._changed.wait_for(lambda: self.state[url] != "opening", OPEN_TIMEOUT)
             if self.state[url] == "opening":
                 self.state[url] = "failed"

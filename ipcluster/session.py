@@ -2,10 +2,9 @@
 
 One IO thread receives: on a DEALER to the controller (results, output and replies, in the
 order the controller forwarded them) and a SUB for events (engines coming and going, the
-controller's beat). A user thread sends its requests on that DEALER itself (`wire.Wire`: a
-lock around every use of the socket; the IO thread waits on its notifier): no hand-off to
-another thread per request. What only the IO thread may do (open a direct link, send data on
-one) is queued for it, and a request sent meanwhile queues behind, so the order holds. If the
+controller's beat). A user thread sends its requests on that DEALER itself (`sender.Sender`,
+over `wire.Wire`: a lock around every use of the socket; the IO thread waits on its notifier):
+no hand-off to another thread per request. If the
 controller is silent for `timeout` seconds, work in flight fails with `ControllerLost`.
 
 Delivery is exactly once, without timers. What the controller could not send while this client
@@ -22,7 +21,6 @@ from __future__ import annotations
 import bisect
 import concurrent.futures
 import logging
-import os
 import threading
 import time
 import warnings
@@ -30,6 +28,7 @@ import warnings
 from ipcluster import direct, serialize, shm, transport
 from ipcluster.wire import Wire
 from ipcluster.links import Links
+from ipcluster.sender import Sender
 from ipcluster.task import TaskFuture
 from ipcluster.errors import ClientClosed, ControllerLost, RemoteError, SerializationError, from_wire
 from ipcluster.protocol import (
@@ -52,9 +51,9 @@ class Session:
         self.context = transport.Context(info.key_bytes)  # proves the key when it connects
         self.wire = Wire(self.context, f"client-{self.ids.session}")  # the DEALER, any thread
         self.shm = shm.host(info.key_bytes)  # None where there is no shared memory
-        self._facts: dict[int, dict] = {}  # engine id -> its "shm" identity and "data" port URL
         self.links = Links(self)  # direct links to the data ports of engines on other hosts
-        self._segments: dict[str, list] = {}  # task id -> names its engine has yet to map
+        self.sender = Sender(self.signer, self.wire, self.shm, self.links, connection_file,
+                             lambda targets: self.request("query", {"targets": targets})["engines"])
         self.tasks: dict[str, TaskFuture] = {}  # unfinished tasks of this client
         self._replies: dict[str, concurrent.futures.Future] = {}
         self.engine_ids: list[int] = []
@@ -86,11 +85,10 @@ class Session:
         self._fail_all(ClientClosed("the client was closed before this result arrived"))
         for task, *_ in self.links.pending.expired(0):  # results still waiting for their data
             task.set_exception(ClientClosed("the client was closed before this result arrived"))
-        for task_id in list(self._segments):
-            self._discard_segments(task_id)
+        self.sender.discard_all()
         self.context.close()
 
-    # -- sending (any thread) ---------------------------------------------------------------
+    # -- asking (any thread) ----------------------------------------------------------------
 
     def check_usable(self) -> None:
         if self.closed:
@@ -103,75 +101,13 @@ class Session:
             if problem:
                 warnings.warn(f"the controller says: {problem}", RuntimeWarning, stacklevel=3)
 
-    def to_io(self, frames: list) -> None:
-        """Hand frames to the IO thread (from any thread), for what only it may do (`Links`):
-        one object in a queue and a one-frame wake-up, not the frames themselves."""
-        self.wire.queue(frames)
-
-    def to_controller(self, frames: list, track: bool = False):
-        """Send a message on the DEALER from this thread (any thread; `Wire.send`). With
-        `track`, the tracker says when zmq let go of the frames on their way to the controller."""
-        tracker = None
-        if track:
-            frames, tracker = transport.tracked(frames)
-        try:
-            self.wire.send(frames)
-        except transport.Refused as exc:  # the key does not match: the handshake failed first
-            raise ControllerLost(f"{exc} (connection file {self.connection_file})") from None
-        return tracker
-
-    def send(self, header: dict, content=b"", buffers=(), track: bool = False):
-        """Send a message to the controller. The large buffers of a direct request go through
-        shared memory if all its engines are on this host, else on direct links to their data
-        ports if all answer, else in the message."""
-        shared, data = None, []
-        if header["kind"] == "apply":
-            if self.shm is not None:  # so an engine here answers through memory
-                header["shm_host"] = self.shm.identity
-            if self.links.any_open:  # so an engine elsewhere answers on the link
-                header["link"] = self.links.identity.decode()
-            facts = self._engines(header, buffers)
-            readers = [self.shm.reader(f.get("shm")) for f in facts] if facts and self.shm else []
-            if readers and all(readers):
-                shared = (self.shm, readers)
-            elif facts and all(f.get("data") and self.links.usable(f["data"]) for f in facts):
-                header["link"] = self.links.identity.decode()
-                buffers, frames = direct.split(header, buffers, shm.THRESHOLD)
-                data = self.links.messages(header["id"], [f["data"] for f in facts], frames)
-        frames = encode(self.signer, header, content, buffers, shared)
-        if "segments" in header:  # removed by the engine once mapped, or here if it never is
-            for task_id, reader in zip(header["tasks"], shared[1]):
-                self._segments[task_id] = self.shm.names(header, reader)
-        for message in data:
-            self.to_io(message)
-        return self.to_controller(frames, track=track)
-
-    def _engines(self, header: dict, buffers) -> list[dict] | None:
-        """What the controller says of each engine of a direct request with large buffers."""
-        targets = header.get("targets")
-        if (header.get("balanced") or not targets or len(set(targets)) != len(targets)
-                or not any(memoryview(b).nbytes >= shm.THRESHOLD for b in buffers)):
-            return None  # balanced requests may be sent again elsewhere: they carry their bytes
-        unknown = [t for t in targets if t not in self._facts]
-        if unknown:
-            engines = self.request("query", {"targets": unknown})["engines"]
-            self._facts.update({eid: engines.get(eid) or {} for eid in unknown})
-        return [self._facts.get(t, {}) for t in targets]
-
-    def _discard_segments(self, task_id: str) -> None:
-        for path in self._segments.pop(task_id, ()):
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
-
     def request(self, kind: str, content: dict | None = None, timeout: float | None = None):
         """Ask the controller something and wait for its reply."""
         self.check_usable()
         timeout = self.timeout if timeout is None else timeout
         msg_id = self.ids()
         reply = self._replies[msg_id] = concurrent.futures.Future()
-        self.send({"kind": kind, "id": msg_id}, pack(content) if content is not None else b"")
+        self.sender.send({"kind": kind, "id": msg_id}, pack(content) if content is not None else b"")
         try:
             return reply.result(timeout)
         except concurrent.futures.TimeoutError:
@@ -272,7 +208,7 @@ class Session:
         if lost:
             have = {t: [len(self.tasks[t].metadata["stdout"]), len(self.tasks[t].metadata["stderr"])]
                     for t in lost}
-            self.send({"kind": "control", "id": self.ids()},
+            self.sender.send({"kind": "control", "id": self.ids()},
                       pack({"action": "fetch", "tasks": lost, "have": have}))
         for task_id in reply.get("missing", []):
             task = self.tasks.pop(task_id, None)
@@ -320,8 +256,7 @@ class Session:
         result = Result.from_header(msg.header)
         task = self.tasks.pop(result.parent, None)
         if task is not None:
-            if self._segments:
-                self._discard_segments(task.task_id)
+            self.sender.discard(task.task_id)
             if "direct" in msg.header:  # its large buffers come on a direct link
                 data = self.links.pending.message(msg.header["id"], (task, result, msg))
                 if data is None:
@@ -362,7 +297,7 @@ class Session:
     def on_event(self, msg) -> None:
         event = unpack(msg.content)
         if event.get("event") in ("engine_up", "engine_down"):
-            gone = self._facts.pop(event.get("id"), None)  # a restarted engine has a new token
+            gone = self.sender.forget(event.get("id"))  # a restarted engine has a new token
             if gone and event["event"] == "engine_down":  # what a killed engine held on this
                 shm.drop_held(self.info.key_bytes, gone.get("shm"))  # host (if not the controller's)
         if "ids" in event:  # the whole list, in each beat

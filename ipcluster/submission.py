@@ -67,7 +67,7 @@ class Submitter:
                 session.tasks[task.task_id] = self.futures[task.task_id] = task
                 self.history.append(task.task_id)
             header = request.header(session.ids())
-            tracker = session.send(header, content, buffers, track=bool(flags.get("track")))
+            tracker = session.sender.send(header, content, buffers, track=bool(flags.get("track")))
         for index, task in enumerate(tasks):
             self.keep(task.task_id, header, index, content, buffers)
         return tasks, tracker
@@ -84,6 +84,6 @@ class Submitter:
         with session.submitting:
             session.tasks[task.task_id] = self.futures[task.task_id] = task
             self.history.append(task.task_id)
-            session.send(again, content, buffers)
+            session.sender.send(again, content, buffers)
         self.keep(task.task_id, again, 0, content, buffers)
         return [task]

@@ -61,7 +61,7 @@ def fake_submitter():
     def send(header, content, buffers, track=False):
         raise Sent(header)
 
-    session.send = send
+    session.sender = types.SimpleNamespace(send=send)
     return Submitter(session, {}, [], refresh_ids=None, keep=lambda *request: None, fetch=None)
 
 
