@@ -29,6 +29,9 @@ class Task:
     client: bytes  # socket identity of the client that submitted it
     balanced: bool = False
     targets: frozenset | None = None  # engines a balanced task may run on; None: any
+    # engines its queued copy may go to: `targets`, narrowed by a `follow` dependency or by the
+    # engines it failed on; set when it is sent, so a copy given back is queued the same way
+    allowed: frozenset | None = None
     label: str | None = None
     key: str | None = None  # digest of the call, for resumable labelled sweeps
     function: str | None = None  # qualified name of the function, from the request's header

@@ -54,7 +54,8 @@ def restore(ctl) -> None:
         else:
             continue  # a direct task never sent: its engine was missing, and it failed
         task = Task(row["msg_id"], row["client"], balanced=balanced,
-                    targets=targets if balanced else None, label=row["label"], key=row["key"],
+                    targets=targets if balanced else None, allowed=targets,
+                    label=row["label"], key=row["key"],
                     submitted=row["submitted"], request=request, held=True)
         ctl.ledger.tasks[task.id] = task  # already in the store
         ctl.scheduler.submit(Pending(task.id, targets, resign(ctl.signer, request, ctl.ids())[1:]))
@@ -138,10 +139,11 @@ def move(ctl, task: Task, engine, msg) -> bool:
 
 
 def requeue(ctl, task: Task) -> None:
-    """Queue a balanced task again for the scheduler to place (as a new message, so that an
-    engine that saw it before does not take it for a replay)."""
+    """Queue a balanced task again for the scheduler to place, with the restriction it was sent
+    with (a retried task stays off the engines it failed on), as a new message, so that an
+    engine that saw it before does not take it for a replay."""
     task.engine = None
-    ctl.scheduler.submit(Pending(task.id, task.targets,
+    ctl.scheduler.submit(Pending(task.id, task.allowed,
                                  resign(ctl.signer, task.request, ctl.ids())[1:], task.priority))
 
 

@@ -153,7 +153,7 @@ class Controller:
                 continue
             queued = [t for t in list(engine.tasks)[1:] if engine.tasks[t]
                       and (task := self.ledger.get(t)) is not None
-                      and (task.targets is None or not task.targets.isdisjoint(idle))]
+                      and (task.allowed is None or not task.allowed.isdisjoint(idle))]
             recovery.withdraw(self, engine, queued)
 
     def _check_engines(self, now: float) -> None:
@@ -313,6 +313,7 @@ class Controller:
             elif engine is None:  # dropped earlier in this round: its send failed
                 self.put_back(task, pending)
             else:
+                task.allowed = pending.targets  # kept for a copy given back (recovery.requeue)
                 self.send_task(task, engine, pending.payload)
 
     def put_back(self, task: Task, pending: Pending) -> None:

@@ -95,3 +95,44 @@ def test_a_task_held_by_an_engine_back_after_a_restart_is_asked_back_from_the_on
         assert not list(ctl.scheduler.pending)  # given back, and not queued again
     finally:
         ctl.close()
+
+
+def test_a_retried_task_given_back_stays_off_the_engine_it_failed_on():
+    """A task that raised on engine 0 is retried on engine 1 only; engine 1 gives it back
+    before starting it. Queued again, it still may not go to engine 0 (it went there when the
+    requeue took the task's own targets, None, instead of the restriction it was sent with)."""
+    from ipcluster import connection
+    from ipcluster.controller.main import ControllerOptions
+    from ipcluster.controller.server import CLIENT_KINDS, ENGINE_KINDS, Controller
+    from ipcluster.protocol import Apply, Ids, Result, encode, pack
+
+    ctl = Controller("requeue", ControllerOptions(), connection.new_key())
+    try:
+        engines = {}
+        for eid in (0, 1):
+            engines[eid] = ctl.registry.add(f"engine-{eid}".encode(), 1000 + eid, "here", eid)
+            ctl.scheduler.add_engine(eid)
+            ctl.graph.engine_added(eid)
+        sent = []  # (engine id, frames) of each task sent
+        ctl.send = lambda sock, identity, frames: sent.append((identity, frames)) or True
+        ids = Ids()
+
+        def say(sock, identity, header, content, kinds):
+            header["id"] = ids()
+            ctl._handle(sock, [identity, *encode(ctl.signer, header, content)], kinds)
+
+        say(ctl.clients, b"client", Apply(["t"], None, True, retries=1).header(ids()), b"call",
+            CLIENT_KINDS)
+        task = ctl.ledger.get("t")
+        first = task.engine
+        other = 1 - first
+        say(ctl.engines, engines[first].identity,
+            Result("t", first, "error").header(""), pack({"error": "ValueError"}), ENGINE_KINDS)
+        assert task.engine == other and task.result is None  # retried elsewhere
+        recovery.withdraw(ctl, engines[other], ["t"])
+        say(ctl.engines, engines[other].identity, {"kind": "withdrawn", "engine": other},
+            pack({"withdrawn": ["t"], "started": []}), ENGINE_KINDS)
+        assert task.engine == other, "given back, it went to the engine it had failed on"
+        assert engines[other].tasks == {"t": True} and engines[first].tasks == {}
+    finally:
+        ctl.close()
