@@ -2,8 +2,9 @@
 
     python -m benchmarks.simulated --connection-file PATH --engines 500
 
-Each simulated engine is a DEALER socket with its own identity. It registers, beats once a
-second, and answers every `apply` at once with a `result` of None, without unpickling the call:
+Each simulated engine is a DEALER socket with its own identity. It registers, beats as often as
+the controller tells it (every second, or less often with many engines), and answers every
+`apply` at once with a `result` of None, without unpickling the call:
 the load on the controller is that of real engines, with none of their per-process cost, so
 one machine can show how the controller behaves with a thousand of them. SIGTERM makes each
 engine unregister, then the process exits.
@@ -12,6 +13,7 @@ engine unregister, then the process exits.
 from __future__ import annotations
 
 import argparse
+import heapq
 import signal
 import sys
 import time
@@ -20,18 +22,18 @@ import uuid
 from ipcluster import connection, serialize, transport
 from ipcluster.protocol import Ids, Signer, decode, encode, now, pack, unpack
 
-BEAT_SLICES = 10  # beats are spread over the second in this many slices, not sent in one burst
-
 
 class Simulator:
-    def __init__(self, info, engines: int, beat_interval: float = 1.0) -> None:
+    def __init__(self, info, engines: int) -> None:
         self.signer = Signer(info.key_bytes)
         self.ids = Ids()
         self.context = transport.Context(info.key_bytes)  # proves the key when it connects
         self.sockets = [self.context.dealer(info.engine_url, identity=uuid.uuid4().bytes)
                         for _ in range(engines)]
         self.engine_ids: dict = {}
-        self.beat_interval = beat_interval
+        self.intervals: dict = {}  # socket -> seconds between its beats, as the controller says
+        self.beats: list = []  # heap of (when, socket index) of the next beats
+        self.index = {sock: i for i, sock in enumerate(self.sockets)}
         self.none_content, _ = serialize.dumps(None)
         self.served = 0
 
@@ -45,23 +47,29 @@ class Simulator:
 
     def serve(self, should_stop) -> None:
         poller = transport.Poller(*self.sockets)
-        slice_len = max(1, len(self.sockets) // BEAT_SLICES)
-        next_slice, position = time.monotonic(), 0
         while not should_stop():
-            for sock in poller.poll(self.beat_interval / BEAT_SLICES):
+            wait = self.beats[0][0] - time.monotonic() if self.beats else 0.1
+            for sock in poller.poll(min(0.1, max(0.0, wait))):
                 for frames in transport.drain(sock):
                     self.on_message(sock, frames)
-            if time.monotonic() >= next_slice:
-                next_slice += self.beat_interval / BEAT_SLICES
-                for sock in self.sockets[position:position + slice_len]:
-                    if sock in self.engine_ids:
-                        self.send(sock, {"kind": "beat"})
-                position = (position + slice_len) % len(self.sockets)
+            now = time.monotonic()
+            while self.beats and self.beats[0][0] <= now:  # each engine on its own interval
+                _, i = heapq.heappop(self.beats)
+                sock = self.sockets[i]
+                self.send(sock, {"kind": "beat"})
+                heapq.heappush(self.beats, (now + self.intervals[sock], i))
 
     def on_message(self, sock, frames) -> None:
         msg = decode(self.signer, frames)
         if msg.kind == "register_reply":
-            self.engine_ids[sock] = unpack(msg.content)["id"]
+            reply = unpack(msg.content)
+            self.engine_ids[sock] = reply["id"]
+            self.intervals[sock] = reply.get("beat", 1.0)
+            heapq.heappush(self.beats, (time.monotonic() + self.intervals[sock], self.index[sock]))
+        elif msg.kind == "beat":
+            told = unpack(msg.content)
+            if isinstance(told, dict) and "beat" in told:
+                self.intervals[sock] = told["beat"]
         elif msg.kind == "apply":
             header = msg.header
             eid = self.engine_ids[sock]

@@ -66,7 +66,7 @@ KINDS = {k.name: k for k in [
          "`Result`"),
     Kind("output", E, (K, C), "msgpack", "stdout/stderr text produced by a running task"),
     Kind("register", E, (K,), "msgpack", "an engine asks to join; answered by register_reply"),
-    Kind("register_reply", K, (E,), "msgpack", "the engine's id"),
+    Kind("register_reply", K, (E,), "msgpack", "the engine's id, and its beat interval"),
     Kind("reregister", K, (E,), "none", "a restarted controller asks an engine to register"),
     Kind("unregister", E, (K,), "msgpack", "an engine leaves cleanly, saying why"),
     Kind("withdrawn", E, (K,), "msgpack",
@@ -74,7 +74,8 @@ KINDS = {k.name: k for k in [
     Kind("watchdog", E, (K,), "msgpack",
          "an engine's watchdog process: the engine is busy or stopped, or a task ran past its "
          "timeout and the engine was ended"),
-    Kind("beat", E, (K, E), "none", "an engine is alive; the controller answers now and then"),
+    Kind("beat", E, (K, E), "none", "an engine is alive; the controller answers now and then, "
+         "with the interval it should beat at (msgpack)"),
     Kind("event", K, (C,), "msgpack",
          "published: engine_up, engine_down (one id each), beat (every engine id)"),
     Kind("control", C, (K, E),

@@ -104,8 +104,8 @@ class Context:
     servers admit only peers that prove it and clients prove it (see the module's docstring).
     """
 
-    def __init__(self, key: bytes | None = None) -> None:
-        self._ctx = zmq.Context()
+    def __init__(self, key: bytes | None = None, io_threads: int = 1) -> None:
+        self._ctx = zmq.Context(io_threads)
         self._key = key
         self._gatekeeper: _Gatekeeper | None = None
 
@@ -157,7 +157,7 @@ class Context:
         return sock
 
     def router(self, ip: str, curve_secret: str | None = None, max_message_size: int = -1,
-               port: int | None = None) -> tuple[zmq.Socket, str]:
+               port: int | None = None, io_thread: int = 0) -> tuple[zmq.Socket, str]:
         """A ROUTER bound to a free port on `ip`; returns it and its URL.
 
         A peer sending a frame over `max_message_size` bytes is disconnected before the frame
@@ -166,8 +166,10 @@ class Context:
         waiting for a heartbeat's answer) reading the rest answers a PING on the broken
         connection and libzmq 4.3.5 aborts the process ("Assertion failed: !_io_error",
         stream_engine_base.cpp). Peers are admitted by key; each peer's messages are read in turn.
+        Its connections are served by the context's I/O thread `io_thread`.
         """
         sock = self._socket(zmq.ROUTER)
+        sock.setsockopt(zmq.AFFINITY, 1 << io_thread)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         # thousands of engines connect at once: libzmq's backlog of 100 drops their SYNs, and
         # each retries after 1, 3, 7 s... (the kernel caps it at net.core.somaxconn)

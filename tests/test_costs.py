@@ -1,6 +1,7 @@
 """Performance guards that do not depend on the machine's speed: messages and frames per task,
-scheduler steps per task at many engines, beats answered, copies of a large buffer, and what an
-idle engine imports."""
+scheduler steps per task at many engines, beats answered and beats a second at 10,000 engines,
+engines looked at to find the silent ones, copies of a large buffer, and what an idle engine
+imports."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ import time
 import numpy as np
 
 from ipcluster import connection, serialize, transport
-from ipcluster.controller import server
+from ipcluster.controller import liveness, server
 from ipcluster.controller.main import ControllerOptions
+from ipcluster.controller.registry import Registry
 from ipcluster.controller.scheduler import Pending, make_scheduler
 from ipcluster.controller.server import Controller
-from ipcluster.protocol import Signer, decode, encode, unpack
+from ipcluster.protocol import Signer, decode, encode, pack, unpack
 from tests.conftest import wait_until
 
 
@@ -187,3 +189,58 @@ def test_watched_events_come_batched_at_most_one_message_per_interval(rc):
     assert batches < len(ids) / 4  # batched: many tasks in one message
     assert grew["apply"] == 300 and grew["result"] == 300  # the hot path is unchanged
     assert {t["fn"] for t in state.tasks if t["id"] in ids} == {"abs"}
+
+
+def test_beats_a_second_stay_bounded_however_many_engines_register():
+    """Past `max_beat_rate` engines each is told to beat less often, in its register reply: the
+    beats the controller hears a second stay near that rate, and the silence limits stretch."""
+    ctl = Controller("costs", ControllerOptions(max_beat_rate=1000), connection.new_key())
+    replies = []
+    ctl.send = lambda sock, identity, frames: replies.append(unpack(decode(ctl.signer, [identity, *frames]).content)) or True
+    try:
+        n = 10_000
+        for eid in range(n):
+            frames = [f"e{eid}".encode(), *encode(ctl.signer, {"kind": "register", "id": f"r{eid}"},
+                                                  pack({"pid": eid, "host": "h"}))]
+            server.HANDLERS["register"](ctl, decode(ctl.signer, frames))
+        told = [r["beat"] for r in replies]
+        assert len(told) == n and told[0] == 1.0 and told[-1] == 8.0  # capped: 10 would be due
+        replies.clear()  # the engines told a shorter interval learn the new one at their next beat
+        for eid in range(n):
+            beat = [f"e{eid}".encode(), *encode(ctl.signer, {"kind": "beat", "id": f"b{eid}"})]
+            server.HANDLERS["beat"](ctl, decode(ctl.signer, beat))
+        assert replies == [{"beat": 8.0}] * sum(t != 8.0 for t in told)
+        assert sum(1 / e.beat for e in ctl.registry.by_id.values()) == n / 8  # beats a second
+        assert liveness.limits(ctl) == (3.0 + 3 * 7, 30.0 + 3 * 7)
+    finally:
+        ctl.close()
+
+
+def test_finding_silent_engines_looks_at_the_silent_ones_only():
+    registry = Registry()
+    engines = [registry.add(f"e{i}".encode(), i, "h") for i in range(10_000)]
+    for engine in engines[3:]:  # all but three were heard from since
+        registry.heard(engine, time.monotonic() + 10)
+    registry.scanned = 0
+    assert registry.silent_since(time.monotonic() + 5) == engines[:3]
+    assert registry.scanned == 4  # the three, and the first one heard from: not 10,000
+    assert registry.by_pid(9_999, "h") is engines[-1]
+
+
+def test_silence_is_counted_only_up_to_when_the_controller_had_read_everything():
+    """A controller behind on its queue cannot tell silence from its own backlog."""
+    ctl = Controller("costs", ControllerOptions(), connection.new_key())
+    ctl.send = lambda *args: True
+    try:
+        engine = ctl.registry.add(b"e0", 0, "h")
+        heard = engine.last_seen
+        liveness.check(ctl, heard + 2.9)  # caught up 2.9 s after it was heard: not silent
+        assert not engine.frozen
+        liveness.check(ctl, heard + 3.1)
+        assert engine.frozen
+    finally:
+        ctl.close()
+
+
+def test_a_client_waiting_for_engines_asks_without_a_scan_of_the_engines(rc):
+    assert rc._session.request("query", {"what": "ids"}) == {"ids": rc.ids}

@@ -23,6 +23,9 @@ def hello(ctl, msg) -> None:
 
 def query(ctl, msg) -> None:
     request = unpack(msg.content) or {}
+    if request.get("what") == "ids":  # the common question (a client waiting for engines):
+        ctl.reply(ctl.clients, msg, "query_reply", {"ids": ctl.registry.ids()})  # no scan
+        return
     targets = request.get("targets")
     engines = [e for e in ctl.registry.by_id.values() if targets is None or e.id in targets]
     verbose = bool(request.get("verbose"))

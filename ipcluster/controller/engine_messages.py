@@ -9,7 +9,7 @@ import time
 
 from ipcluster.controller import liveness, recovery
 from ipcluster.controller.registry import Engine
-from ipcluster.protocol import BadMessage, Result, encode, unpack
+from ipcluster.protocol import BadMessage, Result, encode, pack, unpack
 
 log = logging.getLogger("ipcluster.controller")
 
@@ -20,7 +20,7 @@ def heard_from(ctl, msg) -> Engine | None:
     """The registered engine that sent `msg` (None: unknown), marked alive."""
     engine = ctl.registry.by_identity.get(msg.route[0])
     if engine is not None:
-        engine.last_seen = time.monotonic()
+        ctl.registry.heard(engine, time.monotonic())
         if not engine.responsive:
             engine.responsive = True
             log.info("engine %d answers again", engine.id)
@@ -44,9 +44,12 @@ def register(ctl, msg) -> None:
     holds = info.get("holds")
     if isinstance(holds, list):  # registering again after a restart: what it still has
         recovery.held(ctl, engine, [t for t in holds if isinstance(t, str)])
+    interval = liveness.beat_interval(ctl)
+    ctl.registry.tell_beat(engine, interval)
+    engine.answered = time.monotonic()  # the reply is what it needs to hear from us for now
     # a durable controller stores results as bytes: engines then send them in the message
     ctl.reply(ctl.engines, msg, "register_reply",
-              {"id": engine.id, "durable": ctl.ledger.store is not None})
+              {"id": engine.id, "durable": ctl.ledger.store is not None, "beat": interval})
     log.info("engine %d registered (pid %d on %s)", engine.id, engine.pid, engine.host)
     ctl.publish({"event": "engine_up", "id": engine.id})  # O(1): the ids go in each beat
     ctl.dispatch()
@@ -67,10 +70,14 @@ def beat(ctl, msg) -> None:
     engine = heard_from(ctl, msg)
     if engine is not None:
         now = time.monotonic()
-        if now - engine.answered >= BEAT_ANSWER_EVERY:  # not each beat: half the messages
-            engine.answered = now  # an engine only needs to hear from us within its timeout
+        interval = liveness.beat_interval(ctl)
+        # not each beat (half the messages): an engine only needs to hear from us within its
+        # timeout, and of a new interval when the number of engines changed it
+        if now - engine.answered >= BEAT_ANSWER_EVERY or interval != engine.beat:
+            engine.answered = now
+            ctl.registry.tell_beat(engine, interval)
             header = {"kind": "beat", "id": ctl.ids()}
-            ctl.send(ctl.engines, msg.route[0], encode(ctl.signer, header))
+            ctl.send(ctl.engines, msg.route[0], encode(ctl.signer, header, pack({"beat": interval})))
     elif ctl.restored:  # an engine of the controller we took over from: welcome it back
         ctl.send(ctl.engines, msg.route[0],
                  encode(ctl.signer, {"kind": "reregister", "id": ctl.ids()}))

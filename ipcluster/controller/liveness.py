@@ -11,11 +11,19 @@ silence alone.
   later ones are discarded, so every task completes once.
 - **timed out**: its watchdog saw a task run past `time_limit + kill_grace`, reported it and ended
   the engine: the task fails with `TaskTimeout`; the engine's queued tasks move.
+
+Silence is paced so that its cost does not grow with the number of engines: engines beat every
+second up to `max_beat_rate` engines, then each beats less often (told in its register reply
+and in beat answers), so the controller hears at most about that many beats a second; the
+silence limits stretch with the longest interval an engine may still be using. Silence counts
+only up to the last moment the controller had read everything engines sent (`caught_up`): a
+controller behind on its own queue cannot tell an engine's silence from its backlog.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 from ipcluster.controller import recovery
@@ -23,13 +31,42 @@ from ipcluster.errors import TaskTimeout
 
 log = logging.getLogger("ipcluster.controller")
 
+BEAT = 1.0  # seconds between an engine's beats, until the controller says otherwise
+LONGEST_BEAT = 8.0  # seconds; an engine stops after 60 s without hearing from the controller
+MISSED = 3  # beats an engine told a longer interval may miss before it counts as silent
+
+
+def beat_interval(ctl) -> float:
+    """Seconds between an engine's beats: 1, or more past `max_beat_rate` engines."""
+    need = len(ctl.registry) / ctl.options.max_beat_rate
+    return min(LONGEST_BEAT, max(BEAT, float(math.ceil(need))))
+
+
+def limits(ctl) -> tuple[float, float]:
+    """Seconds of silence after which an engine is unresponsive, and dead: the controller's
+    options, stretched by the beats a longer interval lets an engine skip."""
+    extra = MISSED * (ctl.registry.longest_beat(BEAT) - BEAT)
+    return ctl.options.unresponsive_after + extra, ctl.options.engine_timeout + extra
+
+
+def check(ctl, caught_up: float) -> None:
+    """Silent engines are shown unresponsive, then after the grace declared dead; silence is
+    counted up to `caught_up` (when the controller last had nothing unread from engines)."""
+    unresponsive, dead = limits(ctl)
+    for engine in ctl.registry.silent_since(caught_up - unresponsive):
+        if not engine.frozen:  # its watchdog is silent too: the whole node may be stopped
+            freeze(ctl, engine, next(iter(engine.tasks), None),
+                   f"silent for {caught_up - engine.last_seen:.1f} s")
+    for engine in ctl.registry.silent_since(caught_up - dead):
+        ctl.drop_engine(engine, f"silent for more than {dead} s")
+
 
 def watchdog_said(ctl, engine, said: dict) -> None:
     """A report from `engine`'s watchdog."""
     if isinstance(said.get("timeout"), str):
         timed_out(ctl, engine, said["timeout"], said.get("grace"))
     elif said.get("state") == "busy":
-        engine.last_seen = time.monotonic()  # alive: it is not silent, only busy
+        ctl.registry.heard(engine, time.monotonic())  # alive: it is not silent, only busy
         engine.responsive = True
         if engine.frozen:
             thaw(ctl, engine)

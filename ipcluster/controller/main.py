@@ -35,6 +35,8 @@ class ControllerOptions:
     # since a long C call holding the GIL is legitimate (an engine that exits is reported by
     # its supervisor at once)
     beat_interval: float = 1.0  # seconds between the controller's published beats
+    max_beat_rate: float = 2000.0  # engine beats a second: with more engines than this, each
+    # beats less often (at most every 8 s) and the silence limits above stretch with it
     max_results: int = 100_000  # finished tasks kept in memory for get_result; oldest go first
     max_result_bytes: int = 128 << 20  # ... and at most this many bytes of them, counting all
     # a record keeps (its own objects, result frames, output), so the default fits in 300 MiB

@@ -1,8 +1,10 @@
-"""Processes layer: the engines the controller knows, by id and by socket identity. No policy."""
+"""Processes layer: the engines the controller knows, by id and by socket identity, and in the
+order they were last heard from (so finding the silent ones looks at those alone). No policy."""
 
 from __future__ import annotations
 
 import time
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
 
@@ -21,6 +23,7 @@ class Engine:
     progressed: float = field(default_factory=time.monotonic)  # its last result, or work given
     # to it while idle: an engine with queued tasks and no progress for a while runs a long one
     answered: float = 0.0  # when its beat was last answered (monotonic)
+    beat: float = 1.0  # seconds between its beats, as we last told it
     completed: int = 0
     responsive: bool = True  # False once silent for the controller's `unresponsive_after`
     frozen: bool = False  # stopped (its watchdog says) or silent with its watchdog: see liveness
@@ -54,7 +57,11 @@ class Registry:
         self.version = 0  # bumped on every change, so clients can tell their list is stale
         self.dropped: dict[tuple, float] = {}  # (pid, host) of engines removed as dead -> when
         self.gone: dict[tuple, int] = {}  # (pid, host) of every engine removed -> its id
+        self.told: Counter = Counter()  # beat interval -> engines last told it
+        self._by_silence: OrderedDict[int, Engine] = OrderedDict()  # least recently heard first
+        self._by_pid: dict[tuple, Engine] = {}  # (pid, host) -> engine, for its watchdog's reports
         self._next_id = 0
+        self.scanned = 0  # engines looked at to find the silent ones (a cost, for tests)
 
     def __len__(self) -> int:
         return len(self.by_id)
@@ -73,6 +80,9 @@ class Registry:
         engine = Engine(eid, identity, pid, host)
         self.by_id[eid] = engine
         self.by_identity[identity] = engine
+        self._by_silence[eid] = engine
+        self._by_pid.setdefault((pid, host), engine)
+        self.told[engine.beat] += 1
         self.version += 1
         return engine
 
@@ -84,13 +94,46 @@ class Registry:
         self.gone[(engine.pid, engine.host)] = engine.id  # its supervisor may ask, to restart it
         while len(self.gone) > 1000:
             self.gone.pop(next(iter(self.gone)))
-        self.by_id.pop(engine.id, None)
+        if self.by_id.pop(engine.id, None) is engine:
+            self._forget_beat(engine.beat)
+            self._by_silence.pop(engine.id, None)
+            if self._by_pid.get((engine.pid, engine.host)) is engine:
+                del self._by_pid[(engine.pid, engine.host)]
         self.by_identity.pop(engine.identity, None)
         self.version += 1
 
+    def heard(self, engine: Engine, now: float) -> None:
+        """`engine` said something at `now`: O(1), it moves to the end of the silence order."""
+        engine.last_seen = now
+        if engine.id in self._by_silence:
+            self._by_silence.move_to_end(engine.id)
+
+    def tell_beat(self, engine: Engine, interval: float) -> None:
+        """Record that `engine` was told to beat every `interval` seconds."""
+        if self.by_id.get(engine.id) is engine:
+            self._forget_beat(engine.beat)
+            self.told[interval] += 1
+        engine.beat = interval
+
+    def longest_beat(self, default: float) -> float:
+        """The longest beat interval a registered engine may still be using."""
+        return max(self.told, default=default)
+
+    def _forget_beat(self, interval: float) -> None:
+        self.told[interval] -= 1
+        if not self.told[interval]:
+            del self.told[interval]
+
     def by_pid(self, pid: int, host: str) -> Engine | None:
-        return next((e for e in self.by_id.values() if e.pid == pid and e.host == host), None)
+        return self._by_pid.get((pid, host))
 
     def silent_since(self, deadline: float) -> list[Engine]:
-        """Engines not heard from since `deadline` (a `time.monotonic()` value)."""
-        return [e for e in self.by_id.values() if e.last_seen < deadline]
+        """Engines not heard from since `deadline` (a `time.monotonic()` value): O(their
+        number), the others are never looked at."""
+        silent = []
+        for engine in self._by_silence.values():
+            self.scanned += 1
+            if engine.last_seen >= deadline:
+                break
+            silent.append(engine)
+        return silent

@@ -46,6 +46,7 @@ log = logging.getLogger("ipcluster.controller")
 
 EVENT_TOPIC = b"ev"
 TRIM_INTERVAL = 5.0  # seconds between two malloc_trim calls (see controller/memory.py)
+DRAIN = 1000  # messages read from one socket before the others get a turn
 STALL = 0.05  # seconds without a result after which an engine's queued tasks may move to an
 # idle engine: long enough that a stream of short tasks never moves, short beside a long task
 CLIENT_KINDS = kinds_for("controller", "client")
@@ -61,12 +62,14 @@ class Controller:
                  curve_secret: str = "", ports=(None, None, None), store=None) -> None:
         self.options = options
         self.cluster_id = cluster_id
-        self.context = transport.Context(bytes.fromhex(key))  # admits only peers with the key
+        # admits only peers with the key; engines' connections have an I/O thread of their own,
+        # so that thousands of them connecting and beating do not delay clients' messages
+        self.context = transport.Context(bytes.fromhex(key), io_threads=2)
         curve = curve_secret or None
         self.clients, client_url = self.context.router(
             options.ip, curve, options.max_message_size, ports[0])
         self.engines, engine_url = self.context.router(
-            options.ip, curve, options.max_message_size, ports[1])
+            options.ip, curve, options.max_message_size, ports[1], io_thread=1)
         self.pub, pub_url = self.context.publisher(options.ip, curve, ports[2])
         location = options.location or (
             socket.gethostname() if options.ip in ("0.0.0.0", "*", "::") else options.ip)
@@ -93,6 +96,7 @@ class Controller:
         self.received_from: dict[bytes, Counter] = {}  # ... by client (the last 1000 clients)
         self.traffic: Counter = Counter()  # messages and frames in and out (not events)
         self._next_beat = 0.0
+        self.caught_up = time.monotonic()  # when nothing from engines was left unread
         self._next_trim = 0.0
         self.watch = Watch()  # dashboards watching task events; empty: nothing is sent
         self.provenance = Provenance(store)  # what ran where: engine environments, task facts
@@ -108,9 +112,16 @@ class Controller:
             if self.deadlines:
                 wait = min(wait, max(0.0, self.deadlines[0][0] - time.monotonic()))
             ready = poller.poll(wait)
+            polled = time.monotonic()
             if self.engines in ready:
-                for frames in transport.drain(self.engines):
+                read = 0
+                for frames in transport.drain(self.engines, DRAIN):
                     self._handle(self.engines, frames, ENGINE_KINDS)
+                    read += 1
+                if read < DRAIN:  # nothing left unread: what engines sent by then is in
+                    self.caught_up = polled
+            else:
+                self.caught_up = polled
             if self.clients in ready:
                 for frames in transport.drain(self.clients):
                     self._handle(self.clients, frames, CLIENT_KINDS)
@@ -126,7 +137,7 @@ class Controller:
                 self._store_problem = self.store_problem()
                 self.publish({"event": "beat", "ids": self.registry.ids(),
                                "store": self._store_problem})
-                self._check_engines(now)
+                liveness.check(self, self.caught_up)
                 self.undelivered.forget_gone(now - self.options.forget_clients_after)
                 if now >= self._next_trim:  # what a surge freed goes back to the system
                     self._next_trim = now + TRIM_INTERVAL
@@ -155,15 +166,6 @@ class Controller:
                       and (task := self.ledger.get(t)) is not None
                       and (task.allowed is None or not task.allowed.isdisjoint(idle))]
             recovery.withdraw(self, engine, queued)
-
-    def _check_engines(self, now: float) -> None:
-        """Silent engines are shown unresponsive, then after the grace declared dead."""
-        for engine in self.registry.silent_since(now - self.options.unresponsive_after):
-            if not engine.frozen:  # its watchdog is silent too: the whole node may be stopped
-                liveness.freeze(self, engine, next(iter(engine.tasks), None),
-                                f"silent for {now - engine.last_seen:.1f} s")
-        for engine in self.registry.silent_since(now - self.options.engine_timeout):
-            self.drop_engine(engine, f"silent for more than {self.options.engine_timeout} s")
 
     def _handle(self, sock, frames: list, allowed: set) -> None:
         try:

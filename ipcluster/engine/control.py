@@ -36,6 +36,7 @@ RESULTS = "results"  # name of the in-process channel from the main thread
 STOP = object()  # put on the task queue to end the main loop
 DRAIN = 1000  # messages taken from the socket at most at once; more: look again at once
 OUTPUT_PIECE = 1 << 24  # most characters of output per message: fewer pieces, less joining
+MAX_BEAT = 30.0  # seconds: a longer interval the controller asks for is ignored
 
 
 class Running:
@@ -143,6 +144,7 @@ class Control(threading.Thread):
         self.durable = False  # the controller stores results: send them as bytes
         self.dataport: DataPort | None = None  # where clients on other hosts send large buffers
         self.registered = threading.Event()
+        self.beat_interval = options.beat_interval  # until the controller says otherwise
         self.running = Running(watch, options.kill_grace)
         self.aborted: set[str] = set()
         self.error: str | None = None
@@ -191,6 +193,7 @@ class Control(threading.Thread):
                 if msg.kind == "register_reply":
                     reply = unpack(msg.content)
                     self.engine_id, self.durable = int(reply["id"]), bool(reply.get("durable"))
+                    self._paced(reply)
                     return True
             except Exception as exc:
                 self.dropped(exc)
@@ -245,7 +248,7 @@ class Control(threading.Thread):
                 self.running.interrupt(None, "timeout")
             now = time.monotonic()
             if now >= next_beat:
-                next_beat = now + self.options.beat_interval
+                next_beat = now + self.beat_interval
                 self._send(sock, {"kind": "beat"})
                 for msg in self.dataport.pending.expired():
                     self._fail_undelivered(sock, msg)
@@ -311,7 +314,14 @@ class Control(threading.Thread):
         log.info("registered again as engine %s", unpack(msg.content).get("id"))
 
     def on_beat(self, msg) -> None:
-        """Hearing from the controller is all a beat says (`last_heard` is set for any message)."""
+        """Hearing from the controller (`last_heard` is set for any message), and how often to
+        beat: with many engines, less often than every second."""
+        self._paced(unpack(msg.content))
+
+    def _paced(self, said) -> None:
+        beat = said.get("beat") if isinstance(said, dict) else None
+        if isinstance(beat, (int, float)) and 0 < beat <= MAX_BEAT:
+            self.beat_interval = float(beat)
 
     def _on_control(self, request) -> None:
         if not isinstance(request, dict):
