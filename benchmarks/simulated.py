@@ -28,7 +28,8 @@ class Simulator:
         self.signer = Signer(info.key_bytes)
         self.ids = Ids()
         self.context = transport.Context(info.key_bytes)  # proves the key when it connects
-        self.sockets = [self.context.dealer(info.engine_url, identity=uuid.uuid4().bytes)
+        self.sockets = [self.context.dealer(info.engine_url, identity=uuid.uuid4().bytes,
+                                            heartbeat=transport.ENGINE_HEARTBEAT)
                         for _ in range(engines)]
         self.engine_ids: dict = {}
         self.intervals: dict = {}  # socket -> seconds between its beats, as the controller says

@@ -69,7 +69,8 @@ class Controller:
         self.clients, client_url = self.context.router(
             options.ip, curve, options.max_message_size, ports[0])
         self.engines, engine_url = self.context.router(
-            options.ip, curve, options.max_message_size, ports[1], io_thread=1)
+            options.ip, curve, options.max_message_size, ports[1], io_thread=1,
+            heartbeat=transport.ENGINE_HEARTBEAT)
         self.pub, pub_url = self.context.publisher(options.ip, curve, ports[2])
         location = options.location or (
             socket.gethostname() if options.ip in ("0.0.0.0", "*", "::") else options.ip)

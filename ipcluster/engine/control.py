@@ -211,7 +211,8 @@ class Control(threading.Thread):
 
     def _run(self) -> None:
         sock = self._sock = self.context.dealer(self.info.engine_url, identity=uuid.uuid4().bytes,
-                                                curve_server_key=self.info.curve_public_key or None)
+                                                curve_server_key=self.info.curve_public_key or None,
+                                                heartbeat=transport.ENGINE_HEARTBEAT)
         inbox = self.wire.inbox()
         self.dataport = DataPort(self.context, self.info, self.signer, self.replay)
         if not self._register(sock):
