@@ -1,6 +1,6 @@
 """A frozen engine during a load-balanced map (tests/test_faults.py's SIGSTOP test), replayed
 without processes: the controller's handlers get the messages its engines would send, and each
-engine's "not started" bookkeeping is the engine's own (`engine.control.Running`), its main thread
+engine's "not started" bookkeeping is the engine's own (`engine.running.Running`), its main thread
 stepped by the test and its control thread answering several times per task, as it does.
 
 Under load that test took 15-57 s instead of about 12: the frozen engine, paused with nothing
@@ -21,7 +21,7 @@ from ipcluster import connection
 from ipcluster.controller import server
 from ipcluster.controller.main import ControllerOptions
 from ipcluster.controller.server import Controller
-from ipcluster.engine.control import Running
+from ipcluster.engine.running import Running
 from ipcluster.engine.watchdog import Watch
 from ipcluster.protocol import Apply, Ids, Result, decode, encode, pack, unpack
 

@@ -1,10 +1,10 @@
-"""The engine's "not started" bookkeeping (`engine.control.Running`), shared by its main
+"""The engine's "not started" bookkeeping (`engine.running.Running`), shared by its main
 thread (which claims the tasks it takes, in the order they came) and its control thread (which
 gives back queued ones when the controller asks)."""
 
 from __future__ import annotations
 
-from ipcluster.engine.control import Running
+from ipcluster.engine.running import Running
 from ipcluster.engine.watchdog import Watch
 
 
