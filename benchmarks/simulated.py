@@ -21,6 +21,7 @@ import time
 import uuid
 
 from ipcluster import connection, serialize, transport
+from ipcluster.batch import unbatch
 from ipcluster.protocol import Ids, Signer, decode, encode, now, pack, unpack
 
 
@@ -81,7 +82,10 @@ class Simulator:
             self.on_message(sock, frames)
 
     def on_message(self, sock, frames) -> None:
-        msg = decode(self.signer, frames)
+        for msg in unbatch(decode(self.signer, frames)):  # tasks may come several at once
+            self.on_one(sock, msg)
+
+    def on_one(self, sock, msg) -> None:
         if msg.kind == "register_reply":
             reply = unpack(msg.content)
             self.engine_ids[sock] = reply["id"]

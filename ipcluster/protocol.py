@@ -26,6 +26,7 @@ import hashlib
 import hmac
 import itertools
 import os
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -83,6 +84,8 @@ KINDS = {k.name: k for k in [
          "shutdown on and asks engines to withdraw queued tasks"),
     Kind("control_reply", K, (C,), "msgpack", "the outcome of a control request"),
     Kind("error", K, (C,), "msgpack", "a signed request the controller could not accept"),
+    Kind("batch", K, (C, E), "msgpack", "several buffer-less messages for one client (results, "
+         "output) or one engine (tasks), signed once: `batch.py`"),
     # on direct links between a client and an engine's data port (direct.py), not the controller
     Kind("link", C, (DATA_PORT, LINKS), "none",
          "a client opens a link to an engine's data port; the engine answers with a link"),
@@ -306,7 +309,7 @@ def encode(signer: Signer, header: dict, content=b"", buffers=(), shared=None) -
     if buffers:
         header["buffers"] = [memoryview(b).nbytes for b in buffers]
     header.setdefault("t", time.time())
-    h = msgpack.packb(header)
+    h = pack(header)
     return [DELIM, signer.sign(h, content) + h, content, *buffers]
 
 
@@ -316,7 +319,7 @@ def resign(signer: Signer, frames: list, msg_id: str) -> list:
     are reused as they are."""
     header = msgpack.unpackb(_bytes(frames[0])[SIGNATURE:])
     header.update(id=msg_id, t=time.time())
-    h = msgpack.packb(header)
+    h = pack(header)
     return [DELIM, signer.sign(h, _buffer(frames[1])) + h, *frames[1:]]
 
 
@@ -373,8 +376,18 @@ def decode(signer: Signer, frames: list, replay: Replay | None = None,
     return Message(route, header, content, buffers, body)
 
 
+_local = threading.local()  # a msgpack Packer per thread: ``packb`` makes one, buffer and all, per call
+
+
 def pack(obj) -> bytes:
-    return msgpack.packb(obj)
+    try:
+        packer = _local.packer
+    except AttributeError:
+        packer = _local.packer = msgpack.Packer()
+    out = packer.pack(obj)
+    if len(out) > 1 << 16:  # its buffer grew as large: let it go
+        del _local.packer
+    return out
 
 
 def unpack(content):

@@ -25,7 +25,7 @@ import threading
 import time
 import warnings
 
-from ipcluster import direct, serialize, shm, transport
+from ipcluster import batch, direct, serialize, shm, transport
 from ipcluster.wire import Wire
 from ipcluster.links import Links
 from ipcluster.sender import Sender
@@ -242,7 +242,7 @@ class Session:
             msg = decode(self.signer, frames, self.replay)
             self._dispatch(msg)
         except Exception as exc:  # one bad message must not stop the IO thread
-            log.warning("dropped a message from the controller: %s: %s", type(exc).__name__, exc)
+            _dropped(exc)
 
     def _dispatch(self, msg) -> None:
         handler = HANDLERS.get(msg.kind)
@@ -251,6 +251,13 @@ class Session:
         handler(self, msg)
 
     # -- a handler per kind (HANDLERS) ------------------------------------------------------
+
+    def on_batch(self, msg) -> None:  # results and output, each handled as if it came alone
+        for item in batch.unbatch(msg, self.replay, _dropped):
+            try:
+                self._dispatch(item)
+            except Exception as exc:
+                _dropped(exc)
 
     def on_result(self, msg) -> None:
         result = Result.from_header(msg.header)
@@ -339,7 +346,11 @@ class Session:
             log.warning("dropped an event: %s: %s", type(exc).__name__, exc)
 
 
+def _dropped(exc: Exception) -> None:
+    log.warning("dropped a message from the controller: %s: %s", type(exc).__name__, exc)
+
+
 # The client's handler per kind it receives: a function of (session, message).
 HANDLERS = {"result": Session.on_result, "output": Session.on_output, "error": Session.on_error,
-            "event": Session.on_event, "hello_reply": Session.on_reply,
+            "batch": Session.on_batch, "event": Session.on_event, "hello_reply": Session.on_reply,
             "query_reply": Session.on_reply, "control_reply": Session.on_reply}

@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 
-from ipcluster import direct, fingerprint, shm, transport
+from ipcluster import batch, direct, fingerprint, shm, transport
 from ipcluster.engine.dataport import DataPort
 from ipcluster.engine.running import Running
 from ipcluster.wire import Wire
@@ -180,15 +180,24 @@ class Control(threading.Thread):
 
     def _on_message(self, frames) -> None:
         try:
-            msg = decode(self.signer, frames, self.replay)
-            handler = HANDLERS.get(msg.kind)
-            if handler is None:
-                raise BadMessage(f"a {msg.kind!r} message is not for engines")
-            handler(self, msg)
+            self._dispatch(decode(self.signer, frames, self.replay))
         except Exception as exc:  # nothing a message says may stop this thread
             self.dropped(exc)
 
+    def _dispatch(self, msg) -> None:
+        handler = HANDLERS.get(msg.kind)
+        if handler is None:
+            raise BadMessage(f"a {msg.kind!r} message is not for engines")
+        handler(self, msg)
+
     # -- a handler per kind (HANDLERS) ------------------------------------------------------
+
+    def on_batch(self, msg) -> None:  # tasks, each handled as if it came alone
+        for item in batch.unbatch(msg, self.replay, self.dropped):
+            try:
+                self._dispatch(item)
+            except Exception as exc:
+                self.dropped(exc)
 
     def on_apply(self, msg) -> None:
         task = Apply.from_header(msg.header).task_for(self.engine_id)
