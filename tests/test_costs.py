@@ -61,21 +61,33 @@ def engine_wakeups() -> int:
     return next(t for t in threading.enumerate() if t.name == "ipcluster-control").wire.wakeups
 
 
+def engine_handed() -> int:
+    """On an engine: how many tasks its control thread received and queued for the main thread."""
+    import threading
+
+    return next(t for t in threading.enumerate() if t.name == "ipcluster-control").handed
+
+
 def test_no_thread_hand_off_per_task_in_the_client_or_the_engine(rc):
     """The calling thread sends its request on the client's socket itself and the engine's main
     thread sends the result itself: a round trip wakes neither the client's IO thread nor the
     engine's control thread to send for it (a wake-up happens only when a message was waiting
-    on the socket as it sent, which a round trip at a time leaves to chance: beats, replies)."""
+    on the socket as it sent, which a round trip at a time leaves to chance: beats, replies).
+    The idle engine's main thread receives its next task itself: the control thread does not
+    receive it and hand it over."""
     engine = rc[0]
     engine.apply_sync(abs, -1)
     client_before, engine_before = rc._session.wire.wakeups, engine.apply_sync(engine_wakeups)
+    handed_before = engine.apply_sync(engine_handed)
     for i in range(100):
         assert engine.apply_sync(abs, -i) == i
     client_woke = rc._session.wire.wakeups - client_before
     engine_woke = engine.apply_sync(engine_wakeups) - engine_before - 1  # the query's own
+    handed = engine.apply_sync(engine_handed) - handed_before
     # a hand-off per task would be 100 each; under load a message (a reply, a beat's answer)
     # is waiting now and then as a thread sends
     assert client_woke <= 30 and engine_woke <= 30, (client_woke, engine_woke)
+    assert handed <= 30, handed
 
 
 def test_no_per_engine_scan_per_task():

@@ -1,21 +1,27 @@
-"""Processes layer: the engine's control thread, which owns its socket.
+"""Processes layer: the engine's control thread, which answers the controller while a task runs.
 
-The main thread runs tasks; this thread answers the controller meanwhile. It registers the
-engine, hands incoming work to the main thread through a queue, streams captured output while
-tasks run, and beats so the controller knows the engine is alive. The main thread sends each
-result on the socket itself, after the task's output (`wire.Wire`: a lock around every use of
-the socket; this thread waits on its notifier): no hand-off per result. A result's data for a
-client's direct link is queued for this thread, and a result sent meanwhile queues behind it. It also acts on control messages while a task runs:
+The main thread runs tasks; this thread registers the engine, streams captured output while
+tasks run, and beats so the controller knows the engine is alive. An idle main thread receives
+on the socket itself (`next_task`): a task that reaches an idle engine wakes the main thread
+only, with no hand-off from this thread. While a task runs, this thread receives (within `POLL`
+seconds of the task's start) and queues what comes for the main thread; one lock (`handling`)
+lets one thread at a time handle what was received, so it is handled in the order it came.
+The main thread sends each result on the socket itself, after the task's output (`wire.Wire`:
+a lock around every use of the socket; the receiving thread waits on its notifier): no
+hand-off per result. A result's data for a client's direct link is queued for this thread, and
+a result sent meanwhile queues behind it. It also acts on control messages while a task runs:
 abort (skip a queued task, interrupt a running one), withdraw (give back queued tasks not yet
 started), signal, shutdown, and a task's time_limit (interrupted here; one that does not stop
-within `kill_grace` is reported and ended by the engine's watchdog process). If the controller is silent for `controller_timeout`, it stops the engine (SIGTERM to itself),
-so an engine never outlives its cluster.
+within `kill_grace` is reported and ended by the engine's watchdog process). If the controller
+is silent for `controller_timeout`, it stops the engine (SIGTERM to itself), so an engine
+never outlives its cluster.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import queue
 import signal
 import socket
 import threading
@@ -33,6 +39,8 @@ from ipcluster.protocol import (
 log = logging.getLogger("ipcluster.engine")
 
 RESULTS = "results"  # name of the in-process channel from the main thread
+MAIN = "engine-main"  # name of the in-process channel that wakes the idle main thread
+POLL = 0.1  # seconds a thread waits on its sockets before it looks around again
 STOP = object()  # put on the task queue to end the main loop
 DRAIN = 1000  # messages taken from the socket at most at once; more: look again at once
 OUTPUT_PIECE = 1 << 24  # most characters of output per message: fewer pieces, less joining
@@ -59,6 +67,13 @@ class Control(threading.Thread):
         self.dataport: DataPort | None = None  # where clients on other hosts send large buffers
         self.registered = threading.Event()
         self.beat_interval = options.beat_interval  # until the controller says otherwise
+        self.handling = threading.Lock()  # held by the thread handling received messages
+        self.main_receives = False  # the idle main thread waits on the socket (set under handling)
+        self.handed = 0  # tasks this thread received and queued for the main thread
+        self.last_heard = time.monotonic()
+        self._main_poller = None  # the main thread's: the socket's notifier and its inbox
+        self._main_inbox = None
+        self._main_outbox = None  # this thread's end of the main thread's inbox
         self.running = Running(watch, options.kill_grace)
         self.aborted: set[str] = set()
         self.error: str | None = None
@@ -77,8 +92,13 @@ class Control(threading.Thread):
         finally:
             self.registered.set()
             self.tasks.put(STOP)
+            self._wake_main()
 
     def _send(self, sock, header: dict, content=b"") -> None:
+        if threading.current_thread() is threading.main_thread():  # a handler run by the idle
+            header["id"] = self.ids()  # main thread: `Wire.send` holds Ctrl-C and SIGTERM back
+            self.wire.send(encode(self.signer, header, content))  # until the message is whole
+            return
         with self.wire.lock:
             self._put(sock, header, content)
 
@@ -133,19 +153,23 @@ class Control(threading.Thread):
             return
         poller = transport.Poller(inbox, self.dataport.sock)
         self.wire.attach(sock, poller)  # from now on used under its lock only
+        aside = transport.Poller(inbox, self.dataport.sock)  # while the main thread receives
         self.registered.set()
-        last_heard = next_beat = time.monotonic()
+        next_beat = time.monotonic()
         received: list = []
         while not self._stopping.is_set():
-            ready = poller.poll(0 if len(received) == DRAIN else 0.1)
-            received = self.wire.take(DRAIN)  # handled with the lock let go: they send
-            if received:
-                last_heard = time.monotonic()
-                for frames in received:
-                    self._on_message(frames)
-            if self.dataport.sock in ready:
-                for frames in transport.drain(self.dataport.sock):
-                    self._on_data(frames)
+            waiter = aside if self.main_receives else poller
+            ready = waiter.poll(0 if len(received) == DRAIN else POLL)
+            with self.handling:
+                # handled with the wire's lock let go: they send
+                received = [] if self.main_receives else self.wire.take(DRAIN)
+                if received:
+                    self.last_heard = time.monotonic()
+                    for frames in received:
+                        self._on_message(frames)
+                if self.dataport.sock in ready:
+                    for frames in transport.drain(self.dataport.sock):
+                        self._on_data(frames)
             if inbox in ready:
                 for _ in transport.drain(inbox):
                     pass  # wake-ups: the messages are in `wire.queued`
@@ -168,7 +192,12 @@ class Control(threading.Thread):
                 for msg in self.dataport.pending.expired():
                     self._fail_undelivered(sock, msg)
                 self.dataport.check_onward()
-            if now - last_heard > self.options.controller_timeout:
+            if self.main_receives:  # a message that came as this thread sent was taken in by
+                with self.wire.lock:  # the send, not signalled to the main thread: wake it
+                    waiting = transport.readable(sock)
+                if waiting:
+                    self._wake_main()
+            if now - self.last_heard > self.options.controller_timeout:
                 self.error = (f"lost the controller: nothing heard from {self.info.engine_url} "
                               f"for {self.options.controller_timeout} s")
                 log.error("%s; stopping", self.error)
@@ -190,6 +219,44 @@ class Control(threading.Thread):
             raise BadMessage(f"a {msg.kind!r} message is not for engines")
         handler(self, msg)
 
+    def next_task(self):
+        """The main thread's next task (or `STOP`): a queued one, else, idle, it receives on the
+        socket itself and handles what comes (as this thread would) until a task is there."""
+        try:
+            return self.tasks.get_nowait()
+        except queue.Empty:
+            pass
+        if self._main_poller is None:
+            self._main_inbox = self.context.inbox(MAIN)
+            self._main_poller = transport.Poller(self._main_inbox)
+            self._main_poller.add(transport.notifier(self._sock))
+        try:
+            while True:
+                with self.handling:
+                    self.main_receives = True
+                    received = [] if not self.tasks.empty() else self.wire.take(DRAIN)
+                    if received:
+                        self.last_heard = time.monotonic()
+                        for frames in received:
+                            self._on_message(frames)
+                    if not self.tasks.empty():
+                        self.main_receives = False
+                        return self.tasks.get_nowait()
+                ready = self._main_poller.poll(0 if len(received) == DRAIN else POLL)
+                if self._main_inbox in ready:
+                    for _ in transport.drain(self._main_inbox):
+                        pass  # wake-ups: what they announce is on the socket or in the queue
+        finally:
+            self.main_receives = False
+
+    def _wake_main(self) -> None:
+        """From this thread: the main thread waiting on the socket has something to look at."""
+        if self._main_inbox is None:
+            return  # it never waited
+        if self._main_outbox is None:
+            self._main_outbox = self.context.outbox(MAIN)
+        transport.send(self._main_outbox, [b""])
+
     # -- a handler per kind (HANDLERS) ------------------------------------------------------
 
     def on_batch(self, msg) -> None:  # tasks, each handled as if it came alone
@@ -208,12 +275,16 @@ class Control(threading.Thread):
     def _queue(self, msg, task: str) -> None:
         self.running.enqueue(task)
         self.tasks.put((task, msg))
+        if threading.current_thread() is self:
+            self.handed += 1
 
     def _on_data(self, frames) -> None:
         try:
             msg = self.dataport.receive(frames, self.ids)
             if msg is not None:
                 self._queue(msg, Apply.from_header(msg.header).task_for(self.engine_id))
+                if self.main_receives:
+                    self._wake_main()
         except Exception as exc:  # nothing a message says may stop this thread
             self.dropped(exc)
 

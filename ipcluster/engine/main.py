@@ -76,7 +76,7 @@ class Engine:
             namespace.install(self.control.engine_id, shell.run_cell)
             log.info("registered as engine %d", self.control.engine_id)
             self.capture.install()
-            while (item := self.tasks.get()) is not STOP:
+            while (item := self.control.next_task()) is not STOP:
                 reply = self.run_task(*item)
                 if reply is not None:  # None: withdrawn before it started
                     self._post(reply)
