@@ -16,7 +16,7 @@ from ipcluster.controller.main import ControllerOptions
 from ipcluster.controller.registry import Registry
 from ipcluster.controller.scheduler import Pending, make_scheduler
 from ipcluster.controller.server import Controller
-from ipcluster.protocol import Signer, decode, encode, pack, unpack
+from ipcluster.protocol import Apply, Ids, Result, Signer, decode, encode, pack, unpack
 from tests.conftest import wait_until
 
 
@@ -124,6 +124,39 @@ def test_beats_answered_per_second_do_not_grow_with_every_beat(tmp_path):
                           *encode(ctl.signer, {"kind": "beat", "id": f"b{second}-{eid}"})]
                 server.HANDLERS["beat"](ctl, decode(ctl.signer, frames))
         assert len(sent) == n  # one answer each, for 5 * n beats
+    finally:
+        ctl.close()
+
+
+def test_tasks_and_results_handled_in_one_turn_cost_one_message_per_peer(tmp_path):
+    """What one turn of the controller's loop sends a peer goes as one message (a batch): 40
+    tasks to two engines are 2 messages, their 40 results to the client 1. The handlers on
+    their own, as the loop calls them; what would go out is recorded."""
+    ctl = Controller("costs", ControllerOptions(hwm=0), connection.new_key())
+    out = []
+    ctl._transmit = lambda sock, identity, frames: out.append((identity, len(frames))) or True
+    try:
+        for eid in range(2):
+            ctl.registry.add(f"engine-{eid}".encode(), eid, "h", eid)
+            ctl.scheduler.add_engine(eid)
+            ctl.graph.engine_added(eid)
+        ids, tasks = Ids(), [f"t{i}" for i in range(40)]
+        ctl.batching = True  # as in `serve`
+        for task in tasks:
+            header = Apply([task], None, True).header(ids())
+            ctl._handle(ctl.clients, [b"client", *encode(ctl.signer, header, b"call")],
+                        server.CLIENT_KINDS)
+        ctl.flush()
+        assert sorted(out) == [(b"engine-0", 3), (b"engine-1", 3)]  # DELIM, signed header, content
+        out.clear()
+        for task in tasks:
+            eid = ctl.ledger.get(task).engine
+            header = Result(task, eid, "ok").header(ids())
+            ctl._handle(ctl.engines, [f"engine-{eid}".encode(), *encode(ctl.signer, header, b"r")],
+                        server.ENGINE_KINDS)
+        ctl.flush()
+        assert out == [(b"client", 3)]
+        assert ctl.traffic["batched"] == 80
     finally:
         ctl.close()
 
