@@ -259,17 +259,22 @@ class Replay:
 
 
 class Signer:
-    """Signs and checks messages with the cluster key."""
+    """Signs and checks messages with the cluster key: HMAC-SHA256 (RFC 2104)."""
 
     def __init__(self, key: bytes):
         if len(key) < 16:
             raise ValueError("the cluster key must be at least 16 bytes")
-        self._key = key
+        block = (key if len(key) <= 64 else hashlib.sha256(key).digest()).ljust(64, b"\0")
+        # the key's inner and outer states, hashed once: a copy of each per message costs a
+        # third of `hmac.digest`, which has OpenSSL 3 look SHA-256 up again on every call
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
 
     def sign(self, header, content) -> bytes:
-        # one-shot C HMAC over one joined buffer: several times faster than hmac.new().update()
-        return hmac.digest(self._key, b"".join((len(header).to_bytes(8, "little"), header, content)),
-                           hashlib.sha256)
+        inner, outer = self._inner.copy(), self._outer.copy()
+        inner.update(b"".join((len(header).to_bytes(8, "little"), header, content)))
+        outer.update(inner.digest())
+        return outer.digest()
 
     def verify(self, signature, header, content) -> bool:
         return hmac.compare_digest(self.sign(header, content), signature)
@@ -330,19 +335,18 @@ def decode(signer: Signer, frames: list, replay: Replay | None = None,
     With `replay`, a message whose id was seen before is refused; with `max_age`, so is one
     sent more than `max_age` seconds ago (or as far in the future).
     """
-    for i, frame in enumerate(frames):
-        if len(_buffer(frame)) == len(DELIM) and _bytes(frame) == DELIM:
+    for i, frame in enumerate(frames):  # len() of a zmq frame makes no memoryview: cheaper
+        if len(frame) == len(DELIM) and _bytes(frame) == DELIM:
             break
     else:
         raise BadMessage("no protocol delimiter")
-    route = [_bytes(f) for f in frames[:i]]
+    route = [_bytes(f) for f in frames[:i]] if i else []
     body = frames[i + 1:]
     if len(body) < 2:
         raise BadMessage(f"truncated message: {len(body)} frames after the delimiter, need 2")
-    signed, content = body[0], body[1]
-    if not SIGNATURE < len(_buffer(signed)) <= SIGNATURE + MAX_HEADER:
+    signed, content = _bytes(body[0]), body[1]
+    if not SIGNATURE < len(signed) <= SIGNATURE + MAX_HEADER:
         raise BadMessage("malformed signature and header frame")
-    signed = _bytes(signed)
     header_bytes = signed[SIGNATURE:]
     if not signer.verify(signed[:SIGNATURE], header_bytes, _buffer(content)):
         raise BadMessage("bad signature")
@@ -353,7 +357,7 @@ def decode(signer: Signer, frames: list, replay: Replay | None = None,
     if not isinstance(header, dict) or header.get("kind") not in KINDS:
         raise BadMessage(f"unknown message kind {header.get('kind') if isinstance(header, dict) else header!r}")
     buffers = body[2:]
-    if [len(_buffer(b)) for b in buffers] != header.get("buffers", []):
+    if (buffers or "buffers" in header) and [len(_buffer(b)) for b in buffers] != header.get("buffers"):
         raise BadMessage("buffer lengths differ from those signed in the header")
     if "direct" in header:
         try:

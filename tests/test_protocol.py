@@ -129,3 +129,15 @@ def test_a_result_record_round_trips_and_refuses_a_bad_status():
     assert protocol.Result.from_header(result.header("m")) == result and result.duration == 0.5
     with pytest.raises(BadMessage, match="'status' must be"):
         protocol.Result.from_header({**result.header("m"), "status": "fine"})
+
+
+@pytest.mark.parametrize("size", [16, 32, 64, 65, 200])  # keys longer than a block are hashed
+def test_the_signature_is_hmac_sha256_of_the_length_the_header_and_the_content(size):
+    import hashlib
+    import hmac
+
+    key = bytes(i * 7 % 256 for i in range(size))
+    for header, content in [(b"", b""), (b"ab", b"c"), (b"h" * 300, b"c" * 70_000)]:
+        expected = hmac.digest(key, len(header).to_bytes(8, "little") + header + content,
+                               hashlib.sha256)
+        assert Signer(key).sign(header, content) == expected
