@@ -22,18 +22,16 @@ once in the client.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import itertools
 import os
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 
 import msgpack
 
 from ipcluster import direct, shm
+from ipcluster.guard import Drops, Replay, Signer  # defined there, used through this module
 
 DELIM = b"IPC1"
 
@@ -223,61 +221,6 @@ class Result:
 
 MAX_HEADER = 16 * 1024  # bytes; headers are small maps, a larger one is malformed
 SIGNATURE = 32  # bytes of HMAC-SHA256 before the header, in one frame
-
-
-class Drops:
-    """Counts messages dropped as bad; logs the first 100 one by one, then one in 1000, so a
-    flood cannot fill the disk with log lines."""
-
-    def __init__(self, log) -> None:
-        self.log = log
-        self.count = 0
-
-    def __call__(self, exc: BaseException) -> None:
-        self.count += 1
-        if self.count <= 100 or self.count % 1000 == 0:
-            self.log.warning("dropped a message (%d so far): %s: %s", self.count,
-                             type(exc).__name__, exc)
-
-
-class Replay:
-    """Ids of the last `size` messages received; a second sighting is a replay."""
-
-    def __init__(self, size: int = 100_000) -> None:
-        self.size = size
-        self._order: deque = deque()
-        self._seen: set = set()
-
-    def first_sighting(self, msg_id) -> bool:
-        if msg_id in self._seen:
-            return False
-        self._seen.add(msg_id)
-        self._order.append(msg_id)
-        if len(self._order) > self.size:
-            self._seen.discard(self._order.popleft())
-        return True
-
-
-class Signer:
-    """Signs and checks messages with the cluster key: HMAC-SHA256 (RFC 2104)."""
-
-    def __init__(self, key: bytes):
-        if len(key) < 16:
-            raise ValueError("the cluster key must be at least 16 bytes")
-        block = (key if len(key) <= 64 else hashlib.sha256(key).digest()).ljust(64, b"\0")
-        # the key's inner and outer states, hashed once: a copy of each per message costs a
-        # third of `hmac.digest`, which has OpenSSL 3 look SHA-256 up again on every call
-        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
-        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
-
-    def sign(self, header, content) -> bytes:
-        inner, outer = self._inner.copy(), self._outer.copy()
-        inner.update(b"".join((len(header).to_bytes(8, "little"), header, content)))
-        outer.update(inner.digest())
-        return outer.digest()
-
-    def verify(self, signature, header, content) -> bool:
-        return hmac.compare_digest(self.sign(header, content), signature)
 
 
 class Message:

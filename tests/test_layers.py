@@ -13,7 +13,7 @@ LAYERS = [  # lowest first
     {"ipcluster.launchers"},  # the repository's launchers/ folder
     {"ipcluster.config", "ipcluster.errors", "ipcluster.command"},
     {"ipcluster.transport", "ipcluster.wire"},
-    {"ipcluster.protocol", "ipcluster.batch", "ipcluster.serialize", "ipcluster.connection", "ipcluster.shm", "ipcluster.direct", "ipcluster.namespace",
+    {"ipcluster.protocol", "ipcluster.batch", "ipcluster.guard", "ipcluster.serialize", "ipcluster.connection", "ipcluster.shm", "ipcluster.direct", "ipcluster.namespace",
      "ipcluster.fingerprint", "ipcluster.state"},
     {"ipcluster.controller", "ipcluster.engine", "ipcluster.datapub"},
     {"ipcluster.daskbridge", "ipcluster.joblib_backend",
