@@ -64,12 +64,18 @@ class AsyncResult(concurrent.futures.Future):
     def _task_done(self, task) -> None:
         if self._owner and self._client is not None:
             self._client._futures.pop(task.task_id, None)
-        with self._lock:
-            self._order.append(task)
-            self._remaining -= 1
-            if self._remaining:
-                return
-        errors = [t.exception() for t in self._tasks if t.exception() is not None]
+        if self._remaining == 1 and len(self._tasks) == 1:  # one task: its outcome is this
+            self._order.append(task)  # result's, with no count to keep under a lock
+            self._remaining = 0
+            error = task.exception()
+            errors = [] if error is None else [error]
+        else:
+            with self._lock:
+                self._order.append(task)
+                self._remaining -= 1
+                if self._remaining:
+                    return
+            errors = [t.exception() for t in self._tasks if t.exception() is not None]
         if self._cancel_queued and errors and all(_never_started(e) for e in errors):
             # cancelled before it started (Executor.shutdown(cancel_futures=True)), as a
             # stdlib future: cancelled() is True and result() raises CancelledError

@@ -25,8 +25,11 @@ class Metadata(dict):
     as ipyparallel's; `seconds` gives a time as a float."""
 
     def __init__(self, *args, **kwargs) -> None:
-        super().__init__()
-        self.update(*args, **kwargs)
+        super().__init__(*args, **kwargs)  # then the times made datetimes, in place: this
+        for key in TIMES:  # runs once per task, on the client's hot path
+            value = dict.get(self, key)
+            if isinstance(value, (int, float)):
+                dict.__setitem__(self, key, _when(value))
 
     def __setitem__(self, key, value) -> None:
         super().__setitem__(key, _when(value) if key in TIMES else value)
