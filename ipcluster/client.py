@@ -65,7 +65,7 @@ class Client(TaskRecords):
         except BaseException:
             self._session.close()
             raise
-        self._session.set_engine_ids(reply["ids"])
+        self._session.set_engine_ids(reply["ids"], reply.get("version"))
         self._session.store_problem = reply.get("store")
         self._activate_in_ipython()
 
@@ -219,7 +219,8 @@ class Client(TaskRecords):
         self._refresh_ids()
 
     def _refresh_ids(self) -> list[int]:
-        self._session.set_engine_ids(self._session.request("query", {"what": "ids"})["ids"])
+        reply = self._session.request("query", {"what": "ids"})
+        self._session.set_engine_ids(reply["ids"], reply.get("version"))
         return self.ids
 
     def provenance(self, label: str | None = None):

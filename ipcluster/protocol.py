@@ -76,7 +76,8 @@ KINDS = {k.name: k for k in [
     Kind("beat", E, (K, E), "none", "an engine is alive; the controller answers now and then, "
          "with the interval it should beat at (msgpack)"),
     Kind("event", K, (C,), "msgpack",
-         "published: engine_up, engine_down (one id each), beat (every engine id)"),
+         "published: engine_up, engine_down (one id each and the registry's version), beat "
+         "(the registry's version)"),
     Kind("control", C, (K, E),
          "msgpack", "abort, signal, shutdown, fetch, purge; the controller passes abort/signal/"
          "shutdown on and asks engines to withdraw queued tasks"),

@@ -57,6 +57,8 @@ class Session:
         self.tasks: dict[str, TaskFuture] = {}  # unfinished tasks of this client
         self._replies: dict[str, concurrent.futures.Future] = {}
         self.engine_ids: list[int] = []
+        self.engines_version: int | None = None  # the controller's registry version they match
+        self._ids_asked: str | None = None  # id of our question for the ids, until answered
         self.engines_changed = threading.Condition()
         self.closed = False
         self.lost: str | None = None
@@ -118,7 +120,9 @@ class Session:
         finally:
             self._replies.pop(msg_id, None)
 
-    def set_engine_ids(self, ids: list[int]) -> None:
+    def set_engine_ids(self, ids: list[int], version: int | None = None) -> None:
+        """The engine ids as the controller listed them, at its registry's `version`."""
+        self.engines_version = version
         ids = sorted(ids)
         if ids != self.engine_ids:
             self.engine_ids = ids
@@ -297,6 +301,11 @@ class Session:
             self._syncs.discard(msg.header["parent"])
             self._on_sync(unpack(msg.content) or {})
             return
+        if msg.header.get("parent") == self._ids_asked:
+            self._ids_asked = None
+            reply = unpack(msg.content) or {}
+            self.set_engine_ids(reply.get("ids", []), reply.get("version"))
+            return
         reply = self._replies.get(msg.header.get("parent"))
         if reply is not None and not reply.done():
             reply.set_result(unpack(msg.content))
@@ -307,14 +316,24 @@ class Session:
             gone = self.sender.forget(event.get("id"))  # a restarted engine has a new token
             if gone and event["event"] == "engine_down":  # what a killed engine held on this
                 shm.drop_held(self.info.key_bytes, gone.get("shm"))  # host (if not the controller's)
-        if "ids" in event:  # the whole list, in each beat
-            self.set_engine_ids(event["ids"])
-        elif event.get("event") == "engine_up":
+        if event.get("event") == "engine_up":
             self._engine_joined(int(event["id"]))
+            self._counted(event.get("version"))
         elif event.get("event") == "engine_down":
             self._engine_left(int(event["id"]))
+            self._counted(event.get("version"))
+        elif event.get("event") == "beat" and event.get("engines") != self.engines_version \
+                and self._ids_asked is None:  # we missed a change (events may be dropped)
+            self._ids_asked = self.ids()
+            self.sender.send({"kind": "query", "id": self._ids_asked}, pack({"what": "ids"}))
         if "store" in event:
             self.store_problem = event["store"]
+
+    def _counted(self, version) -> None:
+        """An engine_up or engine_down event at the registry's `version`: our list is at that
+        version if it was at the one before (else the next beat shows that it is stale)."""
+        if self.engines_version is not None and version == self.engines_version + 1:
+            self.engines_version = version
 
     def complete(self, task: TaskFuture, result: Result, msg) -> None:
         """Finish `task` with the value or error of its result message."""

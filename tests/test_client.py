@@ -14,7 +14,7 @@ import pytest
 
 import ipcluster
 from ipcluster import connection
-from tests.conftest import start_cluster
+from tests.conftest import start_cluster, wait_until
 
 
 def test_client_finds_a_cluster_by_id_and_by_path(cluster):
@@ -29,6 +29,17 @@ def test_wait_for_engines_times_out_with_a_clear_error(rc):
     with pytest.raises(ipcluster.NoEnginesRegistered, match="4 of 5 engines registered"):
         rc.wait_for_engines(5, timeout=0.5)
     assert time.monotonic() - t0 < 5
+
+
+def test_a_client_that_missed_engine_events_has_the_right_ids_after_the_next_beat(rc):
+    """Events may be dropped on the way (a slow subscriber): the controller's beat carries its
+    registry's version (not every id), and a client whose list is at another version asks."""
+    session = rc._session
+    right = session.engine_ids
+    session.engine_ids = right[:-1]  # as if it had missed engine_up for the last one
+    session.engines_version -= 1
+    wait_until(lambda: session.engine_ids == right, timeout=10)
+    assert rc.ids == [0, 1, 2, 3]
 
 
 def test_unknown_engine_id(rc):

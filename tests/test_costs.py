@@ -288,4 +288,25 @@ def test_silence_is_counted_only_up_to_when_the_controller_had_read_everything()
 
 
 def test_a_client_waiting_for_engines_asks_without_a_scan_of_the_engines(rc):
-    assert rc._session.request("query", {"what": "ids"}) == {"ids": rc.ids}
+    reply = rc._session.request("query", {"what": "ids"})
+    assert reply == {"ids": rc.ids, "version": reply["version"]}
+
+
+def test_the_controllers_beat_is_the_same_size_at_10_and_at_10000_engines():
+    """Every client hears the controller's beat each second: it carries the registry's version,
+    never the list of engine ids (O(engines) a second to make, send and read)."""
+    def beat_at(engines: int) -> dict:
+        ctl = Controller("costs", ControllerOptions(), connection.new_key())
+        published = []
+        ctl.publish = published.append
+        loops = iter([False, True])  # one turn of the loop: its first beat is due at once
+        try:
+            for eid in range(engines):
+                ctl.registry.add(f"e{eid}".encode(), eid, "h")
+            ctl.serve(lambda: next(loops))
+        finally:
+            ctl.close()
+        return next(e for e in published if e["event"] == "beat")
+
+    few, many = beat_at(10), beat_at(10_000)
+    assert few.keys() == many.keys() and len(pack(many)) < 100, (few, many)

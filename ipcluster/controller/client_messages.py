@@ -14,7 +14,7 @@ from ipcluster.protocol import Apply, BadMessage, unpack
 
 def hello(ctl, msg) -> None:
     ctl.reply(ctl.clients, msg, "hello_reply", {
-        "ids": ctl.registry.ids(), "cluster_id": ctl.cluster_id,
+        "ids": ctl.registry.ids(), "version": ctl.registry.version, "cluster_id": ctl.cluster_id,
         "beat_interval": ctl.options.beat_interval,
         "max_message_size": ctl.options.max_message_size,
         "store": ctl.store_problem(),
@@ -24,7 +24,8 @@ def hello(ctl, msg) -> None:
 def query(ctl, msg) -> None:
     request = unpack(msg.content) or {}
     if request.get("what") == "ids":  # the common question (a client waiting for engines):
-        ctl.reply(ctl.clients, msg, "query_reply", {"ids": ctl.registry.ids()})  # no scan
+        ctl.reply(ctl.clients, msg, "query_reply",  # no scan
+                  {"ids": ctl.registry.ids(), "version": ctl.registry.version})
         return
     targets = request.get("targets")
     engines = [e for e in ctl.registry.by_id.values() if targets is None or e.id in targets]

@@ -51,7 +51,7 @@ def register(ctl, msg) -> None:
     ctl.reply(ctl.engines, msg, "register_reply",
               {"id": engine.id, "durable": ctl.ledger.store is not None, "beat": interval})
     log.info("engine %d registered (pid %d on %s)", engine.id, engine.pid, engine.host)
-    ctl.publish({"event": "engine_up", "id": engine.id})  # O(1): the ids go in each beat
+    ctl.publish({"event": "engine_up", "id": engine.id, "version": ctl.registry.version})
     ctl.dispatch()
 
 

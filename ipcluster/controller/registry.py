@@ -3,6 +3,7 @@ order they were last heard from (so finding the silent ones looks at those alone
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
@@ -54,7 +55,9 @@ class Registry:
     def __init__(self) -> None:
         self.by_id: dict[int, Engine] = {}
         self.by_identity: dict[bytes, Engine] = {}
-        self.version = 0  # bumped on every change, so clients can tell their list is stale
+        # bumped on every change, so clients can tell their list is stale; it starts anywhere,
+        # so that a client does not take a restarted controller's list for the one it knew
+        self.version = secrets.randbits(48)
         self.dropped: dict[tuple, float] = {}  # (pid, host) of engines removed as dead -> when
         self.gone: dict[tuple, int] = {}  # (pid, host) of every engine removed -> its id
         self.told: Counter = Counter()  # beat interval -> engines last told it

@@ -151,8 +151,10 @@ class Controller:
             if now >= self._next_beat or self._store_problem != self.store_problem():
                 self._next_beat = now + self.options.beat_interval
                 self._store_problem = self.store_problem()
-                self.publish({"event": "beat", "ids": self.registry.ids(),
-                               "store": self._store_problem})
+                # the registry's version, not its ids (O(1)): a client that missed an
+                # engine_up or engine_down sees its version differ and asks for the ids
+                self.publish({"event": "beat", "engines": self.registry.version,
+                              "store": self._store_problem})
                 liveness.check(self, self.caught_up)
                 self.undelivered.forget_gone(now - self.options.forget_clients_after)
                 if now >= self._next_trim:  # what a surge freed goes back to the system
@@ -397,7 +399,7 @@ class Controller:
                 self.fail(task, EngineError(
                     "EngineError", f"engine {engine.id} (pid {engine.pid} on {engine.host}) "
                     f"stopped before finishing this task: {reason}", engine_id=engine.id))
-        self.publish({"event": "engine_down", "id": engine.id})
+        self.publish({"event": "engine_down", "id": engine.id, "version": self.registry.version})
         self.dispatch()  # retried tasks go to the engines left
 
 
