@@ -74,7 +74,7 @@ class Controller:
             options.ip, curve, options.max_message_size, ports[0])
         self.engines, engine_url = self.context.router(
             options.ip, curve, options.max_message_size, ports[1], io_thread=1,
-            heartbeat=transport.ENGINE_HEARTBEAT)
+            heartbeat=None)  # no timer per engine in libzmq (see transport.router)
         self.pub, pub_url = self.context.publisher(options.ip, curve, ports[2])
         location = options.location or (
             socket.gethostname() if options.ip in ("0.0.0.0", "*", "::") else options.ip)
