@@ -28,7 +28,7 @@ def received(rc) -> dict:
     return counts(rc)["received"]
 
 
-def test_one_message_each_way_per_task_four_frames_each_and_one_request_for_all_engines(rc):
+def test_one_message_each_way_per_task_two_frames_each_and_one_request_for_all_engines(rc):
     view = rc.load_balanced_view()
     view.map_sync(abs, range(10))  # warm
     before = counts(rc)
@@ -49,9 +49,10 @@ def test_one_message_each_way_per_task_four_frames_each_and_one_request_for_all_
     # queries meanwhile, a handful); out: the task to its engine, the result to its client
     assert traffic["messages_in"] <= 101 + tasks + 20
     assert traffic["messages_out"] <= 2 * tasks + 20
-    # frames per message: routing id, delimiter, signature with header, content (no buffers)
-    assert traffic["frames_in"] <= 4 * traffic["messages_in"]
-    assert traffic["frames_out"] <= 4 * traffic["messages_out"]
+    # frames per message: the routing id, then one frame (delimiter, signature, header and
+    # content: no buffers, small content); out, at most one message per peer and turn (batches)
+    assert traffic["frames_in"] == 2 * traffic["messages_in"]
+    assert traffic["frames_out"] == 2 * traffic["messages_out"]
 
 
 def engine_wakeups() -> int:
@@ -165,7 +166,7 @@ def test_tasks_and_results_handled_in_one_turn_cost_one_message_per_peer(tmp_pat
             ctl._handle(ctl.clients, [b"client", *encode(ctl.signer, header, b"call")],
                         server.CLIENT_KINDS)
         ctl.flush()
-        assert sorted(out) == [(b"engine-0", 3), (b"engine-1", 3)]  # DELIM, signed header, content
+        assert sorted(out) == [(b"engine-0", 1), (b"engine-1", 1)]  # one frame each
         out.clear()
         for task in tasks:
             eid = ctl.ledger.get(task).engine
@@ -173,7 +174,7 @@ def test_tasks_and_results_handled_in_one_turn_cost_one_message_per_peer(tmp_pat
             ctl._handle(ctl.engines, [f"engine-{eid}".encode(), *encode(ctl.signer, header, b"r")],
                         server.ENGINE_KINDS)
         ctl.flush()
-        assert out == [(b"client", 3)]
+        assert out == [(b"client", 1)]
         assert ctl.traffic["batched"] == 80
     finally:
         ctl.close()
