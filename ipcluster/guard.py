@@ -41,6 +41,17 @@ class Replay:
             self._seen.discard(self._order.popleft())
         return True
 
+    def take(self) -> list:
+        """The ids remembered, oldest first, forgotten here until `put` back (to copy them
+        into fresh memory: controller/memory.py)."""
+        ids = list(self._order)
+        self._order, self._seen = deque(), set()
+        return ids
+
+    def put(self, ids: list) -> None:
+        self._order.extend(ids)
+        self._seen.update(ids)
+
 
 class Signer:
     """Signs and checks messages with the cluster key: HMAC-SHA256 (RFC 2104)."""
@@ -54,13 +65,11 @@ class Signer:
         self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
         self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
 
-    def sign(self, *parts) -> bytes:
-        """The HMAC of `parts` one after the other (bytes-like, none copied)."""
+    def sign(self, header, content) -> bytes:
         inner, outer = self._inner.copy(), self._outer.copy()
-        for part in parts:
-            inner.update(part)
+        inner.update(b"".join((len(header).to_bytes(8, "little"), header, content)))
         outer.update(inner.digest())
         return outer.digest()
 
-    def verify(self, signature, *parts) -> bool:
-        return hmac.compare_digest(self.sign(*parts), signature)
+    def verify(self, signature, header, content) -> bool:
+        return hmac.compare_digest(self.sign(header, content), signature)

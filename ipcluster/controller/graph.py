@@ -187,6 +187,16 @@ class Graph:
         """A finished task was purged: forget its outcome (a task naming it later is refused)."""
         self.outcomes.pop(task_id, None)
 
+    def take(self) -> list:
+        """The outcomes kept, oldest first, forgotten here until `put` back (to copy them into
+        fresh memory: controller/memory.py)."""
+        kept = [[task_id, *outcome] for task_id, outcome in self.outcomes.items()]
+        self.outcomes = OrderedDict()
+        return kept
+
+    def put(self, kept: list) -> None:
+        self.outcomes.update((task_id, (ok, place, epoch)) for task_id, ok, place, epoch in kept)
+
     def engine_gone(self, eid: int) -> list[tuple]:
         """Engine `eid` went away: work that ran there can no longer be followed."""
         self.gone.add(eid)

@@ -121,6 +121,7 @@ class Ledger:
         self._done: OrderedDict[str, int] = OrderedDict()  # finished task id -> result bytes
         self._done_bytes = 0
         self.culled = 0
+        self.forgotten = 0  # finished records dropped (culled or purged), ever
 
     def __len__(self) -> int:
         return len(self.tasks)
@@ -171,6 +172,7 @@ class Ledger:
         if size is not None:
             self._done_bytes -= size
             self.tasks.pop(task_id, None)
+            self.forgotten += 1
 
     def purge(self, task_id: str) -> None:
         """Forget a finished task here and in the store."""
@@ -210,13 +212,14 @@ class Undelivered:
                 self.by_client[client] = deque(maxlen=self.limit)
             self.by_client[client].append(compact(frames))
 
-    def forget_gone(self, older_than: float) -> int:
+    def forget_gone(self, older_than: float) -> list[bytes]:
         """Drop the backlogs of clients away since before `older_than` (monotonic): most are
-        dead (killed mid-submit), and one that comes back finds its results by its sync."""
+        dead (killed mid-submit), and one that comes back finds its results by its sync.
+        Returns those clients."""
         gone = [c for c, t in self.since.items() if t < older_than and c in self.by_client]
         for client in gone:
             del self.by_client[client], self.since[client]
-        return len(gone)
+        return gone
 
     def flush(self, send, client: bytes) -> int:
         """Send what `client` missed; returns how many messages went."""

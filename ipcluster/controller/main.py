@@ -125,6 +125,7 @@ def run(cluster_id: str, options: ControllerOptions, connection_file: Path, rest
     file written meanwhile. With `restore`, take over from a controller that died: the same
     key, ports and task store, so engines and clients reconnect to it. With `owner`, stop the
     whole cluster (engines and batch jobs too) within a second of that process's death."""
+    memory.use_system_allocator()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s controller %(levelname)s %(message)s")
     memory.return_large_blocks()
     stop = []
