@@ -4,12 +4,12 @@ When one turn of the controller's loop has several results and output for one cl
 several tasks for one engine, it sends them as one message: one send, one wake-up of each
 side's zmq thread and one signature check on receipt instead of one per message::
 
-    [DELIM, signature | batch header, content]
-                                         '- msgpack list, in order, of each message's
-                                            [signature | header, content], as it was signed
+    [DELIM | signature | size | batch header | content]
+                                                 '- msgpack list, in order, of each
+                                                    message's one frame, as it was signed
 
-Only messages without buffer frames are batched (a task's or a result's large buffers travel
-in messages of their own, never copied). The batch's signature covers every byte of its
+Only messages of one frame are batched (no buffers, content under 64 KiB: a task's or a
+result's large buffers and content travel in messages of their own, never copied). The batch's signature covers every byte of its
 messages, so the receiver checks it once and does not check theirs again; each message keeps
 its own id, and the receiver's replay window sees every one of them, as if it came alone.
 """
@@ -19,15 +19,15 @@ from __future__ import annotations
 import msgpack
 
 from ipcluster.protocol import (
-    KINDS, SIGNATURE, BadMessage, Message, Replay, Signer, encode, pack as packed,
+    HEAD, KINDS, BadMessage, Message, Replay, Signer, encode, head, pack as packed,
 )
 
 KIND = "batch"
 
 
 def batchable(frames: list) -> bool:
-    """True for a message ``[DELIM, signature | header, content]``: no buffer frames."""
-    return len(frames) == 3
+    """True for a message of one frame."""
+    return len(frames) == 1
 
 
 def _raw(frame):
@@ -35,8 +35,8 @@ def _raw(frame):
 
 
 def pack(signer: Signer, msg_id: str, messages: list) -> list:
-    """One signed message carrying `messages` (each ``[DELIM, signature | header, content]``)."""
-    content = packed([[_raw(f[1]), _raw(f[2])] for f in messages])
+    """One signed message carrying `messages` (each of one frame)."""
+    content = packed([_raw(f[0]) for f in messages])
     return encode(signer, {"kind": KIND, "id": msg_id, "count": len(messages)}, content)
 
 
@@ -55,11 +55,13 @@ def unbatch(msg: Message, replay: Replay | None = None, dropped=None) -> list[Me
         raise BadMessage(f"batch: expected a list of {msg.header.get('count')!r} messages")
     out = []
     for item in items:
-        if not (isinstance(item, list) and len(item) == 2 and all(isinstance(f, bytes) for f in item)
-                and len(item[0]) > SIGNATURE):
-            raise BadMessage("batch: each message must be [signature | header, content]")
+        if not isinstance(item, bytes):
+            raise BadMessage("batch: each message must be one frame")
+        size, apart = head(item)
+        if apart:
+            raise BadMessage("batch: a batched message has its content in its one frame")
         try:
-            header = msgpack.unpackb(item[0][SIGNATURE:])
+            header = msgpack.unpackb(item[HEAD:HEAD + size])
         except Exception as exc:
             raise BadMessage(f"batch: a header is not msgpack: {exc}") from None
         if not isinstance(header, dict) or header.get("kind") not in KINDS or header["kind"] == KIND:
@@ -68,7 +70,7 @@ def unbatch(msg: Message, replay: Replay | None = None, dropped=None) -> list[Me
             raise BadMessage("batch: a message has no id")
         if any(k in header for k in ("buffers", "segments", "direct")):
             raise BadMessage("batch: a batched message has no buffers")
-        out.append(Message(msg.route, header, item[1], [], item))
+        out.append(Message(msg.route, header, item[HEAD + size:], [], [item]))
     if replay is None:
         return out
     fresh = []

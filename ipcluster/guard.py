@@ -65,11 +65,13 @@ class Signer:
         self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
         self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
 
-    def sign(self, header, content) -> bytes:
+    def sign(self, *parts) -> bytes:
+        """The HMAC of `parts` one after the other (bytes-like, none copied)."""
         inner, outer = self._inner.copy(), self._outer.copy()
-        inner.update(b"".join((len(header).to_bytes(8, "little"), header, content)))
+        for part in parts:
+            inner.update(part)
         outer.update(inner.digest())
         return outer.digest()
 
-    def verify(self, signature, header, content) -> bool:
-        return hmac.compare_digest(self.sign(header, content), signature)
+    def verify(self, signature, *parts) -> bool:
+        return hmac.compare_digest(self.sign(*parts), signature)

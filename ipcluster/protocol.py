@@ -1,23 +1,26 @@
 """Messages layer: the frames of one message, how they are signed, and every kind of message.
 
-One message is a list of frames::
+One message is a list of frames; a small one (no buffers, content under 64 KiB) is one frame::
 
-    [routing id, ..., DELIM, signature | header, content, buffer 0, buffer 1, ...]
-     '- added by ROUTER -'         |        |        |        '- out-of-band pickle buffers,
-                                   |        |        |           each its own frame, never copied
-                                   |        |        |           (empty if it went through shared
-                                   |        |        |           memory: header "segments", shm.py)
-                                   |        |        '- pickle (apply/result) or msgpack (the rest)
-                                   |        '- msgpack map: id, kind, targets, parent, timestamps,
-                                   |           buffer lengths, ... (`Apply`, `Result` below)
-                                   '- HMAC-SHA256(key, len(header) | header | content): its 32
-                                      bytes, then the header, in one frame (one frame fewer to
-                                      send and receive on every hop)
+    [routing id, ..., DELIM | signature | size | header | content, buffer 0, buffer 1, ...]
+     '- added by ROUTER -'      |          |      |        |         '- out-of-band pickle
+                                |          |      |        |            buffers, each its own
+                                |          |      |        |            frame, never copied (empty
+                                |          |      |        |            if it went through shared
+                                |          |      |        |            memory: "segments", shm.py)
+                                |          |      |        '- pickle (apply/result) or msgpack;
+                                |          |      |           64 KiB or more: the next frame, not
+                                |          |      |           copied (then the size's top bit is set)
+                                |          |      '- msgpack map: id, kind, targets, parent,
+                                |          |         timestamps, buffer lengths, ... (`Apply`...)
+                                |          '- 4 bytes: the header's length (and the top bit)
+                                '- HMAC-SHA256(key, size | header | content): 32 bytes
 
 The signature covers the header (which holds the buffer lengths) and the content, and is checked
 in constant time before the header is parsed or anything is unpickled. The controller routes by
 header alone: it forwards the very frames it received, so a request to N engines is serialized
-once in the client.
+once in the client. One frame rather than three or four for most messages: each frame costs a
+call into libzmq to send and another (and a zmq frame object) to receive, on every hop.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import msgpack
 from ipcluster import direct, shm
 from ipcluster.guard import Drops, Replay, Signer  # defined there, used through this module
 
-DELIM = b"IPC1"
+DELIM = b"IPC2"  # and the version of this layout
 
 
 class BadMessage(ValueError):
@@ -221,7 +224,10 @@ class Result:
         return self.completed - self.started if timed else None
 
 MAX_HEADER = 16 * 1024  # bytes; headers are small maps, a larger one is malformed
-SIGNATURE = 32  # bytes of HMAC-SHA256 before the header, in one frame
+SIGNATURE = 32  # bytes of HMAC-SHA256, after the delimiter
+HEAD = len(DELIM) + SIGNATURE + 4  # where the header starts in the first frame
+APART = 1 << 31  # in the size word: the content is the next frame
+INLINE = 1 << 16  # content shorter than this travels in the first frame
 
 
 class Message:
@@ -232,9 +238,9 @@ class Message:
     def __init__(self, route, header, content, buffers, frames):
         self.route = route  # routing ids (bytes) before the delimiter
         self.header = header
-        self.content = content  # a zmq Frame or bytes
+        self.content = content  # bytes, or a zmq Frame (64 KiB or more)
         self.buffers = buffers
-        self.frames = frames  # [signature + header, content, *buffers] as received
+        self.frames = frames  # from the delimiter on, as received: what the controller forwards
 
     @property
     def kind(self) -> str:
@@ -258,18 +264,40 @@ def encode(signer: Signer, header: dict, content=b"", buffers=(), shared=None) -
     if buffers:
         header["buffers"] = [memoryview(b).nbytes for b in buffers]
     header.setdefault("t", time.time())
-    h = pack(header)
-    return [DELIM, signer.sign(h, content) + h, content, *buffers]
+    return _frames(signer, pack(header), content, buffers)
+
+
+def _frames(signer: Signer, h: bytes, content, buffers) -> list:
+    size = content.nbytes if type(content) is memoryview else len(content)
+    if size < INLINE:
+        signed = b"".join((len(h).to_bytes(4, "little"), h, content))
+        return [b"".join((DELIM, signer.sign(signed), signed)), *buffers]
+    signed = (len(h) | APART).to_bytes(4, "little") + h
+    return [b"".join((DELIM, signer.sign(signed, _buffer(content)), signed)), content, *buffers]
+
+
+def head(first: bytes) -> tuple[int, bool]:
+    """The header's length in a message's first frame, and whether its content is the next
+    frame; raises `BadMessage` if the frame cannot be one. Reads no signed data."""
+    if len(first) <= HEAD or first[:len(DELIM)] != DELIM:
+        raise BadMessage("malformed first frame")
+    word = int.from_bytes(first[HEAD - 4:HEAD], "little")
+    size, apart = word & (APART - 1), bool(word & APART)
+    if not 0 < size <= MAX_HEADER or HEAD + size > len(first) or apart and HEAD + size != len(first):
+        raise BadMessage("malformed first frame: its header size does not fit")
+    return size, apart
 
 
 def resign(signer: Signer, frames: list, msg_id: str) -> list:
-    """Received frames ``[signature + header, content, *buffers]`` as a new message: a new id
-    and time, so receivers do not take a deliberate resend for a replay. Content and buffers
-    are reused as they are."""
-    header = msgpack.unpackb(_bytes(frames[0])[SIGNATURE:])
+    """Received frames (from the delimiter on) as a new message: a new id and time, so
+    receivers do not take a deliberate resend for a replay. Content and buffers are reused."""
+    first = _bytes(frames[0])
+    size, apart = head(first)
+    header = msgpack.unpackb(first[HEAD:HEAD + size])
     header.update(id=msg_id, t=time.time())
-    h = pack(header)
-    return [DELIM, signer.sign(h, _buffer(frames[1])) + h, *frames[1:]]
+    if apart:
+        return _frames(signer, pack(header), frames[1], frames[2:])
+    return _frames(signer, pack(header), first[HEAD + size:], frames[1:])
 
 
 def decode(signer: Signer, frames: list, replay: Replay | None = None,
@@ -280,27 +308,32 @@ def decode(signer: Signer, frames: list, replay: Replay | None = None,
     sent more than `max_age` seconds ago (or as far in the future).
     """
     for i, frame in enumerate(frames):  # len() of a zmq frame makes no memoryview: cheaper
-        if len(frame) == len(DELIM) and _bytes(frame) == DELIM:
-            break
+        if HEAD < len(frame) <= HEAD + MAX_HEADER + INLINE:
+            first = _bytes(frame)
+            if first[:len(DELIM)] == DELIM:
+                break
     else:
         raise BadMessage("no protocol delimiter")
     route = [_bytes(f) for f in frames[:i]] if i else []
-    body = frames[i + 1:]
-    if len(body) < 2:
-        raise BadMessage(f"truncated message: {len(body)} frames after the delimiter, need 2")
-    signed, content = _bytes(body[0]), body[1]
-    if not SIGNATURE < len(signed) <= SIGNATURE + MAX_HEADER:
-        raise BadMessage("malformed signature and header frame")
-    header_bytes = signed[SIGNATURE:]
-    if not signer.verify(signed[:SIGNATURE], header_bytes, _buffer(content)):
+    body = frames[i:]
+    size, apart = head(first)
+    if apart:
+        if len(body) < 2:
+            raise BadMessage("truncated message: its content frame is missing")
+        content, buffers = body[1], body[2:]
+        signed = signer.verify(first[len(DELIM):HEAD - 4], first[HEAD - 4:], _buffer(content))
+    else:
+        content, buffers = first[HEAD + size:], body[1:]
+        signed = signer.verify(first[len(DELIM):HEAD - 4], memoryview(first)[HEAD - 4:])
+    if not signed:
         raise BadMessage("bad signature")
+    header_bytes = first[HEAD:HEAD + size]
     try:
         header = msgpack.unpackb(header_bytes)
     except Exception as exc:
         raise BadMessage(f"header is not msgpack: {exc}") from None
     if not isinstance(header, dict) or header.get("kind") not in KINDS:
         raise BadMessage(f"unknown message kind {header.get('kind') if isinstance(header, dict) else header!r}")
-    buffers = body[2:]
     if (buffers or "buffers" in header) and [len(_buffer(b)) for b in buffers] != header.get("buffers"):
         raise BadMessage("buffer lengths differ from those signed in the header")
     if "direct" in header:

@@ -31,7 +31,8 @@ HEARTBEAT_MS = 1000
 HEARTBEAT_TIMEOUT_MS = 5000
 # engines' connections: thousands of them, whose liveness the controller judges by their own
 # beats; libzmq's pings each way every second would keep an I/O thread busy (40,000 a second
-# at 10,000 engines) and, when it falls behind, cut connections that are fine
+# at 10,000 engines) and, when it falls behind, cut connections that are fine. An engine pings
+# its one connection every 10 s; the controller's end pings none (see `router`)
 ENGINE_HEARTBEAT = (10_000, 60_000)
 LISTEN_BACKLOG = 4096
 
@@ -162,7 +163,8 @@ class Context:
 
     def router(self, ip: str, curve_secret: str | None = None, max_message_size: int = -1,
                port: int | None = None, io_thread: int = 0,
-               heartbeat: tuple[int, int] = (HEARTBEAT_MS, HEARTBEAT_TIMEOUT_MS)) -> tuple[zmq.Socket, str]:
+               heartbeat: tuple[int, int] | None = (HEARTBEAT_MS, HEARTBEAT_TIMEOUT_MS)
+               ) -> tuple[zmq.Socket, str]:
         """A ROUTER bound to a free port on `ip`; returns it and its URL.
 
         A peer sending a frame over `max_message_size` bytes is disconnected before the frame
@@ -173,6 +175,13 @@ class Context:
         stream_engine_base.cpp). Peers are admitted by key; each peer's messages are read in turn.
         Its connections are served by the context's I/O thread `io_thread`, and pinged every
         `heartbeat[0]` ms (dropped after `heartbeat[1]` ms without an answer).
+
+        With `heartbeat=None` a connection has no libzmq timer at all: no pings and no handshake
+        deadline (the kernel's TCP keepalive finds a vanished peer). For thousands of peers:
+        libzmq cancels a timer by walking every timer of its I/O thread (O(timers),
+        `poller_base_t::cancel_timer`), once per connection at the end of its handshake and at
+        the first message after each ping, so at 10,000 connections each of those costs a walk
+        of 10,000-30,000 timers (registration O(connections²)).
         """
         sock = self._socket(zmq.ROUTER)
         sock.setsockopt(zmq.AFFINITY, 1 << io_thread)
@@ -180,8 +189,15 @@ class Context:
         # thousands of engines connect at once: libzmq's backlog of 100 drops their SYNs, and
         # each retries after 1, 3, 7 s... (the kernel caps it at net.core.somaxconn)
         sock.setsockopt(zmq.BACKLOG, LISTEN_BACKLOG)
-        sock.setsockopt(zmq.HEARTBEAT_IVL, heartbeat[0])
-        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, heartbeat[1])
+        if heartbeat is None:
+            sock.setsockopt(zmq.HANDSHAKE_IVL, 0)
+            sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+            sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, 60)
+            sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, 10)
+            sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, 3)
+        else:
+            sock.setsockopt(zmq.HEARTBEAT_IVL, heartbeat[0])
+            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, heartbeat[1])
         sock.setsockopt(zmq.MAXMSGSIZE, max_message_size)
         return sock, self._bind(sock, ip, curve_secret, port)
 

@@ -28,14 +28,23 @@ def test_wrong_key_is_refused():
         decode(Signer(b"k" * 32), frames())
 
 
-@pytest.mark.parametrize("index", [1, 2])  # the signature with the header, the content
-def test_a_changed_byte_in_a_signed_frame_is_refused(index):
-    sent = frames()
+@pytest.mark.parametrize("content", [b"payload", b"p" * protocol.INLINE])  # one frame, or two
+@pytest.mark.parametrize("where", ["signature", "header", "content"])
+def test_a_changed_byte_in_a_signed_frame_is_refused(content, where):
+    sent = frames(content=content)
+    index, at = {"signature": (0, len(DELIM)), "header": (0, protocol.HEAD),
+                 "content": (len(sent) - 1, -1)}[where]
     tampered = bytearray(sent[index])
-    tampered[-1] ^= 1
+    tampered[at] ^= 1
     sent[index] = bytes(tampered)
     with pytest.raises(BadMessage, match="bad signature"):
         decode(Signer(KEY), sent)
+
+
+def test_a_small_message_is_one_frame_and_large_content_its_own_frame_never_copied():
+    small, large = frames(content=b"c" * 100), frames(content=bytearray(protocol.INLINE))
+    assert len(small) == 1 and bytes(decode(Signer(KEY), small).content) == b"c" * 100
+    assert len(large) == 2 and decode(Signer(KEY), large).content is large[1]
 
 
 def test_added_or_dropped_buffers_are_refused():
@@ -48,7 +57,9 @@ def test_added_or_dropped_buffers_are_refused():
 
 def test_truncated_and_undelimited_messages_are_refused():
     with pytest.raises(BadMessage, match="truncated"):
-        decode(Signer(KEY), frames()[:2])
+        decode(Signer(KEY), frames(content=b"c" * protocol.INLINE)[:1])
+    with pytest.raises(BadMessage, match="bad signature"):
+        decode(Signer(KEY), [frames()[0][:-1]])
     with pytest.raises(BadMessage, match="delimiter"):
         decode(Signer(KEY), [b"a", b"b", b"c"])
 
@@ -58,13 +69,17 @@ def test_a_signed_header_of_an_unknown_kind_is_refused():
         decode(Signer(KEY), frames({"kind": "format_disk", "id": "x"}))
     signer = Signer(KEY)
     h = msgpack.packb([1, 2, 3])
+    signed = len(h).to_bytes(4, "little") + h
     with pytest.raises(BadMessage, match="unknown message kind"):
-        decode(signer, [DELIM, signer.sign(h, b"") + h, b""])
+        decode(signer, [DELIM + signer.sign(signed) + signed])
 
 
 def test_signature_covers_the_split_between_header_and_content():
-    signer = Signer(KEY)
-    assert signer.sign(b"ab", b"c") != signer.sign(b"a", b"bc")
+    sent = bytearray(frames()[0])  # the header's size, one less: its last byte as content's
+    size = int.from_bytes(sent[protocol.HEAD - 4:protocol.HEAD], "little")
+    sent[protocol.HEAD - 4:protocol.HEAD] = (size - 1).to_bytes(4, "little")
+    with pytest.raises(BadMessage, match="bad signature"):
+        decode(Signer(KEY), [bytes(sent)])
 
 
 def test_short_keys_are_refused():
@@ -132,12 +147,11 @@ def test_a_result_record_round_trips_and_refuses_a_bad_status():
 
 
 @pytest.mark.parametrize("size", [16, 32, 64, 65, 200])  # keys longer than a block are hashed
-def test_the_signature_is_hmac_sha256_of_the_length_the_header_and_the_content(size):
+def test_the_signature_is_hmac_sha256_of_what_it_signs(size):
     import hashlib
     import hmac
 
     key = bytes(i * 7 % 256 for i in range(size))
-    for header, content in [(b"", b""), (b"ab", b"c"), (b"h" * 300, b"c" * 70_000)]:
-        expected = hmac.digest(key, len(header).to_bytes(8, "little") + header + content,
-                               hashlib.sha256)
-        assert Signer(key).sign(header, content) == expected
+    for parts in [(b"",), (b"ab", b"c"), (b"h" * 300, memoryview(b"c" * 70_000))]:
+        expected = hmac.digest(key, b"".join(parts), hashlib.sha256)
+        assert Signer(key).sign(*parts) == expected

@@ -48,6 +48,11 @@ def received(frames, key):
     return msg.header, msg.buffers
 
 
+def content_of(frames) -> bytes:
+    """The content of a small message: in its first frame, after the header."""
+    return frames[0][protocol.HEAD + protocol.head(frames[0])[0]:]
+
+
 # -- the mechanism, in one process ------------------------------------------------------------
 
 def test_a_buffer_is_one_file_with_a_private_name_per_reader_gone_once_mapped(local_host, tmp_path):
@@ -57,7 +62,7 @@ def test_a_buffer_is_one_file_with_a_private_name_per_reader_gone_once_mapped(lo
     content, buffers = serialize.dumps(array)
     frames = protocol.encode(protocol.Signer(key), {"kind": "apply", "id": "x"}, content,
                              buffers, (host, [host.token, other]))
-    assert [len(f) for f in frames[3:]] == [0]  # nothing of the array in the message
+    assert [len(f) for f in frames[1:]] == [0]  # nothing of the array in the message
     names = ours(tmp_path, key, "s")
     assert len(names) == 2 and {n.rsplit(".", 1)[1] for n in names} == {host.token, other}
     inodes = {os.stat(tmp_path / n).st_ino for n in names}
@@ -65,11 +70,11 @@ def test_a_buffer_is_one_file_with_a_private_name_per_reader_gone_once_mapped(lo
     assert all(stat.S_IMODE(os.stat(tmp_path / n).st_mode) == 0o600 for n in names)
 
     header, buffers = received(frames, key)
-    first = serialize.loads(frames[2], buffers)
+    first = serialize.loads(content_of(frames), buffers)
     assert ours(tmp_path, key, "s") == [n for n in names if n.endswith(other)]  # ours is gone
     host.token, mine = other, host.token  # now read as the other process would
     try:
-        second = serialize.loads(frames[2], received(frames, key)[1])
+        second = serialize.loads(content_of(frames), received(frames, key)[1])
     finally:
         host.token = mine
     assert ours(tmp_path, key, "s") == []  # every reader mapped it: no name left
@@ -84,7 +89,7 @@ def test_a_held_mapping_sent_back_unwritten_is_the_same_file_and_written_a_copy(
     try:
         frames = protocol.encode(protocol.Signer(key), {"kind": "apply", "id": "y"},
                                  *serialize.dumps(np.arange(MB, dtype=np.float64)), (host, [host.token]))
-        array = serialize.loads(frames[2], received(frames, key)[1])
+        array = serialize.loads(content_of(frames), received(frames, key)[1])
         assert ours(tmp_path, key, "s") == [] and len(ours(tmp_path, key, "h")) == 1  # held
         held = os.stat(tmp_path / ours(tmp_path, key, "h")[0]).st_ino
 
@@ -93,7 +98,7 @@ def test_a_held_mapping_sent_back_unwritten_is_the_same_file_and_written_a_copy(
                                      *serialize.dumps(array), (host, [host.token]))
             name = ours(tmp_path, key, "s")[0]
             inode = os.stat(tmp_path / name).st_ino
-            return inode, serialize.loads(frames[2], received(frames, key)[1])
+            return inode, serialize.loads(content_of(frames), received(frames, key)[1])
 
         inode, back = sent_back()
         assert inode == held and host.relinked == 1 and np.array_equal(back, array)  # no copy
@@ -116,7 +121,7 @@ def test_a_segment_swept_between_open_and_rename_is_mapped_all_the_same(local_ho
             os.unlink(path)
             raise FileNotFoundError(path)
         monkeypatch.setattr(shm.os, "rename", swept)
-        array = serialize.loads(frames[2], received(frames, key)[1])
+        array = serialize.loads(content_of(frames), received(frames, key)[1])
         assert array[-1] == MB - 1 and ours(host.dir, key) == ours(host.dir, key, "p")
     finally:
         host.hold = False
@@ -140,20 +145,20 @@ def test_a_segment_read_twice_or_forged_is_refused_before_unpickling(local_host,
     content, buffers = serialize.dumps(np.zeros(MB, np.uint8))
     frames = protocol.encode(signer, {"kind": "result", "id": "y"}, content, buffers,
                              (host, [host.token]))
-    serialize.loads(frames[2], received(frames, key)[1])
+    serialize.loads(content_of(frames), received(frames, key)[1])
     with pytest.raises(SerializationError, match="is gone: it was read already"):
-        serialize.loads(frames[2], received(frames, key)[1])
+        serialize.loads(content_of(frames), received(frames, key)[1])
     for name in ("../../etc/passwd", shm.prefix(key) + "s../x", "ipc-zz"):
         header = {"kind": "result", "id": "z", "segments": [[0, 10, name]]}
         forged = protocol.encode(signer, header, content, [b""])
         with pytest.raises(protocol.BadMessage, match="bad shared-memory segments"):
             protocol.decode(signer, forged)
-    header = msgpack.unpackb(frames[1][protocol.SIGNATURE:])
+    header = msgpack.unpackb(frames[0][protocol.HEAD:protocol.HEAD + protocol.head(frames[0])[0]])
     header["segments"][0][1] = 5  # a size the file does not have: refused, and the name removed
     frames = protocol.encode(signer, header, content, [b""])
     os.close(os.open(tmp_path / f"{header['segments'][0][2]}.{host.token}", os.O_CREAT, 0o600))
     with pytest.raises(SerializationError, match="not as signed"):
-        serialize.loads(frames[2], received(frames, key)[1])
+        serialize.loads(content_of(frames), received(frames, key)[1])
     assert ours(tmp_path, key, "s") == []
 
 
@@ -163,7 +168,7 @@ def test_a_small_buffer_stays_in_the_message_and_a_full_directory_falls_back_onc
     small = np.zeros(shm.THRESHOLD // 2, np.uint8)
     frames = protocol.encode(protocol.Signer(key), {"kind": "apply", "id": "a"},
                              *serialize.dumps(small), (host, [host.token]))
-    assert len(frames[3]) == small.nbytes and ours(tmp_path, key, "s") == []
+    assert len(frames[1]) == small.nbytes and ours(tmp_path, key, "s") == []
     real = os.statvfs
     monkeypatch.setattr(os, "statvfs", lambda path: os.statvfs_result(  # as if it were full
         (*real(path)[:4], 0, *real(path)[5:])))
@@ -172,7 +177,7 @@ def test_a_small_buffer_stays_in_the_message_and_a_full_directory_falls_back_onc
         big = np.full(2 * MB, i, np.uint8)
         frames = protocol.encode(protocol.Signer(key), {"kind": "apply", "id": f"b{i}"},
                                  *serialize.dumps(big), (host, [host.token]))
-        assert np.array_equal(serialize.loads(frames[2], received(frames, key)[1]), big)
+        assert np.array_equal(serialize.loads(content_of(frames), received(frames, key)[1]), big)
     assert [r.message.count("has no room") for r in caplog.records] == [1]
     assert host.fallbacks == 3 and ours(tmp_path, key, "s") == []
 

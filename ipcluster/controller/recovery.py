@@ -58,7 +58,7 @@ def restore(ctl) -> None:
                     label=row["label"], key=row["key"],
                     submitted=row["submitted"], request=request, held=True)
         ctl.ledger.tasks[task.id] = task  # already in the store
-        ctl.scheduler.submit(Pending(task.id, targets, resign(ctl.signer, request, ctl.ids())[1:]))
+        ctl.scheduler.submit(Pending(task.id, targets, resign(ctl.signer, request, ctl.ids())))
         count += 1
     log.info("restored: %d unfinished tasks will be sent again as engines register", count)
 
@@ -105,7 +105,7 @@ def retry(ctl, task: Task, eid: int, msg=None) -> bool:
         return True  # ipyparallel (without one it may run again where it failed)
     others = others or task.targets
     # a new message id: the engine it failed on may be the only one left
-    ctl.scheduler.submit(Pending(task.id, others, resign(ctl.signer, task.request, ctl.ids())[1:],
+    ctl.scheduler.submit(Pending(task.id, others, resign(ctl.signer, task.request, ctl.ids()),
                                   task.priority))
     return True
 
@@ -144,7 +144,7 @@ def requeue(ctl, task: Task) -> None:
     engine that saw it before does not take it for a replay."""
     task.engine = None
     ctl.scheduler.submit(Pending(task.id, task.allowed,
-                                 resign(ctl.signer, task.request, ctl.ids())[1:], task.priority))
+                                 resign(ctl.signer, task.request, ctl.ids()), task.priority))
 
 
 def withdraw(ctl, engine, task_ids) -> list[str]:

@@ -43,7 +43,7 @@ from ipcluster.controller.graph import Graph
 from ipcluster.controller.scheduler import Pending, make_scheduler
 from ipcluster.errors import EngineError, ImpossibleDependency, RemoteError, TaskTimeout
 from ipcluster.protocol import (
-    DELIM, BadMessage, Drops, Ids, Replay, Result, Signer, decode, encode, kinds_for, pack,
+    BadMessage, Drops, Ids, Replay, Result, Signer, decode, encode, kinds_for, pack,
 )
 
 log = logging.getLogger("ipcluster.controller")
@@ -74,7 +74,7 @@ class Controller:
             options.ip, curve, options.max_message_size, ports[0])
         self.engines, engine_url = self.context.router(
             options.ip, curve, options.max_message_size, ports[1], io_thread=1,
-            heartbeat=transport.ENGINE_HEARTBEAT)
+            heartbeat=None)  # no timer per engine in libzmq (see transport.router)
         self.pub, pub_url = self.context.publisher(options.ip, curve, ports[2])
         location = options.location or (
             socket.gethostname() if options.ip in ("0.0.0.0", "*", "::") else options.ip)
@@ -280,10 +280,11 @@ class Controller:
     def fail(self, task: Task, error: RemoteError) -> None:
         """Finish `task` with an error made here (no such engine, engine died, aborted...)."""
         header = Result(task.id, task.engine, "error", completed=time.time()).header(self.ids())
-        frames = encode(self.signer, header, pack(error.to_wire()))[1:]
+        content = pack(error.to_wire())
+        frames = encode(self.signer, header, content)
         self.ledger.finish(task, frames, "error", None)
         if self.watch:
-            self.watch.finished(task, header, frames[1])
+            self.watch.finished(task, header, content)
         self.forward(task, frames)
         self.settle(self.graph.finished(task.id, False, task.engine))
 
@@ -313,7 +314,7 @@ class Controller:
         engine.tasks[task.id] = task.balanced
         if self.ledger.store is not None:
             self.ledger.store.sent(task)
-        if not self.post(self.engines, engine.identity, [DELIM, *frames]):
+        if not self.post(self.engines, engine.identity, frames):
             self.drop_engine(engine, "its connection is gone")
 
     def send_control(self, engine: Engine, request: dict) -> None:
@@ -324,7 +325,7 @@ class Controller:
         return self.post(self.clients, client, frames)
 
     def deliver(self, client: bytes, frames: list) -> None:
-        """Result or output frames (from DELIM on) to `client`; if it is away, they are kept
+        """Result or output frames (from the delimiter on) to `client`; if it is away, they are kept
         and sent when its next message arrives. Each is sent once: a client that was away
         asks, when back, for results it still lacks (the `sync` action)."""
         self.undelivered.send(self._to_client, client, frames)
@@ -332,7 +333,7 @@ class Controller:
     def forward(self, task: Task, frames: list) -> None:
         """Result or output frames of `task` to its client and every client waiting for it."""
         for client in task.watchers if task.held else (task.client, *task.watchers):
-            self.deliver(client, [DELIM, *frames])
+            self.deliver(client, frames)
 
     # -- scheduling ---------------------------------------------------------------------
 

@@ -45,16 +45,13 @@ def messages(rng: random.Random, key: bytes, side_effect: str, n: int):
             yield encode(forger, {"kind": "apply", "id": f"f{i}", "tasks": [f"t{i}"],
                                   "targets": None, "balanced": True}, content)
         elif sort == 3:  # truncated valid messages
-            yield valid[: rng.randrange(1, len(valid))]
+            yield [valid[0][: rng.randrange(1, len(valid[0]))]]
         elif sort == 4:  # replays of one valid message
             yield valid
         elif sort == 5:  # a flipped byte in a valid signed message
-            frames = list(valid)
-            j = rng.randrange(1, len(frames))
-            b = bytearray(frames[j]) or bytearray(b"\0")
+            b = bytearray(valid[0])
             b[rng.randrange(len(b))] ^= 1 << rng.randrange(8)
-            frames[j] = bytes(b)
-            yield frames
+            yield [bytes(b)]
         elif sort == 6:  # signed, of any kind, with fields of the wrong type (key holder bugs)
             header = {"kind": rng.choice(kinds), "id": f"s{i}",
                       rng.choice(["tasks", "targets", "parent", "engine", "balanced"]):
