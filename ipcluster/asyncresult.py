@@ -64,18 +64,12 @@ class AsyncResult(concurrent.futures.Future):
     def _task_done(self, task) -> None:
         if self._owner and self._client is not None:
             self._client._futures.pop(task.task_id, None)
-        if self._remaining == 1 and len(self._tasks) == 1:  # one task: its outcome is this
-            self._order.append(task)  # result's, with no count to keep under a lock
-            self._remaining = 0
-            error = task.exception()
-            errors = [] if error is None else [error]
-        else:
-            with self._lock:
-                self._order.append(task)
-                self._remaining -= 1
-                if self._remaining:
-                    return
-            errors = [t.exception() for t in self._tasks if t.exception() is not None]
+        with self._lock:
+            self._order.append(task)
+            self._remaining -= 1
+            if self._remaining:
+                return
+        errors = [t.exception() for t in self._tasks if t.exception() is not None]
         if self._cancel_queued and errors and all(_never_started(e) for e in errors):
             # cancelled before it started (Executor.shutdown(cancel_futures=True)), as a
             # stdlib future: cancelled() is True and result() raises CancelledError
@@ -117,7 +111,7 @@ class AsyncResult(concurrent.futures.Future):
         """
         try:
             if not return_exceptions:
-                return self.result(timeout)
+                return self.result(self._receive(timeout))
             if not self._wait(timeout):
                 raise TimeoutError(f"result not ready after {timeout} s")
         except KeyboardInterrupt:
@@ -158,12 +152,17 @@ class AsyncResult(concurrent.futures.Future):
         if timeout is not None and timeout < 0:
             timeout = None  # ipyparallel's -1 means forever
         if return_when == concurrent.futures.ALL_COMPLETED:
-            concurrent.futures.wait([self], timeout)
+            concurrent.futures.wait([self], self._receive(timeout))
             return self.done()
         done, _ = concurrent.futures.wait(self._tasks, timeout, return_when)
         parts = dict(zip(self._tasks, self.split()))
         return ({parts[t] for t in self._tasks if t in done},
                 {parts[t] for t in self._tasks if t not in done})
+
+    def _receive(self, timeout: float | None) -> float | None:
+        """Wait receiving in this thread (`Session.wait_for`); returns the time left."""
+        done = self._client is None or self.done()
+        return timeout if done else self._client._session.wait_for(self, timeout)
 
     def interrupt(self) -> None:
         """What Ctrl-C in `get` or `wait` does: stop exactly the unfinished work of this result

@@ -1,7 +1,8 @@
 """Client API layer: a client's session with the controller: its sockets, IO thread and tables.
 
 One IO thread receives: on a DEALER to the controller (results, output and replies, in the
-order the controller forwarded them) and a SUB for events (engines coming and going, the
+order the controller forwarded them; while a calling thread waits for a result, that thread
+receives on the DEALER instead: `receiver.Receiver`) and a SUB for events (engines coming and going, the
 controller's beat). A user thread sends its requests on that DEALER itself (`sender.Sender`,
 over `wire.Wire`: a lock around every use of the socket; the IO thread waits on its notifier):
 no hand-off to another thread per request. If the
@@ -28,6 +29,7 @@ import warnings
 from ipcluster import batch, direct, serialize, shm, transport
 from ipcluster.wire import Wire
 from ipcluster.links import Links
+from ipcluster.receiver import ASIDE, DRAIN, POLL, Receiver
 from ipcluster.sender import Sender
 from ipcluster.task import TaskFuture
 from ipcluster.errors import ClientClosed, ControllerLost, RemoteError, SerializationError, from_wire
@@ -36,7 +38,6 @@ from ipcluster.protocol import (
 )
 
 log = logging.getLogger("ipcluster.client")
-DRAIN = 1000  # messages taken from the DEALER at most at once; more: look again at once
 
 
 
@@ -70,6 +71,8 @@ class Session:
         # held while a task is registered and its request sent, so that a sync never lists a
         # task whose request would reach the controller after it
         self.submitting = threading.Lock()
+        self.receiver = Receiver(self.wire, self.context, f"client-{self.ids.session}-caller",
+                                 self.handle)
         self._stopping = threading.Event()
         self._io_ready = threading.Event()
         self._io = threading.Thread(target=self._io_loop, name="ipcluster-client-io", daemon=True)
@@ -83,8 +86,10 @@ class Session:
         self._stopping.set()
         if self._io.is_alive() and self._io is not threading.current_thread():
             self._io.join(timeout=5)
-        self.wire.detach()
+        with self.receiver.handling:  # a calling thread receiving takes nothing more
+            self.wire.detach()
         self._fail_all(ClientClosed("the client was closed before this result arrived"))
+        self.receiver.wait_idle()
         for task, *_ in self.links.pending.expired(0):  # results still waiting for their data
             task.set_exception(ClientClosed("the client was closed before this result arrived"))
         self.sender.discard_all()
@@ -111,7 +116,7 @@ class Session:
         reply = self._replies[msg_id] = concurrent.futures.Future()
         self.sender.send({"kind": kind, "id": msg_id}, pack(content) if content is not None else b"")
         try:
-            return reply.result(timeout)
+            return reply.result(self.wait_for(reply, timeout))
         except concurrent.futures.TimeoutError:
             raise ControllerLost(
                 f"no answer from the controller at {self.info.client_url} within {timeout} s "
@@ -140,6 +145,19 @@ class Session:
         if eid in self.engine_ids:
             self.set_engine_ids([e for e in self.engine_ids if e != eid])
 
+    def wait_for(self, future, timeout: float | None) -> float | None:
+        """Wait for `future` receiving on the DEALER in this thread if no other thread does
+        (`Receiver.wait_for`); returns what is left of `timeout`."""
+        if threading.current_thread() is self._io:
+            return timeout
+        return self.receiver.wait_for(future, timeout)
+
+    def handle(self, received: list) -> None:
+        """Handle messages received on the DEALER (the caller holds `receiver.handling`)."""
+        self._last_heard = time.monotonic()
+        for frames in received:
+            self._on_reply(frames)
+
     # -- the IO thread ----------------------------------------------------------------------
 
     def _io_loop(self) -> None:
@@ -153,11 +171,15 @@ class Session:
         connected = 0
         poller = transport.Poller(sub, inbox, monitor)
         self.wire.attach(dealer, poller)  # from now on used under its lock only
+        notifier, watching = transport.notifier(dealer), True
         self._io_ready.set()
-        received: list = []
+        received = 0
         try:
             while not self._stopping.is_set():
-                ready = poller.poll(0 if len(received) == DRAIN else 0.1)
+                if watching == self.receiver.caller_receives:  # the DEALER's notifier is the
+                    (poller.remove if watching else poller.add)(notifier)  # caller's, or ours
+                    watching = not watching
+                ready = poller.poll(0 if received == DRAIN else POLL if watching else ASIDE)
                 if monitor in ready:
                     was, connected = connected, connected + transport.connections(monitor)
                     if was and connected > was:  # connected again: find what we missed
@@ -167,20 +189,19 @@ class Session:
                         pass  # wake-ups: the messages are in `wire.queued`
                 with self.wire.lock:
                     self._send_outgoing(dealer, poller)
-                received = self.wire.take(DRAIN)  # handled with the lock let go: they may send
+                received = self.receiver.take()  # handled with the wire's lock let go: they send
                 for sock in self.links.readable(ready):
-                    for frames in transport.drain(sock):
-                        self._on_link(sock, frames)
-                if received:
-                    self._last_heard = time.monotonic()
-                    for frames in received:
-                        self._on_reply(frames)
+                    with self.receiver.handling:
+                        for frames in transport.drain(sock):
+                            self._on_link(sock, frames)
                 if sub in ready:
                     self._last_heard = time.monotonic()
                     for frames in transport.drain(sub):
                         self._on_event(frames)
+                self.receiver.wake_caller(dealer)
                 self._check_controller(dealer)
-                self.links.expire()
+                with self.receiver.handling:
+                    self.links.expire()
         except Exception as exc:  # surfaced to every caller waiting on this client
             log.exception("client IO thread failed")
             self.lost = f"the client's IO thread failed: {type(exc).__name__}: {exc}"

@@ -244,6 +244,9 @@ class Poller:
         """A socket, or the file descriptor of `notifier` (polled without touching its socket)."""
         self._poller.register(sock, zmq.POLLIN)
 
+    def remove(self, sock) -> None:
+        self._poller.unregister(sock)
+
     def poll(self, timeout_s: float | None) -> set:
         ms = None if timeout_s is None else max(0, int(timeout_s * 1000))
         return {sock for sock, _ in self._poller.poll(ms)}

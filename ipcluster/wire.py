@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import _signal  # the C module under `signal`: its calls take and return plain ints
 import collections
+import contextlib
 import signal
 import threading
 
@@ -50,6 +51,14 @@ class _HeldSignals:
             _signal.signal(signum, handler)
         for signum, frame in self.caught:
             self.saved[signum](signum, frame)
+
+
+def signals_held():
+    """A block in which, in the main thread, SIGINT and SIGTERM handlers run only at its end:
+    for work that must not stop half-way (handling a received message)."""
+    if threading.current_thread() is threading.main_thread():
+        return _HeldSignals()
+    return contextlib.nullcontext()
 
 
 class Wire:

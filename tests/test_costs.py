@@ -75,13 +75,16 @@ def test_no_thread_hand_off_per_task_in_the_client_or_the_engine(rc):
     engine's control thread to send for it (a wake-up happens only when a message was waiting
     on the socket as it sent, which a round trip at a time leaves to chance: beats, replies).
     The idle engine's main thread receives its next task itself: the control thread does not
-    receive it and hand it over."""
+    receive it and hand it over; and the calling thread waiting for the result receives it
+    itself, so the client's IO thread does not handle it and wake the caller."""
     engine = rc[0]
     engine.apply_sync(abs, -1)
     client_before, engine_before = rc._session.wire.wakeups, engine.apply_sync(engine_wakeups)
     handed_before = engine.apply_sync(engine_handed)
+    io_before = rc._session.receiver.io_handled
     for i in range(100):
         assert engine.apply_sync(abs, -i) == i
+    io_handled = rc._session.receiver.io_handled - io_before
     client_woke = rc._session.wire.wakeups - client_before
     engine_woke = engine.apply_sync(engine_wakeups) - engine_before - 1  # the query's own
     handed = engine.apply_sync(engine_handed) - handed_before
@@ -89,6 +92,10 @@ def test_no_thread_hand_off_per_task_in_the_client_or_the_engine(rc):
     # is waiting now and then as a thread sends
     assert client_woke <= 30 and engine_woke <= 30, (client_woke, engine_woke)
     assert handed <= 30, handed
+    # the calling thread waiting for its result receives it itself: the client's IO thread
+    # handles none of the 100 results (now and then a reply, or a result that came as it
+    # happened to look)
+    assert io_handled <= 30, io_handled
 
 
 def test_no_per_engine_scan_per_task():

@@ -19,7 +19,7 @@ LAYERS = [  # lowest first
     {"ipcluster.daskbridge", "ipcluster.joblib_backend",
      "ipcluster.asyncresult", "ipcluster.task", "ipcluster.records", "ipcluster.submission", "ipcluster.remotefunction", "ipcluster.views", "ipcluster.balanced", "ipcluster.client",
      "ipcluster.cluster", "ipcluster.engineset", "ipcluster.clustermanager", "ipcluster.blocking",
-     "ipcluster.controllerprocess", "ipcluster.executor", "ipcluster.session", "ipcluster.sender", "ipcluster.links", "ipcluster.partition",
+     "ipcluster.controllerprocess", "ipcluster.executor", "ipcluster.session", "ipcluster.sender", "ipcluster.receiver", "ipcluster.links", "ipcluster.partition",
      "ipcluster.imports", "ipcluster.dependency", "ipcluster.supervisor", "ipcluster.output",
      "ipcluster.progress", "ipcluster.dashboard.link",
      "ipcluster.display", "ipcluster.provenance"},

@@ -1,0 +1,95 @@
+"""Client API layer: who receives on a client's DEALER: its IO thread, or a calling thread that
+waits for a result (`Receiver.wait_for`), so the result wakes no other thread.
+
+While a calling thread waits, it receives on the DEALER itself and handles what comes, as the
+IO thread would; the IO thread then leaves the DEALER alone (it stops waiting on its notifier,
+and looks again every `ASIDE` seconds). One lock (`handling`) lets one thread at a time handle
+what was received, so it is handled in the order it came. Whoever sends on the DEALER may take
+in the notification of a message that came meanwhile (`wire.Wire`): the IO thread looks after
+each of its turns and wakes the receiving caller on an in-process channel.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from ipcluster import transport
+from ipcluster.wire import signals_held
+
+DRAIN = 1000  # messages taken from the DEALER at most at once; more: look again at once
+POLL = 0.1  # seconds a thread waits on its sockets before it looks around again
+ASIDE = 0.05  # the same for the IO thread while a calling thread receives on the DEALER
+
+
+class Receiver:
+    def __init__(self, wire, context, name: str, handle) -> None:
+        self.wire = wire  # the DEALER
+        # held by the thread handling what the DEALER received; reentrant, for a callback run
+        # by that thread that closes the client
+        self.handling = threading.RLock()
+        self.caller_receives = False  # a calling thread receives (set under `handling`)
+        self.io_handled = 0  # messages from the DEALER the IO thread handled
+        self._handle = handle  # handles a list of received messages
+        self._role = threading.Lock()  # held by the calling thread receiving
+        self._context, self._name = context, name
+        self._poller = self._inbox = self._outbox = None  # the calling thread's and its channel
+
+    def take(self) -> int:
+        """The IO thread: take and handle what the DEALER holds, unless a calling thread
+        receives; returns how many messages."""
+        with self.handling:
+            received = [] if self.caller_receives else self.wire.take(DRAIN)
+            if received:
+                self.io_handled += len(received)
+                self._handle(received)
+        return len(received)
+
+    def wait_for(self, future, timeout: float | None) -> float | None:
+        """A calling thread that waits for `future` receives on the DEALER while no other
+        calling thread does. Returns once `future` is done, or at once if another thread
+        receives (the future's own wait then waits); returns what is left of `timeout`."""
+        if not self._role.acquire(blocking=False):
+            return timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while not future.done():
+                with signals_held(), self.handling:  # Ctrl-C comes after, not half-way
+                    if self.wire.sock is None:
+                        break  # the client is closed
+                    if self._poller is None:
+                        self._inbox = self._context.inbox(self._name)
+                        self._poller = transport.Poller(self._inbox)
+                        self._poller.add(transport.notifier(self.wire.sock))
+                    self.caller_receives = True
+                    received = self.wire.take(DRAIN)
+                    if received:
+                        self._handle(received)
+                left = POLL if deadline is None else min(POLL, deadline - time.monotonic())
+                if future.done() or left <= 0:
+                    break
+                if self._inbox in self._poller.poll(0 if len(received) == DRAIN else left):
+                    for _ in transport.drain(self._inbox):
+                        pass  # wake-ups: what they announce is on the DEALER
+        finally:
+            self.caller_receives = False
+            self._role.release()
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+    def wake_caller(self, dealer) -> None:
+        """The IO thread, after each of its turns: a message the receiving caller was not told
+        of (a send took its notification in) is waiting: wake it."""
+        if not self.caller_receives:
+            return
+        with self.wire.lock:
+            waiting = transport.readable(dealer)
+        if waiting:
+            if self._outbox is None:
+                self._outbox = self._context.outbox(self._name)
+            transport.send(self._outbox, [b""])
+
+    def wait_idle(self) -> None:
+        """Closing: the calling thread receiving (whose future has failed) has left the
+        sockets alone."""
+        if self._role.acquire(timeout=2 * POLL):
+            self._role.release()
