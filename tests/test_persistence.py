@@ -27,11 +27,14 @@ def durable():
 
 
 def test_db_query_by_label_and_time(rc):
-    view = rc.load_balanced_view(label="q-test")
+    # a label of its own: the cluster is the module's, and a run of this test less than a
+    # second before (pytest-repeat runs it again at once) matches the same time window
+    label = f"q-test-{time.time_ns()}"
+    view = rc.load_balanced_view(label=label)
     t0 = time.time()
     ars = [view.apply_async(abs, -i) for i in range(5)]
     [ar.get(timeout=10) for ar in ars]
-    found = rc.db_query({"label": "q-test", "status": "ok", "submitted": {"$gte": t0 - 1}},
+    found = rc.db_query({"label": label, "status": "ok", "submitted": {"$gte": t0 - 1}},
                         keys=["msg_id", "engine_id"])
     assert sorted(r["msg_id"] for r in found) == sorted(ar.msg_ids[0] for ar in ars)
     assert rc.db_query({"label": {"$in": ["nope"]}}) == []
