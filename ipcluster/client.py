@@ -214,8 +214,9 @@ class Client(TaskRecords):
 
     def spin(self) -> None:
         """Take in what the controller has sent so far (ipyparallel's ``spin``). The IO thread
-        receives all the time; this is one round trip, so results sent before it returns
-        are in their AsyncResults, and the engine ids are current."""
+        (or a thread waiting for a result) receives all the time; this is one round trip, so
+        results sent before it returns are in their AsyncResults, and the engine ids are
+        current."""
         self._refresh_ids()
 
     def _refresh_ids(self) -> list[int]:
