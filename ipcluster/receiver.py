@@ -3,7 +3,8 @@ waits for a result (`Receiver.wait_for`), so the result wakes no other thread.
 
 While a calling thread waits, it receives on the DEALER itself and handles what comes, as the
 IO thread would; the IO thread then leaves the DEALER alone (it stops waiting on its notifier,
-and looks again every `ASIDE` seconds). One lock (`handling`) lets one thread at a time handle
+and looks again every `ASIDE` seconds; when the caller leaves with other threads still
+waiting, it wakes the IO thread to take over). One lock (`handling`) lets one thread at a time handle
 what was received, so it is handled in the order it came. Whoever sends on the DEALER may take
 in the notification of a message that came meanwhile (`wire.Wire`): the IO thread looks after
 each of its turns and wakes the receiving caller on an in-process channel.
@@ -11,6 +12,7 @@ each of its turns and wakes the receiving caller on an in-process channel.
 
 from __future__ import annotations
 
+import concurrent.futures
 import threading
 import time
 
@@ -32,6 +34,8 @@ class Receiver:
         self.io_handled = 0  # messages from the DEALER the IO thread handled
         self._handle = handle  # handles a list of received messages
         self._role = threading.Lock()  # held by the calling thread receiving
+        self._others = 0  # calling threads waiting on their futures while another receives
+        self._count = threading.Lock()  # guards `_others`
         self._context, self._name = context, name
         self._poller = self._inbox = self._outbox = None  # the calling thread's and its channel
 
@@ -47,11 +51,18 @@ class Receiver:
 
     def wait_for(self, future, timeout: float | None) -> float | None:
         """A calling thread that waits for `future` receives on the DEALER while no other
-        calling thread does. Returns once `future` is done, or at once if another thread
-        receives (the future's own wait then waits); returns what is left of `timeout`."""
-        if not self._role.acquire(blocking=False):
-            return timeout
+        calling thread does (else it waits on `future`, which the one receiving completes).
+        Returns once `future` is done, or at `timeout`, with what is left of it."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        with self._count:  # counted before trying: whoever leaves the role next sees us
+            self._others += 1
+        try:
+            if not self._role.acquire(blocking=False):
+                concurrent.futures.wait([future], timeout)  # completed by the one receiving
+                return None if deadline is None else max(0.0, deadline - time.monotonic())
+        finally:
+            with self._count:
+                self._others -= 1
         try:
             while not future.done():
                 with signals_held(), self.handling:  # Ctrl-C comes after, not half-way
@@ -74,6 +85,8 @@ class Receiver:
         finally:
             self.caller_receives = False
             self._role.release()
+            if self._others:  # they wait for what no thread watches now: the IO thread does
+                self.wire.wake()
         return None if deadline is None else max(0.0, deadline - time.monotonic())
 
     def wake_caller(self, dealer) -> None:

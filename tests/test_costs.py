@@ -98,6 +98,24 @@ def test_no_thread_hand_off_per_task_in_the_client_or_the_engine(rc):
     assert io_handled <= 30, io_handled
 
 
+def test_threads_waiting_while_another_receives_are_handed_to_the_io_thread(rc):
+    """One thread waiting in get() receives for every thread; another, waiting meanwhile, is
+    completed by it. When the receiving thread has its result and leaves while the other still
+    waits, it wakes the IO thread to watch the socket again (not left to its next look)."""
+    import threading
+
+    quick, slow = rc[0].apply_async(time.sleep, 0.2), rc[1].apply_async(time.sleep, 0.6)
+    receiving = threading.Thread(target=quick.get, kwargs={"timeout": 30})
+    receiving.start()
+    wait_until(lambda: rc._session.receiver.caller_receives, timeout=10)
+    woken, io_handled = rc._session.wire.wakeups, rc._session.receiver.io_handled
+    assert slow.get(timeout=30) is None  # waits on its future: the other thread receives
+    receiving.join(timeout=30)
+    assert quick.done()
+    assert rc._session.wire.wakeups > woken  # the receiving thread left and woke the IO thread
+    assert rc._session.receiver.io_handled > io_handled  # which took the slow result in
+
+
 def test_no_per_engine_scan_per_task():
     """Placing a task costs the same number of scheduler steps at 8 and at 1,000 engines."""
     def steps_per_task(engines: int, tasks: int = 2000) -> float:
