@@ -76,9 +76,9 @@ def test_a_batch_holding_what_cannot_be_batched_is_refused(header, error):
 def ctl():
     ctl = Controller("batches", ControllerOptions(), connection.new_key())
     ctl.wire = []  # (identity, frames) as they would have gone out; a peer named gone refuses
-    ctl._transmit = lambda sock, identity, frames: (
+    ctl.outbox.transmit = lambda sock, identity, frames: (
         not identity.startswith(b"gone") and (ctl.wire.append((identity, frames)) or True))
-    ctl.batching = True  # as in a turn of `serve`
+    ctl.outbox.batching = True  # as in a turn of `serve`
     yield ctl
     ctl.close()
 
@@ -106,7 +106,7 @@ def test_results_for_one_client_in_one_turn_go_as_one_message_in_order(ctl):
         finish(ctl, f"t{i}", b"client-a")
     finish(ctl, "u0", b"client-b")
     assert ctl.wire == []  # held until the turn's messages are handled
-    ctl.flush()
+    ctl.outbox.flush()
     assert [to for to, _ in ctl.wire] == [b"client-a", b"client-b"]
     assert received(ctl, b"client-a") == [(k, f"t{i}") for i in range(3) for k in ("output", "result")]
     assert ctl.traffic["batched"] == 8  # messages that went in batches (client-b: two)
@@ -118,17 +118,17 @@ def test_a_reply_to_a_client_goes_after_what_was_held_for_it(ctl):
         ctl.signer, {"kind": "control", "id": "sync-1"}, pack({}))]), "control_reply", {})
     assert received(ctl, b"client-a") == [("output", "t0"), ("result", "t0"),
                                           ("control_reply", "sync-1")]
-    assert ctl.held == {}
+    assert ctl.outbox.held == {}
 
 
 def test_a_batch_a_client_could_not_take_is_kept_in_order_for_when_it_is_back(ctl):
     finish(ctl, "t0", b"gone-client")
     finish(ctl, "t1", b"gone-client")
-    ctl.flush()
+    ctl.outbox.flush()
     kept = ctl.undelivered.by_client[b"gone-client"]
     assert [decode(ctl.signer, f).header["parent"] for f in kept] == ["t0", "t0", "t1", "t1"]
     finish(ctl, "t2", b"gone-client")  # behind them, not held
-    assert len(kept) == 6 and ctl.held == {}
+    assert len(kept) == 6 and ctl.outbox.held == {}
 
 
 def test_tasks_for_an_engine_that_is_gone_are_failed_over_as_a_single_send_would_be(ctl):
@@ -139,16 +139,16 @@ def test_tasks_for_an_engine_that_is_gone_are_failed_over_as_a_single_send_would
         ctl.ledger.add(task)
         ctl.send_task(task, ctl.registry.by_id[0], encode(ctl.signer, {"kind": "apply", "id": task.id}))
     assert ctl.registry.by_id  # held: not known to fail yet
-    ctl.flush()
+    ctl.outbox.flush()
     assert not ctl.registry.by_id  # dropped, and its tasks failed (no retries) to their client
     assert all(t.status == "error" for t in tasks)
     assert received(ctl, b"client-a") == [("result", "t0"), ("result", "t1")]
 
 
 def test_outside_the_loop_every_send_goes_at_once(ctl):
-    ctl.batching = False  # handlers called on their own, as the other controller tests do
+    ctl.outbox.batching = False  # handlers called on their own, as the other controller tests do
     finish(ctl, "t0", b"client-a")
-    assert len(ctl.wire) == 2 and ctl.held == {}
+    assert len(ctl.wire) == 2 and ctl.outbox.held == {}
 
 
 def test_a_message_with_buffers_is_never_held_and_goes_after_what_was(ctl):

@@ -157,7 +157,7 @@ def test_beats_answered_per_second_do_not_grow_with_every_beat(tmp_path):
     socket traffic (sends are recorded)."""
     ctl = Controller("costs", ControllerOptions(), connection.new_key())
     sent = []
-    ctl.send = lambda sock, identity, frames: sent.append(identity) or True
+    ctl.outbox.send = lambda sock, identity, frames: sent.append(identity) or True
     try:
         n = 500
         for eid in range(n):
@@ -178,19 +178,19 @@ def test_tasks_and_results_handled_in_one_turn_cost_one_message_per_peer(tmp_pat
     their own, as the loop calls them; what would go out is recorded."""
     ctl = Controller("costs", ControllerOptions(hwm=0), connection.new_key())
     out = []
-    ctl._transmit = lambda sock, identity, frames: out.append((identity, len(frames))) or True
+    ctl.outbox.transmit = lambda sock, identity, frames: out.append((identity, len(frames))) or True
     try:
         for eid in range(2):
             ctl.registry.add(f"engine-{eid}".encode(), eid, "h", eid)
             ctl.scheduler.add_engine(eid)
             ctl.graph.engine_added(eid)
         ids, tasks = Ids(), [f"t{i}" for i in range(40)]
-        ctl.batching = True  # as in `serve`
+        ctl.outbox.batching = True  # as in `serve`
         for task in tasks:
             header = Apply([task], None, True).header(ids())
             ctl._handle(ctl.clients, [b"client", *encode(ctl.signer, header, b"call")],
                         server.CLIENT_KINDS)
-        ctl.flush()
+        ctl.outbox.flush()
         assert sorted(out) == [(b"engine-0", 1), (b"engine-1", 1)]  # one frame each
         out.clear()
         for task in tasks:
@@ -198,7 +198,7 @@ def test_tasks_and_results_handled_in_one_turn_cost_one_message_per_peer(tmp_pat
             header = Result(task, eid, "ok").header(ids())
             ctl._handle(ctl.engines, [f"engine-{eid}".encode(), *encode(ctl.signer, header, b"r")],
                         server.ENGINE_KINDS)
-        ctl.flush()
+        ctl.outbox.flush()
         assert out == [(b"client", 1)]
         assert ctl.traffic["batched"] == 80
     finally:
@@ -285,7 +285,7 @@ def test_beats_a_second_stay_bounded_however_many_engines_register():
     beats the controller hears a second stay near that rate, and the silence limits stretch."""
     ctl = Controller("costs", ControllerOptions(max_beat_rate=1000), connection.new_key())
     replies = []
-    ctl.send = lambda sock, identity, frames: replies.append(unpack(decode(ctl.signer, [identity, *frames]).content)) or True
+    ctl.outbox.send = lambda sock, identity, frames: replies.append(unpack(decode(ctl.signer, [identity, *frames]).content)) or True
     try:
         n = 10_000
         for eid in range(n):
@@ -319,7 +319,7 @@ def test_finding_silent_engines_looks_at_the_silent_ones_only():
 def test_silence_is_counted_only_up_to_when_the_controller_had_read_everything():
     """A controller behind on its queue cannot tell silence from its own backlog."""
     ctl = Controller("costs", ControllerOptions(), connection.new_key())
-    ctl.send = lambda *args: True
+    ctl.outbox.send = lambda *args: True
     try:
         engine = ctl.registry.add(b"e0", 0, "h")
         heard = engine.last_seen

@@ -77,9 +77,9 @@ def beat(ctl, msg) -> None:
             engine.answered = now
             ctl.registry.tell_beat(engine, interval)
             header = {"kind": "beat", "id": ctl.ids()}
-            ctl.send(ctl.engines, msg.route[0], encode(ctl.signer, header, pack({"beat": interval})))
+            ctl.outbox.send(ctl.engines, msg.route[0], encode(ctl.signer, header, pack({"beat": interval})))
     elif ctl.restored:  # an engine of the controller we took over from: welcome it back
-        ctl.send(ctl.engines, msg.route[0],
+        ctl.outbox.send(ctl.engines, msg.route[0],
                  encode(ctl.signer, {"kind": "reregister", "id": ctl.ids()}))
     # else: an engine we dropped hears nothing, and exits
 

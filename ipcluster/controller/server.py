@@ -18,7 +18,7 @@ send and schedule (the handlers per kind: `client_messages.py`, `engine_messages
 - The controller publishes a beat with the engine ids every `beat_interval`, so clients notice
   new engines and a controller that is gone.
 - Within one turn of the loop, the buffer-less results and output for one client, and the
-  buffer-less tasks for one engine, are held and sent as one ``batch`` message (`batch.py`)
+  buffer-less tasks for one engine, are held and sent as one ``batch`` message (`outbox.py`)
   when the turn's messages are handled; anything else sent to that peer sends them first, so
   each peer gets everything in the order it was sent.
 """
@@ -32,10 +32,11 @@ import socket
 import time
 from collections import Counter
 
-from ipcluster import batch, connection, shm, transport
+from ipcluster import connection, shm, transport
 from ipcluster.controller import client_messages, engine_messages, liveness, memory, recovery
 from ipcluster.controller.provenance import Provenance
 from ipcluster.controller.watch import Watch
+from ipcluster.controller.outbox import Outbox
 from ipcluster.controller.ledger import Ledger, Task, Undelivered
 from ipcluster.controller.reader import Reader
 from ipcluster.controller.registry import Engine, Registry
@@ -100,8 +101,7 @@ class Controller:
         self.received: Counter = Counter()  # accepted messages by kind: a machine-free cost measure
         self.received_from: dict[bytes, Counter] = {}  # ... by client (the last 1000 clients)
         self.traffic: Counter = Counter()  # messages and frames in and out (not events)
-        self.batching = False  # in `serve`: hold messages to send in batches (`post`, `flush`)
-        self.held: dict[tuple, list] = {}  # (socket, identity) -> messages for its next batch
+        self.outbox = Outbox(self.signer, self.ids, self.traffic, self._lost)  # batches in `serve`
         self._next_beat = 0.0
         self.caught_up = time.monotonic()  # when nothing from engines was left unread
         self._next_trim = 0.0
@@ -113,12 +113,12 @@ class Controller:
 
     def serve(self, should_stop) -> None:
         poller = transport.Poller(self.clients, self.engines, self.reader.inbox)
-        self.batching = True
+        self.outbox.batching = True
         try:
             self._serve(poller, should_stop)
         finally:
-            self.batching = False
-            self.flush()
+            self.outbox.batching = False
+            self.outbox.flush()
 
     def _serve(self, poller, should_stop) -> None:
         while not should_stop() and not self.stopping:
@@ -134,7 +134,7 @@ class Controller:
                 for frames in transport.drain(self.engines, DRAIN):
                     self._handle(self.engines, frames, ENGINE_KINDS)
                     read += 1
-                self.flush()  # results to their clients, and the tasks they freed room for
+                self.outbox.flush()  # results to their clients, and the tasks they freed room for
                 if read < DRAIN:  # nothing left unread: what engines sent by then is in
                     self.caught_up = polled
             else:
@@ -166,7 +166,7 @@ class Controller:
                     memory.trim()
             if self.watch:
                 self.watch.tick(self, now)
-            self.flush()
+            self.outbox.flush()
 
     def close(self) -> None:
         self.reader.close()
@@ -225,53 +225,18 @@ class Controller:
             counts = self.received_from[client] = Counter()
         counts[kind] += 1
 
-    def send(self, sock, identity: bytes, frames: list) -> bool:
-        """Send `frames` to `identity` now, after the messages held for it (False: it is gone)."""
-        if self.held and (sock, identity) in self.held:
-            self._release(sock, identity, self.held.pop((sock, identity)))
-        return self._transmit(sock, identity, frames)
-
-    def post(self, sock, identity: bytes, frames: list) -> bool:
-        """`send`, but in `serve` a message without buffers is held for a batch (`flush`, which
-        also does what a failed send would have made the caller do)."""
-        if self.batching and batch.batchable(frames):
-            self.held.setdefault((sock, identity), []).append(frames)
-            return True
-        return self.send(sock, identity, frames)
-
-    def flush(self) -> None:
-        """Send what is held, a batch per peer (or the message alone if it is one)."""
-        while self.held:
-            sock, identity = key = next(iter(self.held))
-            self._release(sock, identity, self.held.pop(key))
-
-    def _release(self, sock, identity: bytes, messages: list) -> None:
-        many = len(messages) > 1
-        self.traffic["batched"] += many and len(messages)
-        if self._transmit(sock, identity, batch.pack(self.signer, self.ids(), messages)
-                          if many else messages[0]):
-            return
-        if sock is self.clients:  # results and output: kept, in order, until it is back
+    def _lost(self, sock, identity: bytes, messages: list) -> None:
+        """What a held batch could not deliver: a client's results and output are kept, in
+        order, until it is back; an engine's tasks go elsewhere with the engine dropped."""
+        if sock is self.clients:
             for frames in messages:
                 self.undelivered.send(_unsent, identity, frames)
-        elif (engine := self.registry.by_identity.get(identity)) is not None:  # tasks
+        elif (engine := self.registry.by_identity.get(identity)) is not None:
             self.drop_engine(engine, "its connection is gone")
-
-    def _transmit(self, sock, identity: bytes, frames: list) -> bool:
-        self.traffic["messages_out"] += 1
-        self.traffic["frames_out"] += len(frames) + 1
-        try:
-            transport.send(sock, [identity, *frames])
-            return True
-        except transport.ZMQError as exc:
-            if not transport.is_unreachable(exc):
-                raise
-            log.info("peer %r is gone; message not delivered", identity)
-            return False
 
     def reply(self, sock, msg, kind: str, content: dict) -> None:
         header = {"kind": kind, "id": self.ids(), "parent": msg.header.get("id")}
-        self.send(sock, msg.route[0], encode(self.signer, header, pack(content)))
+        self.outbox.send(sock, msg.route[0], encode(self.signer, header, pack(content)))
 
     def publish(self, content: dict) -> None:
         header = {"kind": "event", "id": self.ids()}
@@ -314,15 +279,15 @@ class Controller:
         engine.tasks[task.id] = task.balanced
         if self.ledger.store is not None:
             self.ledger.store.sent(task)
-        if not self.post(self.engines, engine.identity, frames):
+        if not self.outbox.post(self.engines, engine.identity, frames):
             self.drop_engine(engine, "its connection is gone")
 
     def send_control(self, engine: Engine, request: dict) -> None:
         header = {"kind": "control", "id": self.ids()}
-        self.send(self.engines, engine.identity, encode(self.signer, header, pack(request)))
+        self.outbox.send(self.engines, engine.identity, encode(self.signer, header, pack(request)))
 
     def _to_client(self, client: bytes, frames: list) -> bool:
-        return self.post(self.clients, client, frames)
+        return self.outbox.post(self.clients, client, frames)
 
     def deliver(self, client: bytes, frames: list) -> None:
         """Result or output frames (from the delimiter on) to `client`; if it is away, they are kept

@@ -75,7 +75,7 @@ class Watch:
         self.tasks, self.output, self.skipped = [], [], 0
         for identity in list(self.watchers):
             header = {"kind": "event", "id": ctl.ids()}
-            if not ctl.send(ctl.clients, identity, encode(ctl.signer, header, content)):
+            if not ctl.outbox.send(ctl.clients, identity, encode(ctl.signer, header, content)):
                 del self.watchers[identity]
         self.batches += 1
 

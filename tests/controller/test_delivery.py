@@ -36,7 +36,7 @@ def test_a_result_finished_while_its_client_is_away_arrives_once_when_it_is_back
         rc.close()  # the client goes away with its task running
         ctl = served.ctl
         probe = encode(ctl.signer, {"kind": "event", "id": ctl.ids()}, pack({}))
-        wait_until(lambda: not served.call(lambda: ctl.send(ctl.clients, identity, probe)))
+        wait_until(lambda: not served.call(lambda: ctl.outbox.send(ctl.clients, identity, probe)))
         flag.touch()  # the task finishes while nobody can receive its result
         wait_until(lambda: served.call(lambda: len(ctl.undelivered.by_client.get(identity, ()))) == 2)
 

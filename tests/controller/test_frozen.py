@@ -95,7 +95,7 @@ def test_a_frozen_engine_leaves_the_busy_ones_alone_and_every_task_runs_once(cap
                 by_identity[identity].inbox.append(frames)
             return True
 
-        ctl.send = send  # engines as if connected; the client's results are not looked at
+        ctl.outbox.send = send  # engines as if connected; the client's results are not looked at
         client, n = Ids(), 30
         tasks = [f"t{i}" for i in range(n)]
         for task in tasks:  # map(f, range(30), chunksize=1) with retries=1

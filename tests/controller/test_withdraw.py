@@ -80,7 +80,7 @@ def test_a_task_held_by_an_engine_back_after_a_restart_is_asked_back_from_the_on
         ctl.scheduler.submit(Pending("t", None, [b"frame"]))
         other = ctl.registry.add(b"engine-1", 1001, "here", 1)
         ctl.scheduler.add_engine(1)
-        ctl.send = lambda sock, identity, frames: True  # engines as if connected
+        ctl.outbox.send = lambda sock, identity, frames: True  # engines as if connected
         asked = []
         ctl.send_control = lambda engine, request: asked.append((engine.id, request))
         ctl.dispatch()
@@ -114,7 +114,7 @@ def test_a_retried_task_given_back_stays_off_the_engine_it_failed_on():
             ctl.scheduler.add_engine(eid)
             ctl.graph.engine_added(eid)
         sent = []  # (engine id, frames) of each task sent
-        ctl.send = lambda sock, identity, frames: sent.append((identity, frames)) or True
+        ctl.outbox.send = lambda sock, identity, frames: sent.append((identity, frames)) or True
         ids = Ids()
 
         def say(sock, identity, header, content, kinds):
