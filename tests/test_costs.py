@@ -72,30 +72,35 @@ def engine_handed() -> int:
 def test_no_thread_hand_off_per_task_in_the_client_or_the_engine(rc):
     """The calling thread sends its request on the client's socket itself and the engine's main
     thread sends the result itself: a round trip wakes neither the client's IO thread nor the
-    engine's control thread to send for it (a wake-up happens only when a message was waiting
-    on the socket as it sent, which a round trip at a time leaves to chance: beats, replies).
-    The idle engine's main thread receives its next task itself: the control thread does not
-    receive it and hand it over; and the calling thread waiting for the result receives it
-    itself, so the client's IO thread does not handle it and wake the caller."""
-    engine = rc[0]
+    engine's control thread to send for it. The idle engine's main thread receives its next
+    task itself: the control thread does not receive it and hand it over; and the calling
+    thread waiting for the result receives it itself, so the client's IO thread does not
+    handle it and wake the caller.
+
+    A hand-off still happens when a message came as a thread sent (the send took its
+    notification in, so the sender wakes the other thread): a reply, a beat's answer, or,
+    with the process descheduled between its send and that check (a loaded machine), the
+    answer to what it sent. So the round trips run in batches of 20, and the quietest batch
+    counts: a hand-off per task would be 20 in every batch."""
+    engine, session = rc[0], rc._session
     engine.apply_sync(abs, -1)
-    client_before, engine_before = rc._session.wire.wakeups, engine.apply_sync(engine_wakeups)
-    handed_before = engine.apply_sync(engine_handed)
-    io_before = rc._session.receiver.io_handled
-    for i in range(100):
-        assert engine.apply_sync(abs, -i) == i
-    io_handled = rc._session.receiver.io_handled - io_before
-    client_woke = rc._session.wire.wakeups - client_before
-    engine_woke = engine.apply_sync(engine_wakeups) - engine_before - 1  # the query's own
-    handed = engine.apply_sync(engine_handed) - handed_before
-    # a hand-off per task would be 100 each; under load a message (a reply, a beat's answer)
-    # is waiting now and then as a thread sends
-    assert client_woke <= 30 and engine_woke <= 30, (client_woke, engine_woke)
-    assert handed <= 30, handed
-    # the calling thread waiting for its result receives it itself: the client's IO thread
-    # handles none of the 100 results (now and then a reply, or a result that came as it
-    # happened to look)
-    assert io_handled <= 30, io_handled
+
+    def costs() -> tuple:
+        handed, woke = engine.apply_sync(engine_handed), engine.apply_sync(engine_wakeups)
+        return session.wire.wakeups, woke, handed, session.receiver.io_handled
+
+    batches = []
+    for _ in range(5):
+        before = costs()
+        for i in range(20):
+            assert engine.apply_sync(abs, -i) == i
+        batches.append([b - a for a, b in zip(before, costs())])
+    # each batch's counts include the two queries of `costs` (a wake-up or a hand-off each,
+    # at most), so at most 2 + 3 in the quietest batch
+    client_woke, engine_woke, handed, io_handled = (min(b[k] for b in batches) for k in range(4))
+    assert client_woke <= 5 and engine_woke <= 5, batches
+    assert handed <= 5, batches
+    assert io_handled <= 5, batches
 
 
 def test_threads_waiting_while_another_receives_are_handed_to_the_io_thread(rc):
