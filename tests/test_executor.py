@@ -23,6 +23,14 @@ def nap(seconds):
     return seconds
 
 
+def announced_nap(seconds):
+    """`nap`, saying first that it started (the client sees it as the task's data)."""
+    from ipcluster.datapub import publish_data
+
+    publish_data({"started": True})
+    return nap(seconds)
+
+
 def test_as_completed_yields_every_future_of_a_generator(rc):
     ex = rc.executor()
     done = list(concurrent.futures.as_completed(ex.submit(square, i) for i in range(100)))
@@ -79,9 +87,9 @@ def test_map_yields_results_as_they_arrive_and_closing_it_aborts_the_rest(rc):
     ex.shutdown()
 
 
-def _outcomes(executor, seconds: float, n: int, started) -> tuple[set, int]:
+def _outcomes(executor, seconds: float, n: int, started, f=nap) -> tuple[set, int]:
     """What shutdown(cancel_futures=True) leaves: each future's state, and how many ran."""
-    futures = [executor.submit(nap, seconds) for _ in range(n)]
+    futures = [executor.submit(f, seconds) for _ in range(n)]
     wait_until(lambda: started(futures))  # the first ones run, the rest wait their turn
     executor.shutdown(wait=True, cancel_futures=True)
     states = {"cancelled" if f.cancelled() else "result" if f.exception() is None else "error"
@@ -95,8 +103,10 @@ def test_shutdown_cancel_futures_cancels_pending_ones_and_lets_running_ones_fini
     with concurrent.futures.ThreadPoolExecutor(len(rc.ids)) as pool:
         expected, _ = _outcomes(pool, 1.0, n, lambda fs: sum(f.running() for f in fs) == len(rc.ids))
     ex = rc.executor()
-    states, ran = _outcomes(ex, 1.0, n, lambda fs: all(
-        e["state"] == "busy" for e in rc.engine_info().values()))
+    # started on every engine, not only sent to it ("busy" in engine_info): a task sent but not
+    # started when the cancel comes is rightly cancelled
+    states, ran = _outcomes(ex, 1.0, n, lambda fs: sum(
+        bool(f.data.get("started")) for f in fs) == len(rc.ids), announced_nap)
     assert states == expected == {"cancelled", "result"}  # no error: nothing interrupted
     assert len(rc.ids) <= ran < n
     with pytest.raises(RuntimeError, match="after shutdown"):
