@@ -46,6 +46,38 @@ threading.Event().wait()
 """
 
 
+class Peak:
+    """The highest RSS of `process`, sampled every `every` seconds from now until `stop`."""
+
+    def __init__(self, process: psutil.Process, every: float) -> None:
+        self.process, self.every = process, every
+        self.highest = process.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.every):
+            self.highest = max(self.highest, self.process.memory_info().rss)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.highest
+
+
+def lowest_rss(process: psutil.Process, seconds: float) -> tuple[int, float]:
+    """The lowest RSS of `process` seen over `seconds`, and how many seconds in it was seen."""
+    t0 = time.monotonic()
+    lowest, when = process.memory_info().rss, 0.0
+    while time.monotonic() < t0 + seconds:
+        rss = process.memory_info().rss
+        if rss < lowest:
+            lowest, when = rss, time.monotonic() - t0
+        time.sleep(0.25)
+    return lowest, round(when, 1)
+
+
 def wait_for(condition, timeout: float, every: float = 0.1) -> bool:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -85,15 +117,7 @@ ctx.close(linger_ms=0)
 
 def peer_flood(rc, connection_file, controller, seconds: float, size: int) -> dict:
     """One key holder floods while a client keeps the controller busy with tasks."""
-    peak = [controller.memory_info().rss]
-    stop = threading.Event()
-
-    def watch():
-        while not stop.wait(0.05):
-            peak[0] = max(peak[0], controller.memory_info().rss)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
+    peak = Peak(controller, every=0.05)
     busy = rc.load_balanced_view().map_async(abs, range(200_000), chunksize=1)
     t0 = time.monotonic()
     out = subprocess.run([sys.executable, "-c", PEER, str(connection_file), str(seconds),
@@ -102,18 +126,11 @@ def peer_flood(rc, connection_file, controller, seconds: float, size: int) -> di
     read_by = time.monotonic() - t0
     busy.abort()
     assert wait_for(lambda: idle(rc), timeout=300, every=0.5), "the tasks did not finish"
-    stop.set()
-    watcher.join()
+    highest = peak.stop()
     rc.purge_results("all")
-    t1 = time.monotonic()  # the controller may still be reading what libzmq queued
-    lowest, when = controller.memory_info().rss, 0.0
-    while time.monotonic() < t1 + 60:
-        rss = controller.memory_info().rss
-        if rss < lowest:
-            lowest, when = rss, time.monotonic() - t1
-        time.sleep(0.25)
-    return {"peer_sent": sent, "size": size, "seconds": seconds, "peak": peak[0],
-            "after": lowest, "after_s": round(when, 1), "sent_per_s": round(sent / read_by)}
+    lowest, when = lowest_rss(controller, 60)  # it may still be reading what libzmq queued
+    return {"peer_sent": sent, "size": size, "seconds": seconds, "peak": highest,
+            "after": lowest, "after_s": when, "sent_per_s": round(sent / read_by)}
 
 
 def where(pid: int) -> dict:
@@ -134,15 +151,7 @@ def where(pid: int) -> dict:
 
 def surge(rc, connection_file, controller, tasks: int) -> dict:
     before = received(rc)
-    peak = [controller.memory_info().rss]
-    stop = threading.Event()
-
-    def watch():
-        while not stop.wait(0.1):
-            peak[0] = max(peak[0], controller.memory_info().rss)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
+    peak = Peak(controller, every=0.1)
     with tempfile.NamedTemporaryFile("w", suffix=".py") as script:
         script.write(CLIENTS)
         script.flush()
@@ -159,20 +168,13 @@ def surge(rc, connection_file, controller, tasks: int) -> dict:
     got = received(rc) - before
     assert wait_for(lambda: idle(rc), timeout=300, every=0.5), "the tasks did not finish"
     rc.purge_results("all")
-    stop.set()
-    watcher.join()
+    highest = peak.stop()
     # what is given back comes within seconds (every 5 s: a copy of what the surge left
     # scattered, malloc_trim; dead clients' backlogs are dropped after 2 s): the lowest RSS
     # seen over 30 s, the time the tests wait, and when it was seen
-    t0 = time.monotonic()
-    lowest, when = controller.memory_info().rss, 0.0
-    while time.monotonic() < t0 + 30:
-        rss = controller.memory_info().rss
-        if rss < lowest:
-            lowest, when = rss, time.monotonic() - t0
-        time.sleep(0.25)
-    return {"received": got, "submit_s": round(seconds, 1), "peak": peak[0], "after": lowest,
-            "after_s": round(when, 1)}
+    lowest, when = lowest_rss(controller, 30)
+    return {"received": got, "submit_s": round(seconds, 1), "peak": highest, "after": lowest,
+            "after_s": when}
 
 
 def main(argv=None) -> int:

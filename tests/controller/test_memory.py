@@ -10,6 +10,7 @@ import psutil
 import pytest
 
 import ipcluster as ipp
+from benchmarks.flood_memory import CLIENTS
 from ipcluster.controller.ledger import RECORD_BYTES, Ledger, Task, cost
 from tests.conftest import start_cluster, wait_until
 
@@ -48,18 +49,6 @@ def test_the_memory_ledger_counts_what_its_records_hold():
     assert all(cost(ledger.tasks[t]) > RECORD_BYTES + 800 for t in ledger.finished_ids())
 
 
-KILLED_CLIENTS = """
-import sys, threading, ipcluster
-def submit(rc):
-    view = rc.load_balanced_view()
-    while True:
-        view.apply_async(sum, list(range(2000)))
-clients = [ipcluster.Client(sys.argv[1], timeout=120) for _ in range(50)]
-for rc in clients:
-    threading.Thread(target=submit, args=(rc,), daemon=True).start()
-print("submitting", flush=True)
-threading.Event().wait()
-"""
 
 
 @pytest.mark.timeout(300)
@@ -76,7 +65,7 @@ def test_fifty_clients_killed_mid_submit_leave_the_controller_as_it_was(monkeypa
         view.map_sync(abs, range(100))  # warm
         start = rss(cluster)
         script = tmp_path / "clients.py"
-        script.write_text(KILLED_CLIENTS)
+        script.write_text(CLIENTS)  # the benchmark's 50 clients
         proc = subprocess.Popen([sys.executable, str(script), str(cluster.connection_file)],
                                 stdout=subprocess.PIPE, text=True)
         try:
