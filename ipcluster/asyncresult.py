@@ -237,17 +237,9 @@ class AsyncResult(concurrent.futures.Future):
     def metadata(self):
         return self._per_task([t.metadata for t in self._tasks])
 
-    @property
-    def stdout(self):
-        return self._per_task([t.metadata["stdout"] for t in self._tasks])
-
-    @property
-    def stderr(self):
-        return self._per_task([t.metadata["stderr"] for t in self._tasks])
-
-    @property
-    def engine_id(self):
-        return self._per_task([t.metadata["engine_id"] for t in self._tasks])
+    stdout = property(lambda self: self._per_task([t.metadata["stdout"] for t in self._tasks]))
+    stderr = property(lambda self: self._per_task([t.metadata["stderr"] for t in self._tasks]))
+    engine_id = property(lambda self: self._per_task([t.metadata["engine_id"] for t in self._tasks]))
 
     @property
     def progress(self) -> int:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import msgpack
 
 from ipcluster.protocol import (
-    HEAD, KINDS, BadMessage, Message, Replay, Signer, encode, head, pack as packed,
+    HEAD, BadMessage, Message, Replay, Signer, encode, head, pack as packed, parse_header,
 )
 
 KIND = "batch"
@@ -61,11 +61,11 @@ def unbatch(msg: Message, replay: Replay | None = None, dropped=None) -> list[Me
         if apart:
             raise BadMessage("batch: a batched message has its content in its one frame")
         try:
-            header = msgpack.unpackb(item[HEAD:HEAD + size])
-        except Exception as exc:
-            raise BadMessage(f"batch: a header is not msgpack: {exc}") from None
-        if not isinstance(header, dict) or header.get("kind") not in KINDS or header["kind"] == KIND:
-            raise BadMessage(f"batch: a message of kind {header!r:.60} cannot be batched")
+            header = parse_header(item[HEAD:HEAD + size])
+        except BadMessage as exc:
+            raise BadMessage(f"batch: a message that cannot be batched: {exc}") from None
+        if header["kind"] == KIND:
+            raise BadMessage("batch: a batch cannot be batched in another")
         if not isinstance(header.get("id"), str):
             raise BadMessage("batch: a message has no id")
         if any(k in header for k in ("buffers", "segments", "direct")):

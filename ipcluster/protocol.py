@@ -300,6 +300,17 @@ def resign(signer: Signer, frames: list, msg_id: str) -> list:
     return _frames(signer, pack(header), first[HEAD + size:], frames[1:])
 
 
+def parse_header(raw: bytes) -> dict:
+    """A signed header's bytes as a dict of a known kind; raises `BadMessage` otherwise."""
+    try:
+        header = msgpack.unpackb(raw)
+    except Exception as exc:
+        raise BadMessage(f"header is not msgpack: {exc}") from None
+    if not isinstance(header, dict) or header.get("kind") not in KINDS:
+        raise BadMessage(f"unknown message kind {header.get('kind') if isinstance(header, dict) else header!r}")
+    return header
+
+
 def decode(signer: Signer, frames: list, replay: Replay | None = None,
            max_age: float | None = None) -> Message:
     """Check and parse a received message; raises `BadMessage` before parsing anything unsigned.
@@ -327,13 +338,7 @@ def decode(signer: Signer, frames: list, replay: Replay | None = None,
         signed = signer.verify(first[len(DELIM):HEAD - 4], memoryview(first)[HEAD - 4:])
     if not signed:
         raise BadMessage("bad signature")
-    header_bytes = first[HEAD:HEAD + size]
-    try:
-        header = msgpack.unpackb(header_bytes)
-    except Exception as exc:
-        raise BadMessage(f"header is not msgpack: {exc}") from None
-    if not isinstance(header, dict) or header.get("kind") not in KINDS:
-        raise BadMessage(f"unknown message kind {header.get('kind') if isinstance(header, dict) else header!r}")
+    header = parse_header(first[HEAD:HEAD + size])
     if (buffers or "buffers" in header) and [len(_buffer(b)) for b in buffers] != header.get("buffers"):
         raise BadMessage("buffer lengths differ from those signed in the header")
     if "direct" in header:
