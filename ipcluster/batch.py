@@ -1,8 +1,9 @@
 """Messages layer: several messages for one receiver as one signed ``batch`` message.
 
 When one turn of the controller's loop has several results and output for one client, or
-several tasks for one engine, it sends them as one message: one send, one wake-up of each
-side's zmq thread and one signature check on receipt instead of one per message::
+several tasks for one engine, it sends them as one message (and a client its requests, an
+engine its results, when they queue up): one send, one wake-up of each side's zmq thread and
+one signature check on receipt instead of one per message::
 
     [DELIM | signature | size | batch header | content]
                                                  '- msgpack list, in order, of each

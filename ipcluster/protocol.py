@@ -46,13 +46,14 @@ class BadMessage(ValueError):
 @dataclass(frozen=True)
 class Kind:
     name: str
-    sender: str  # who sends it: client, controller, engine
+    sender: str  # who sends it: client, controller, engine (ANY: each of them)
     receivers: tuple  # who acts on it (a result goes to the controller, which forwards it on)
     content: str  # "pickle", "msgpack" or "none"
     doc: str
 
 
 C, E, K = "client", "engine", "controller"
+ANY = "any"  # a kind every peer sends
 DATA_PORT, LINKS = "data port", "links"  # the two ends of a direct link (engine, client)
 
 # Every kind of message, once. Each receiver has one table kind -> handler covering exactly the
@@ -86,8 +87,10 @@ KINDS = {k.name: k for k in [
          "shutdown on and asks engines to withdraw queued tasks"),
     Kind("control_reply", K, (C,), "msgpack", "the outcome of a control request"),
     Kind("error", K, (C,), "msgpack", "a signed request the controller could not accept"),
-    Kind("batch", K, (C, E), "msgpack", "several buffer-less messages for one client (results, "
-         "output) or one engine (tasks), signed once: `batch.py`"),
+    Kind("batch", ANY, (C, E, K), "msgpack", "several buffer-less messages from one peer to "
+         "another (requests from a client, results from an engine, results and output to a "
+         "client, tasks to an engine), signed once: `batch.py`; the receiver handles each as "
+         "if it came alone"),
     # on direct links between a client and an engine's data port (direct.py), not the controller
     Kind("link", C, (DATA_PORT, LINKS), "none",
          "a client opens a link to an engine's data port; the engine answers with a link"),
@@ -99,7 +102,7 @@ KINDS = {k.name: k for k in [
 def kinds_for(receiver: str, sender: str | None = None) -> set[str]:
     """The kinds `receiver` acts on (from `sender` only, if given)."""
     return {k.name for k in KINDS.values()
-            if receiver in k.receivers and (sender is None or k.sender == sender)}
+            if receiver in k.receivers and (sender is None or k.sender in (sender, ANY))}
 
 
 def _check(ok: bool, kind: str, field: str, expected: str, value) -> None:

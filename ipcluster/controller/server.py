@@ -20,7 +20,8 @@ send and schedule (the handlers per kind: `client_messages.py`, `engine_messages
 - Within one turn of the loop, the buffer-less results and output for one client, and the
   buffer-less tasks for one engine, are held and sent as one ``batch`` message (`outbox.py`)
   when the turn's messages are handled; anything else sent to that peer sends them first, so
-  each peer gets everything in the order it was sent.
+  each peer gets everything in the order it was sent. A ``batch`` from a client (requests) or
+  an engine (results) is unwrapped, and each message in it handled as if it came alone.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import socket
 import time
 from collections import Counter
 
-from ipcluster import connection, shm, transport
+from ipcluster import batch, connection, shm, transport
 from ipcluster.controller import client_messages, engine_messages, liveness, memory, recovery
 from ipcluster.controller.provenance import Provenance
 from ipcluster.controller.watch import Watch
@@ -196,12 +197,26 @@ class Controller:
         except BadMessage as exc:
             self.dropped(exc)  # unsigned, forged or replayed: never answered
             return
+        self.traffic["frames_in"] += len(frames)
+        if msg.kind != batch.KIND:
+            self._accept(sock, msg, allowed)
+            return
+        try:  # several messages of one peer, signed once: each handled as if it came alone
+            items = batch.unbatch(msg, self.replay, self.dropped)
+        except BadMessage as exc:
+            self.dropped(exc)
+            return
+        self.traffic["batches_in"] += 1
+        for item in items:
+            self._accept(sock, item, allowed)
+
+    def _accept(self, sock, msg, allowed: set) -> None:
+        """Handle one message whose signature and id were checked."""
         try:
             if msg.kind not in allowed:
                 raise BadMessage(f"{msg.kind!r} is not accepted on this socket")
             self.received[msg.kind] += 1
             self.traffic["messages_in"] += 1
-            self.traffic["frames_in"] += len(frames)
             if sock is self.clients:
                 self._count_from(msg.route[0], msg.kind)
             if sock is self.clients and self.undelivered.by_client:  # it is back: catch it up

@@ -1,0 +1,96 @@
+"""Batches into the controller: requests a client sent as one ``batch`` message, and results an
+engine sent as one, are each handled as if they came alone (socket-free: the handlers as the
+loop calls them, what would go out recorded)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ipcluster import batch, connection
+from ipcluster.controller import server
+from ipcluster.controller.main import ControllerOptions
+from ipcluster.controller.server import Controller
+from ipcluster.protocol import Apply, Ids, Result, decode, encode, unpack
+
+
+@pytest.fixture
+def ctl():
+    ctl = Controller("batches", ControllerOptions(hwm=0), connection.new_key())
+    ctl.out = []
+    ctl.outbox.transmit = lambda sock, identity, frames: ctl.out.append((identity, frames)) or True
+    for eid in range(2):
+        ctl.registry.add(f"engine-{eid}".encode(), eid, "h", eid)
+        ctl.scheduler.add_engine(eid)
+        ctl.graph.engine_added(eid)
+    yield ctl
+    ctl.close()
+
+
+def _batch(ctl, ids, messages):
+    return batch.pack(ctl.signer, ids(), [encode(ctl.signer, h, c) for h, c in messages])
+
+
+def _sent(ctl, identity):
+    """The messages sent to `identity`, batches unwrapped, decoded."""
+    out = []
+    for to, frames in ctl.out:
+        if to == identity:
+            msg = decode(ctl.signer, [to, *frames])
+            out += batch.unbatch(msg)
+    return out
+
+
+def test_a_clients_batch_of_requests_runs_each_and_refuses_only_the_bad_one(ctl):
+    ids = Ids()
+    good = [(Apply([f"t{i}"], None, True).header(ids()), b"call") for i in range(3)]
+    bad = ({**Apply(["bad"], None, True).header(ids()), "targets": "all"}, b"call")
+    ctl._handle(ctl.clients, [b"client", *_batch(ctl, ids, [good[0], bad, *good[1:]])],
+                server.CLIENT_KINDS)
+    ctl.outbox.flush()
+    assert ctl.traffic["batches_in"] == 1
+    assert all(ctl.ledger.get(f"t{i}").engine in (0, 1) for i in range(3))  # each sent
+    assert ctl.ledger.get("bad") is None
+    errors = [m for m in _sent(ctl, b"client") if m.kind == "error"]
+    assert len(errors) == 1 and unpack(errors[0].content)["tasks"] == ["bad"]
+    assert "targets" in unpack(errors[0].content)["evalue"]
+
+
+def test_a_batched_message_seen_before_is_dropped_and_the_rest_handled(ctl):
+    ids = Ids()
+    first = (Apply(["t0"], None, True).header(ids()), b"call")
+    ctl._handle(ctl.clients, [b"client", *_batch(ctl, ids, [first])], server.CLIENT_KINDS)
+    again = (Apply(["t1"], None, True).header(ids()), b"call")
+    dropped = ctl.dropped.count
+    ctl._handle(ctl.clients, [b"client", *_batch(ctl, ids, [first, again])], server.CLIENT_KINDS)
+    assert ctl.received["apply"] == 2  # t0 once, t1 once
+    assert ctl.dropped.count == dropped + 1
+    assert ctl.ledger.get("t1") is not None
+
+
+def test_a_kind_a_socket_does_not_take_is_refused_inside_a_batch_too(ctl):
+    ids = Ids()
+    forged = (Result("t0", 0, "ok").header(ids()), b"r")  # a result, from a client
+    ctl._handle(ctl.clients, [b"client", *_batch(ctl, ids, [forged])], server.CLIENT_KINDS)
+    assert ctl.received["result"] == 0
+    assert [m.kind for m in _sent(ctl, b"client")] == ["error"]
+
+
+def test_an_engines_batch_of_results_reaches_the_client_in_order(ctl):
+    ids = Ids()
+    tasks = [f"t{i}" for i in range(6)]
+    for task in tasks:
+        ctl._handle(ctl.clients, [b"client", *encode(ctl.signer, Apply([task], None, True)
+                                                      .header(ids()), b"call")], server.CLIENT_KINDS)
+    ctl.outbox.flush()
+    ctl.out.clear()
+    for eid in range(2):
+        mine = [t for t in tasks if ctl.ledger.get(t).engine == eid]
+        results = [(Result(t, eid, "ok").header(ids()), t.encode()) for t in mine]
+        ctl._handle(ctl.engines, [f"engine-{eid}".encode(), *_batch(ctl, ids, results)],
+                    server.ENGINE_KINDS)
+    ctl.outbox.flush()
+    got = _sent(ctl, b"client")
+    assert [bytes(m.content) for m in got] == [t.encode() for t in sorted(
+        tasks, key=lambda t: (ctl.ledger.get(t).engine, t))]
+    assert all(ctl.ledger.get(t).result is not None for t in tasks)
+    assert ctl.traffic["batches_in"] == 2 and ctl.received["result"] == 6
