@@ -13,21 +13,20 @@ import concurrent.futures
 import logging
 import signal
 import sys
-import threading
 import time
 
 from ipcluster import display
 from ipcluster.errors import (CompositeError, IpclusterError, RemoteError, TaskAborted,
                               TimeoutError)
 from ipcluster.output import ExecuteReply, Streaming, display_outputs
-from ipcluster.task import TaskFuture
+from ipcluster.task import Future, TaskFuture
 
 log = logging.getLogger("ipcluster.client")
 
 __all__ = ["AsyncResult", "AsyncMapResult", "AsyncHubResult"]
 
 
-class AsyncResult(concurrent.futures.Future):
+class AsyncResult(Future):
     """The pending result of a call: ``get()`` it, ``wait()`` for it, ``await`` it, iterate it.
 
     Ctrl-C while ``get()`` or ``wait()`` blocks stops this result's unfinished work before the
@@ -45,6 +44,8 @@ class AsyncResult(concurrent.futures.Future):
         them once they are done (as ipyparallel's): a long sweep does not pile them up in
         ``rc.results``."""
         super().__init__()
+        if len(tasks) == 1:
+            self.share(tasks[0])
         self._owner = owner
         self._cancel_queued = False  # set by ViewExecutor.shutdown(cancel_futures=True)
         self._tasks = tasks
@@ -53,9 +54,8 @@ class AsyncResult(concurrent.futures.Future):
         self._ordered = ordered
         self._reduce = reduce  # joins the values of the tasks, for gather and parallel calls
         self._tracker = tracker
-        self._lock = threading.Lock()
-        self._remaining = len(tasks)
-        self._order: list[TaskFuture] = []  # tasks in the order they finished
+        self._remaining = len(tasks)  # counted down under the future's own lock
+        self._order: list[TaskFuture] | None = None if ordered else []  # as they finished
         for task in tasks:
             task.add_done_callback(self._task_done)
         if not tasks:
@@ -64,12 +64,13 @@ class AsyncResult(concurrent.futures.Future):
     def _task_done(self, task) -> None:
         if self._owner and self._client is not None:
             self._client._futures.pop(task.task_id, None)
-        with self._lock:
-            self._order.append(task)
+        with self._condition:
+            if self._order is not None:
+                self._order.append(task)
             self._remaining -= 1
             if self._remaining:
                 return
-        errors = [t.exception() for t in self._tasks if t.exception() is not None]
+        errors = [e for e in map(TaskFuture.exception, self._tasks) if e is not None]
         if self._cancel_queued and errors and all(_never_started(e) for e in errors):
             # cancelled before it started (Executor.shutdown(cancel_futures=True)), as a
             # stdlib future: cancelled() is True and result() raises CancelledError
@@ -91,7 +92,7 @@ class AsyncResult(concurrent.futures.Future):
         return ExecuteReply(task.metadata) if task.cell else value
 
     def _finished(self) -> list[TaskFuture]:
-        return self._tasks if self._ordered else list(self._order)
+        return self._tasks if self._order is None else list(self._order)
 
     def _combine(self, values: list):
         if self._reduce is not None:

@@ -13,6 +13,7 @@ import hashlib
 import io
 import pickle
 import types
+import weakref
 from collections import ChainMap
 
 import cloudpickle
@@ -66,6 +67,7 @@ class _Pickled(bytes):
 
 _IMMUTABLE = (int, float, complex, str, bytes, bool, type(None), range)
 _cache: dict = {}  # (function, code, tokens of what it captured) -> _Pickled
+_names: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # code -> the globals it names
 CACHE_SIZE = 256
 
 
@@ -98,11 +100,16 @@ def _captured(f):
     names, its closure, its defaults), or None if any of it may change: then `f` is not cached."""
     if f.__dict__:
         return None
-    names = sorted(cloudpickle.cloudpickle._extract_code_globals(f.__code__))
-    try:
-        return (tuple((n, _token(f.__globals__[n])) for n in names if n in f.__globals__),
-                tuple(_token(c.cell_contents) for c in f.__closure__ or ()),
-                _token(f.__defaults__ or ()), _token(tuple((f.__kwdefaults__ or {}).items())))
+    code, names_of = f.__code__, _names
+    names = names_of.get(code)
+    if names is None:
+        names = names_of[code] = tuple(sorted(cloudpickle.cloudpickle._extract_code_globals(code)))
+    space, closure, defaults, kwdefaults = f.__globals__, f.__closure__, f.__defaults__, f.__kwdefaults__
+    try:  # each part looked at only if there is one: this runs for every call sent
+        return (tuple([(n, _token(space[n])) for n in names if n in space]) if names else (),
+                tuple([_token(c.cell_contents) for c in closure]) if closure else (),
+                _token(defaults) if defaults else (),
+                _token(tuple(kwdefaults.items())) if kwdefaults else ())
     except (_Mutable, ValueError):  # ValueError: an empty closure cell
         return None
 

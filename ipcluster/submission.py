@@ -52,10 +52,11 @@ class Submitter:
             tasks = [TaskFuture(session.ids(), label=label, size=sizes)]
         else:
             tasks = [TaskFuture(session.ids(), t, label=label, size=sizes) for t in targets]
-        for task in tasks:
-            task.cell = f is namespace.execute
-        deps = {name: Dependency.of(flags[name]).to_wire() if flags.get(name) is not None else None
-                for name in ("after", "follow")}  # plain data: {"ids": [...], "all", ...}
+        if f is namespace.execute:
+            for task in tasks:
+                task.cell = True
+        deps = {name: Dependency.of(flags[name]).to_wire()  # plain data: {"ids": [...], "all", ...}
+                for name in ("after", "follow") if flags.get(name) is not None}
         request = Apply(
             [t.task_id for t in tasks], targets, balanced, label=label, key=key,
             fn=fingerprint.qualified_name(fingerprint.user_function(f, args)),

@@ -6,18 +6,18 @@ from __future__ import annotations
 
 import concurrent.futures
 import pickle
-import threading
 import time
 from datetime import datetime, timezone
 
-__all__ = ["TaskFuture", "Metadata"]
+__all__ = ["TaskFuture", "Metadata", "Future"]
 
 
 TIMES = ("submitted", "started", "completed", "received")
+UTC = timezone.utc
 
 
 def _when(value):
-    return datetime.fromtimestamp(value, timezone.utc) if isinstance(value, (int, float)) else value
+    return datetime.fromtimestamp(value, UTC) if isinstance(value, (int, float)) else value
 
 
 class Metadata(dict):
@@ -33,6 +33,14 @@ class Metadata(dict):
 
     def __setitem__(self, key, value) -> None:
         super().__setitem__(key, _when(value) if key in TIMES else value)
+
+    @classmethod
+    def of(cls, fields: dict) -> "Metadata":
+        """Metadata holding `fields`, whose times are datetimes already (the hot path's way:
+        no key looked at)."""
+        md = cls()
+        dict.update(md, fields)
+        return md
 
     def update(self, *args, **kwargs) -> None:
         new = dict(*args, **kwargs)  # one dict update, the times made datetimes first: this
@@ -52,7 +60,37 @@ class Metadata(dict):
         return None if value is None else value.timestamp()
 
 
-class TaskFuture(concurrent.futures.Future):
+class Future(concurrent.futures.Future):
+    """A stdlib future whose lock and condition may be another's: a one-task `AsyncResult`
+    shares its task's (`share`), which leaves 8 objects fewer per task for the garbage
+    collector to walk. A wake-up may then be for the other one, so `result` and `exception`
+    wait until this one is done, where the stdlib's wait once."""
+
+    def share(self, other: "Future") -> None:
+        """Use `other`'s condition (before any thread waits on this one)."""
+        self._condition = other._condition
+
+    def _until_done(self, timeout: float | None) -> None:
+        if timeout is not None and timeout <= 0:
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._condition:
+            while not self.done():
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return
+                self._condition.wait(left)
+
+    def result(self, timeout: float | None = None):
+        self._until_done(timeout)
+        return super().result(0)
+
+    def exception(self, timeout: float | None = None):
+        self._until_done(timeout)
+        return super().exception(0)
+
+
+class TaskFuture(Future):
     """One task on one engine, with its metadata (timestamps, engine id, output)."""
 
     def __init__(self, task_id: str, engine_id: int | None = None, label: str | None = None,
@@ -62,19 +100,26 @@ class TaskFuture(concurrent.futures.Future):
         self.size = size  # items of a map this task computes, for progress
         self.cell = False  # a code cell (`execute`): its value is an ExecuteReply
         self.output_callbacks: list = []
-        self._output_lock = threading.Lock()
-        self.metadata = Metadata({
+        self.metadata = Metadata.of({
             "msg_id": task_id, "engine_id": engine_id, "engine_uuid": None, "status": "pending",
             "label": label,
-            "submitted": time.time(), "started": None, "completed": None, "received": None,
+            "submitted": datetime.now(UTC), "started": None, "completed": None, "received": None,
             "stdout": "", "stderr": "", "outputs": [], "execute_result": None, "data": {},
         })
+
+    def finish(self, fields: dict) -> None:
+        """The result's metadata (`fields`: times as floats or None), before it is set."""
+        for key in ("started", "completed", "received"):
+            value = fields.get(key)
+            if value is not None:
+                fields[key] = datetime.fromtimestamp(value, UTC)
+        dict.update(self.metadata, fields)
 
     def add_output(self, name: str, data, engine_id) -> None:
         """Called by the IO thread as output arrives, while the task runs: text of ``stdout``
         or ``stderr``, or a dict for ``display_data`` (kept in ``outputs``) and
         ``execute_result`` (a cell's ``Out`` value)."""
-        with self._output_lock:
+        with self._condition:  # the future's (reentrant) lock: one lock per task
             if name in ("stdout", "stderr"):
                 self.metadata[name] += data
             elif name == "execute_result":
@@ -93,7 +138,7 @@ class TaskFuture(concurrent.futures.Future):
     def add_output_callback(self, callback) -> None:
         """Call ``callback(task, name, data)`` for each output: first for what has already
         arrived (text, then display data, then the result), then as the rest arrives."""
-        with self._output_lock:
+        with self._condition:  # the future's (reentrant) lock: one lock per task
             md = self.metadata
             earlier = [(n, md[n]) for n in ("stdout", "stderr") if md[n]]
             earlier += [("display_data", d) for d in md["outputs"]]
