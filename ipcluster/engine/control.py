@@ -8,8 +8,9 @@ seconds of the task's start) and queues what comes for the main thread; one lock
 lets one thread at a time handle what was received, so it is handled in the order it came.
 The main thread sends each result on the socket itself, after the task's output (`wire.Wire`:
 a lock around every use of the socket; the receiving thread waits on its notifier): no
-hand-off per result. A result's data for a client's direct link is queued for this thread, and
-a result sent meanwhile queues behind it. It also acts on control messages while a task runs:
+hand-off per result; results of tasks queued back to back may go several in one message
+(`results.py`). A result's data for a client's direct link is queued for this thread, and a
+result sent meanwhile queues behind it. It also acts on control messages while a task runs:
 abort (skip a queued task, interrupt a running one), withdraw (give back queued tasks not yet
 started), signal, shutdown, and a task's time_limit (interrupted here; one that does not stop
 within `kill_grace` is reported and ended by the engine's watchdog process). If the controller
@@ -30,8 +31,9 @@ import uuid
 
 from ipcluster import batch, direct, fingerprint, shm, transport
 from ipcluster.engine.dataport import DataPort
+from ipcluster.engine.results import BEHIND, Results
 from ipcluster.engine.running import Running
-from ipcluster.wire import Wire
+from ipcluster.wire import Wire, signals_held
 from ipcluster.protocol import (
     Apply, BadMessage, Result, Drops, Ids, Replay, decode, encode, kinds_for, pack, unpack,
 )
@@ -56,6 +58,7 @@ class Control(threading.Thread):
         self.wire = Wire(context, RESULTS)  # the socket, used by this thread and the main one
         self.requested_id = requested_id
         self.ids = Ids()
+        self.results = Results(signer, self.ids, self.wire)  # held while tasks queue up
         self.replay = Replay()
         self.dropped = Drops(log)
         self.engine_id: int | None = None
@@ -100,6 +103,7 @@ class Control(threading.Thread):
             self.wire.send(encode(self.signer, header, content))  # until the message is whole
             return
         with self.wire.lock:
+            self._release(sock)
             self._put(sock, header, content)
 
     def _put(self, sock, header: dict, content=b"") -> None:
@@ -107,13 +111,26 @@ class Control(threading.Thread):
         header["id"] = self.ids()
         transport.send(sock, encode(self.signer, header, content))
 
-    def post(self, frames: list) -> None:
-        """From the main thread: a task's reply, sent after the task's output; a result's data
-        for a client's direct link (``[b"data", peer, ...]``) is queued for this thread."""
+    def post(self, frames: list, plain: bool = False) -> None:
+        """From the main thread: a task's reply, sent after the task's output and the results
+        held; `plain` (a result with no buffers) while `BEHIND` tasks are queued, it may
+        be held to go with theirs (`results.Results`). A result's data for a client's direct link
+        (``[b"data", peer, ...]``) is queued for this thread."""
         if frames[0] == b"data":
             self.wire.queue(frames)
-        else:
-            self.wire.send(frames, before=self._send_output)
+            return
+        if plain:
+            frames = self.results.hold(frames, self.tasks.qsize() >= BEHIND)
+            if frames is None:
+                return
+        self.wire.send(frames, before=self._release)
+
+    def flush(self) -> None:
+        """From the main thread: send the results held now (before it waits, or stops)."""
+        if self.results.messages:
+            with signals_held(), self.wire.lock:
+                if self.wire.sock is not None:
+                    self._release(self.wire.sock)
 
     def _register(self, sock) -> bool:
         self._send(sock, {"kind": "register"}, pack(self._facts(self.requested_id)))
@@ -157,9 +174,10 @@ class Control(threading.Thread):
         self.registered.set()
         next_beat = time.monotonic()
         received: list = []
+        wait = POLL  # shorter while results are held
         while not self._stopping.is_set():
             waiter = aside if self.main_receives else poller
-            ready = waiter.poll(0 if len(received) == DRAIN else POLL)
+            ready = waiter.poll(0 if len(received) == DRAIN else wait)
             with self.handling:
                 # handled with the wire's lock let go: they send
                 received = [] if self.main_receives else self.wire.take(DRAIN)
@@ -179,9 +197,10 @@ class Control(threading.Thread):
                     if frames[0] == b"data":  # a result's data, to its client's link
                         self.dataport.send(frames[1], frames[2:])
                         continue
-                    self._send_output(sock)  # a task's output before its result
+                    self._release(sock)  # a task's output, and the results held, before it
                     transport.send(sock, frames)
                 self._send_output(sock)
+                wait = self.results.look(sock, POLL)  # results held too long: sent
             self.watch.alive()  # the watchdog speaks for the engine when this stops
             if self.running.overdue():  # past kill_grace more, the watchdog ends the engine
                 self.running.interrupt(None, "timeout")
@@ -204,7 +223,7 @@ class Control(threading.Thread):
                 os.kill(os.getpid(), signal.SIGTERM)
                 break
         with self.wire.lock:
-            self._send_output(sock)
+            self._release(sock)
             self._put(sock, {"kind": "unregister"}, pack({"reason": self.stop_reason}))
 
     def _on_message(self, frames) -> None:
@@ -225,7 +244,7 @@ class Control(threading.Thread):
         try:
             return self.tasks.get_nowait()
         except queue.Empty:
-            pass
+            self.flush()  # no more tasks queued: what is held goes before the wait
         if self._main_poller is None:
             self._main_inbox = self.context.inbox(MAIN)
             self._main_poller = transport.Poller(self._main_inbox)
@@ -344,6 +363,11 @@ class Control(threading.Thread):
             os.kill(os.getpid(), signal.SIGTERM)
         else:
             raise BadMessage(f"unknown control action {action!r}")
+
+    def _release(self, sock) -> None:
+        """Output captured so far, then the results held (the caller holds `wire.lock`)."""
+        self._send_output(sock)
+        self.results.send(sock)
 
     def _send_output(self, sock) -> None:
         """Output captured so far (the caller holds `wire.lock`: what one thread took, it sends

@@ -79,7 +79,8 @@ class Engine:
             while (item := self.control.next_task()) is not STOP:
                 reply = self.run_task(*item)
                 if reply is not None:  # None: withdrawn before it started
-                    self._post(reply)
+                    self.control.post(*reply)
+            self.control.flush()  # results held while STOP was queued
         except SystemExit:
             log.info("engine %s stopping", self.control.engine_id)
         finally:
@@ -91,10 +92,8 @@ class Engine:
             return 1
         return 0
 
-    def _post(self, frames: list) -> None:
-        self.control.post(frames)
-
-    def run_task(self, task_id: str, msg) -> list | None:
+    def run_task(self, task_id: str, msg) -> tuple[list, bool] | None:
+        """The reply's frames, and whether it is plain (no buffers: it may go in a batch)."""
         header = msg.header
         eid = self.control.engine_id
         reply = Result(task_id, eid, "error", started=now(), engine_uuid=self.control.uuid)
@@ -144,13 +143,15 @@ class Engine:
         reply.prov = fingerprint.facts(function, msg.content, msg.buffers, content, buffers)
         return self._reply(reply, content, buffers, header)
 
-    def _reply(self, reply: Result, content, buffers, request=None) -> list:
+    def _reply(self, reply: Result, content, buffers, request=None) -> tuple[list, bool]:
         reply.completed = now()
         header = reply.header(self.control.ids())
-        shared = self._shared(request.get("shm_host")) if buffers and request else None
-        if buffers and request and shared is None:
+        if not buffers:
+            return encode(self.signer, header, content), True
+        shared = self._shared(request.get("shm_host")) if request else None
+        if request and shared is None:
             buffers = self._direct(header, buffers, request.get("link"))
-        return encode(self.signer, header, content, buffers, shared)
+        return encode(self.signer, header, content, buffers, shared), False
 
     def _direct(self, header: dict, buffers, peer) -> list:
         """The large buffers of a result to a client on another host go on its direct link
@@ -162,7 +163,7 @@ class Engine:
         kept, large = direct.split(header, buffers, shm.THRESHOLD)
         for fields, chunk in direct.chunks(large):
             data = {"kind": "data", "id": self.control.ids(), "parent": header["id"], **fields}
-            self._post([b"data", peer.encode(), *encode(self.signer, data, b"", [chunk])])
+            self.control.post([b"data", peer.encode(), *encode(self.signer, data, b"", [chunk])])
         return kept
 
     def _shared(self, client):

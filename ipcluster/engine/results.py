@@ -1,0 +1,92 @@
+"""Processes layer: an engine's results held back to go as one message while its tasks queue up.
+
+The main thread runs queued tasks back to back. A result with no buffers and its content in its
+one frame, finished while `BEHIND` tasks or more are queued, is held (`hold`); what is held goes
+as one ``batch`` message (`ipcluster.batch`): with the next result finished with fewer queued
+(so it is sent while the last queued task runs: a load-balanced view sends an engine more tasks
+as its results free slots, `hwm`, 2 by default, and results held until the queue is empty would
+leave the engine idle for a round trip after each batch: slower, and no cheaper), when `MOST`
+are held, when the oldest has waited `WAIT` seconds, before the main thread
+waits for a task or sends anything else, and before the engine unregisters. A long task that
+runs after short ones does not keep their results: the control thread sends what has waited
+`WAIT` seconds (`look`), and waits at most that long while results are held (the main thread
+wakes it when it holds a first result and the control thread would look too late). Whoever
+sends what is held sends the captured output first, so a task's output still goes before its
+result. All of it under the wire's lock: the held results are sent exactly once, in order.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from ipcluster import batch, transport
+
+BEHIND = 2  # tasks queued, at least, for a result to be held
+MOST = 64  # results held at most: then they go
+WAIT = 0.002  # seconds a result is held at most
+
+
+class Results:
+    def __init__(self, signer, ids, wire) -> None:
+        self.signer, self.ids, self.wire = signer, ids, wire
+        self.messages: list = []  # held, oldest first (under the wire's lock)
+        self.since = 0.0  # when the oldest was held (time.monotonic)
+        self.looks_at = math.inf  # when the control thread looks again, at the latest
+        self.sent = 0  # messages that carried plain results (cost measures)
+        self.carried = 0  # plain results they carried
+        self.overdue = 0  # messages the control thread sent: their oldest had waited `WAIT`
+
+    def hold(self, frames: list, more: bool) -> list | None:
+        """Main thread: hold a plain result while `more` tasks are queued (None), or return the
+        message to send now: this result alone (it cannot be batched, or messages queued for the
+        control thread go first), or with those held (no `more`, `MOST` of them, or the oldest
+        `WAIT` old)."""
+        if not batch.batchable(frames) or not (more or self.messages):
+            return self._alone(frames)
+        wake = False
+        with self.wire.lock:
+            if self.wire.queued or self.wire.sock is None:
+                return self._alone(frames)  # sent behind what is queued, in order
+            now = time.monotonic()
+            if not self.messages:
+                self.since = now
+                wake = self.looks_at > now + WAIT
+            self.messages.append(frames)
+            if not more or len(self.messages) >= MOST or now >= self.since + WAIT:
+                return self.take()
+        if wake:  # the control thread would look too late to send it in time
+            self.wire.wake()
+        return None
+
+    def _alone(self, frames: list) -> list:
+        self.sent += 1
+        self.carried += 1
+        return frames
+
+    def take(self) -> list | None:
+        """What is held, as one message, and nothing held any more (None: nothing was)."""
+        messages, self.messages = self.messages, []
+        if not messages:
+            return None
+        self.sent += 1
+        self.carried += len(messages)
+        return messages[0] if len(messages) == 1 else batch.pack(self.signer, self.ids(), messages)
+
+    def send(self, sock) -> None:
+        """Under the wire's lock, after the output: send what is held, if anything."""
+        if self.messages:
+            transport.send(sock, self.take())
+
+    def look(self, sock, longest: float) -> float:
+        """Control thread, under the wire's lock, after the output: send what is held if the
+        oldest has waited `WAIT`; returns how long it may wait before it looks again."""
+        now = time.monotonic()
+        if self.messages and now >= self.since + WAIT:
+            self.overdue += 1
+            transport.send(sock, self.take())
+        # whole milliseconds, rounded up: the poll's unit (rounded down, it would spin)
+        wait = min(longest, math.ceil((self.since + WAIT - now) * 1e3) / 1e3) \
+            if self.messages else longest
+        self.looks_at = now + wait
+        return wait
