@@ -144,6 +144,8 @@ class Graph:
         if task_id in self.open or task_id in self.outcomes:
             raise ValueError(f"task {task_id!r} was added already")
         self.open.add(task_id)
+        if after is None and follow is None:  # most tasks: nothing to wait for
+            return "ready", None
         w = _Waiter(task_id, after and _Need(after, False), follow and _Need(follow, True))
         for need in w.needs():
             for dep_id in need.dep.ids:
@@ -181,6 +183,8 @@ class Graph:
             self._unplace(waiter)
         place = engine if engine is not None and engine not in self.gone else None
         self._record(task_id, ok, place)
+        if task_id not in self.dependents:  # most tasks: nothing waits for this one
+            return []
         return self._propagate(deque([(task_id, ok, place)]))
 
     def forget(self, task_id: str) -> None:

@@ -272,6 +272,10 @@ class Scheduler:
 
     def ready(self) -> list[tuple[Pending, int]]:
         """Queued tasks that can be sent now, each with its engine, best first."""
+        if not self._queued:  # nothing to send (most calls, after each result of a burst)
+            self._fresh.clear()
+            self._freed.clear()
+            return []
         keys = self._fresh
         for eid in self._freed:
             keys |= self.keys_of.get(eid, set())
