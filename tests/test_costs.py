@@ -118,9 +118,9 @@ def test_results_of_tasks_queued_on_an_engine_come_several_in_a_message(rc):
     sent, carried = (sum(a[k] - b[k] for a, b in zip(sent_after, sent_before))
                      for k in ("sent", "carried"))
     assert carried == n + 2 * len(engines)  # the tasks, the gates and the first queries
-    assert sent <= carried / 8, (sent, carried)  # engines sent results in batches
+    assert sent <= carried / 4, (sent, carried)  # engines sent results in batches
     grew = {k: after["traffic"].get(k, 0) - before["traffic"].get(k, 0) for k in after["traffic"]}
-    assert after["received"]["result"] - before["received"]["result"] == carried
+    assert after["received"]["result"] - before["received"].get("result", 0) == carried
     # messages in that came inside batches (each has the routing id and one frame)
     assert grew["messages_in"] - grew["frames_in"] // 2 >= carried - sent, grew
 

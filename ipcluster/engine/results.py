@@ -18,6 +18,7 @@ result. All of it under the wire's lock: the held results are sent exactly once,
 from __future__ import annotations
 
 import math
+import threading
 import time
 
 from ipcluster import batch, transport
@@ -35,7 +36,7 @@ class Results:
         self.looks_at = math.inf  # when the control thread looks again, at the latest
         self.sent = 0  # messages that carried plain results (cost measures)
         self.carried = 0  # plain results they carried
-        self.overdue = 0  # messages the control thread sent: their oldest had waited `WAIT`
+        self.overdue = 0  # messages of them the control thread sent (the main thread was busy)
 
     def hold(self, frames: list, more: bool) -> list | None:
         """Main thread: hold a plain result while `more` tasks are queued (None), or return the
@@ -76,6 +77,7 @@ class Results:
     def send(self, sock) -> None:
         """Under the wire's lock, after the output: send what is held, if anything."""
         if self.messages:
+            self.overdue += threading.current_thread() is not threading.main_thread()
             transport.send(sock, self.take())
 
     def look(self, sock, longest: float) -> float:
@@ -83,8 +85,7 @@ class Results:
         oldest has waited `WAIT`; returns how long it may wait before it looks again."""
         now = time.monotonic()
         if self.messages and now >= self.since + WAIT:
-            self.overdue += 1
-            transport.send(sock, self.take())
+            self.send(sock)
         # whole milliseconds, rounded up: the poll's unit (rounded down, it would spin)
         wait = min(longest, math.ceil((self.since + WAIT - now) * 1e3) / 1e3) \
             if self.messages else longest

@@ -45,7 +45,7 @@ def test_a_result_held_is_not_kept_waiting_by_a_long_task_after_it(rc):
     assert not long.ready()  # its result is still seconds away
     assert long.get(timeout=30) is None and tail.get(timeout=30) == 6
     after = engine.apply_sync(results_sent)
-    assert after["overdue"] > before["overdue"]  # the held results went without the main thread
+    assert after["overdue"] > before["overdue"]  # the control thread sent the held results
 
 
 def test_output_of_each_task_still_comes_before_its_result_when_results_are_held(rc):
