@@ -53,6 +53,7 @@ class Receiver:
         """A calling thread that waits for `future` receives on the DEALER while no other
         calling thread does (else it waits on `future`, which the one receiving completes).
         Returns once `future` is done, or at `timeout`, with what is left of it."""
+        self.wire.flush()  # what this thread (or any) holds goes now: an answer is awaited
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._count:  # counted before trying: whoever leaves the role next sees us
             self._others += 1

@@ -16,13 +16,15 @@ from ipcluster.protocol import encode
 
 
 class Sender:
-    def __init__(self, signer, wire, shm_host, links, connection_file, ask_engines) -> None:
+    def __init__(self, signer, wire, shm_host, links, connection_file, ask_engines,
+                 tasks: dict) -> None:
         self.signer = signer
         self.wire = wire
         self.shm = shm_host  # None where there is no shared memory
         self.links = links  # direct links to the data ports of engines on other hosts
         self.connection_file = connection_file
         self.ask_engines = ask_engines  # engine ids -> what the controller says of each
+        self.tasks = tasks  # the session's unfinished tasks: while there are, requests may wait
         self._facts: dict[int, dict] = {}  # engine id -> its "shm" identity and "data" port URL
         self._segments: dict[str, list] = {}  # task id -> names its engine has yet to map
 
@@ -67,7 +69,17 @@ class Sender:
                 self._segments[task_id] = self.shm.names(header, reader)
         for message in data:
             self.to_io(message)
+        if not buffers and not track and len(frames) == 1 and self._busy(header):
+            self.wire.hold(frames)  # goes with the next ones, or as soon as this thread waits
+            return None
         return self.to_controller(frames, track=track)
+
+    def _busy(self, header: dict) -> bool:
+        """True while tasks sent earlier are unfinished (Nagle's rule: with work in flight, a
+        request may wait a moment for others to go with it; see `wire.Wire.hold`). A request
+        sent when nothing else is in flight goes at once: a round trip neither waits nor wakes
+        the IO thread."""
+        return len(self.tasks) > (len(header["tasks"]) if header["kind"] == "apply" else 0)
 
     def _engines(self, header: dict, buffers) -> list[dict] | None:
         """What the controller says of each engine of a direct request with large buffers."""

@@ -50,12 +50,15 @@ class Session:
         self.replay = Replay()
         self.ids = Ids()
         self.context = transport.Context(info.key_bytes)  # proves the key when it connects
-        self.wire = Wire(self.context, f"client-{self.ids.session}")  # the DEALER, any thread
+        # the DEALER, any thread; requests held in a burst go as one signed batch
+        self.wire = Wire(self.context, f"client-{self.ids.session}",
+                         lambda messages: batch.pack(self.signer, self.ids(), messages))
         self.shm = shm.host(info.key_bytes)  # None where there is no shared memory
         self.links = Links(self)  # direct links to the data ports of engines on other hosts
-        self.sender = Sender(self.signer, self.wire, self.shm, self.links, connection_file,
-                             lambda targets: self.request("query", {"targets": targets})["engines"])
         self.tasks: dict[str, TaskFuture] = {}  # unfinished tasks of this client
+        self.sender = Sender(self.signer, self.wire, self.shm, self.links, connection_file,
+                             lambda targets: self.request("query", {"targets": targets})["engines"],
+                             self.tasks)
         self._replies: dict[str, concurrent.futures.Future] = {}
         self.engine_ids: list[int] = []
         self.engines_version: int | None = None  # the controller's registry version they match
@@ -83,6 +86,7 @@ class Session:
         if self.closed:
             return
         self.closed = True
+        self.wire.flush()  # requests held to go together go, as each would have alone
         self._stopping.set()
         if self._io.is_alive() and self._io is not threading.current_thread():
             self._io.join(timeout=5)
@@ -187,6 +191,8 @@ class Session:
                 if inbox in ready:
                     for _ in transport.drain(inbox):
                         pass  # wake-ups: the messages are in `wire.queued`
+                if self.wire.held:  # let a thread that is submitting add to them first: it
+                    time.sleep(0)  # takes the GIL now if it wants it, else this thread goes on
                 with self.wire.lock:
                     self._send_outgoing(dealer, poller)
                 received = self.receiver.take()  # handled with the wire's lock let go: they send
@@ -208,9 +214,8 @@ class Session:
             self._fail_all(ControllerLost(self.lost))
 
     def _send_outgoing(self, dealer, poller) -> None:
-        """What user threads queued, in order (under `wire.lock`)."""
-        while self.wire.queued:
-            frames = self.wire.queued.popleft()
+        """What user threads queued or held, in order (under `wire.lock`)."""
+        for frames in self.wire.outgoing():
             if not self.links.on_request(frames, poller):
                 transport.send(dealer, frames)
 

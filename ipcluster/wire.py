@@ -10,6 +10,13 @@ arrived meanwhile; the sender then wakes the owner with a one-frame message on i
 in-process socket (`wake`), as it does for what it queues. A message sent while others are
 queued goes behind them, so each thread's messages keep their order.
 
+Requests that come in a burst go several to a message, without a timer (Nagle's idea): a
+one-frame message may be `hold`-en instead of sent; the first one held wakes the owner once.
+Whoever sends next sends everything held first, in order, as one message (`pack`, the
+client's signed ``batch``): the owner when it runs (it takes them with what was queued), a
+thread about to wait for an answer (`flush`), any `send` or `queue`, or the holder itself once
+`HOLD` messages or `HOLD_BYTES` are held. What is held is always the tail of what is to go.
+
 A message is sent frame by frame, and Python runs signal handlers between two calls: Ctrl-C
 (or SIGTERM) in the main thread half-way through a message would leave it open, and the next
 message, whoever sends it, would be sent as its tail. So in the main thread a send holds the
@@ -28,6 +35,8 @@ from ipcluster import transport
 
 WAKE = [b""]
 HELD = (signal.SIGINT, signal.SIGTERM)
+HOLD = 128  # messages held at most: then the one holding sends them
+HOLD_BYTES = 256 * 1024
 
 
 class _HeldSignals:
@@ -62,9 +71,12 @@ def signals_held():
 
 
 class Wire:
-    def __init__(self, context, inbox_name: str) -> None:
+    def __init__(self, context, inbox_name: str, pack=None) -> None:
         self.lock = threading.Lock()
         self.queued: collections.deque = collections.deque()  # for the owner to send, in order
+        self.held: list = []  # one-frame messages to go together, after `queued` (`hold`)
+        self.held_bytes = 0
+        self.pack = pack  # one-frame messages -> the frames of one message carrying them
         self.sock = None  # None until `attach`, and again after `detach`
         self.wakeups = 0  # of the owner by other threads: a machine-free cost measure
         self._context, self._inbox_name = context, inbox_name
@@ -84,32 +96,74 @@ class Wire:
         with self.lock:  # no thread is sending on it as it goes
             self.sock = None
 
-    def send(self, frames: list, before=None) -> None:
-        """Any thread: send a message now, after `before(sock)` (under the lock), or queue it
-        behind what is queued (or if the socket is not attached yet)."""
+    def send(self, frames: list | None, before=None, queue: bool = False) -> None:
+        """Any thread: send what is held, then a message (if any) now, after `before(sock)`
+        (under the lock), or queue them behind what is queued (or if the socket is not
+        attached yet, or with `queue`: a message only the owner may send)."""
         if threading.current_thread() is threading.main_thread():
             with _HeldSignals():
-                waiting = self._send(frames, before)
+                waiting = self._send(frames, before, queue)
         else:
-            waiting = self._send(frames, before)
+            waiting = self._send(frames, before, queue)
         if waiting:
             self.wake()
 
-    def _send(self, frames: list, before) -> bool:
+    def _send(self, frames: list | None, before, queue: bool) -> bool:
         with self.lock:
-            if self.queued or self.sock is None:
+            if self.held:
+                self._release()
+            if frames is None:
+                pass
+            elif queue or self.queued or self.sock is None:
                 self.queued.append(frames)
+            else:
+                if before is not None:
+                    before(self.sock)
+                transport.send(self.sock, frames)
+            if self.queued or self.sock is None:
                 return True
-            if before is not None:
-                before(self.sock)
-            transport.send(self.sock, frames)
             return transport.readable(self.sock)
+
+    def hold(self, frames: list) -> None:
+        """Any thread: a one-frame message, to go with the others held (see the module's
+        docstring); the first one held wakes the owner, which sends them if nobody does
+        before. Appending is one step: Ctrl-C cannot leave half a message here."""
+        with self.lock:
+            held = self.held
+            held.append(frames)
+            self.held_bytes += len(frames[0])
+            first, full = len(held) == 1, len(held) >= HOLD or self.held_bytes >= HOLD_BYTES
+        if full:
+            self.send(None)
+        elif first:
+            self.wake()
+
+    def flush(self) -> None:
+        """Any thread, before it waits for an answer: send what is held, now."""
+        if self.held:
+            self.send(None)
+
+    def _release(self) -> None:
+        """Under the lock: what is held, as one message, sent or queued behind what is."""
+        held, self.held, self.held_bytes = self.held, [], 0
+        frames = held[0] if len(held) == 1 else self.pack(held)
+        if self.queued or self.sock is None:
+            self.queued.append(frames)
+        else:
+            transport.send(self.sock, frames)
 
     def queue(self, frames: list) -> None:
         """Any thread: a message only the owner may send (it reads it from `queued`)."""
-        with self.lock:
-            self.queued.append(frames)
-        self.wake()
+        self.send(frames, queue=True)
+
+    def outgoing(self):
+        """The owner, under the lock: what to send, in order: what was queued, then what is
+        held (as one message)."""
+        while self.queued:
+            yield self.queued.popleft()
+        if self.held:
+            self._release()  # nothing queued: sent now
+
 
     def wake(self) -> None:
         self.wakeups += 1  # not under a lock: an estimate when threads race

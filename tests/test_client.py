@@ -218,6 +218,30 @@ def test_threads_sending_at_once_on_the_clients_socket_each_get_their_own_result
     assert not any(thread.is_alive() for thread in threads)
 
 
+def test_a_request_held_while_others_are_in_flight_goes_though_its_caller_never_waits(rc, tmp_path):
+    """With a task in flight, a request waits for others to go with it (`wire.Wire.hold`); a
+    caller that then never blocks (it polls `ready()` in Python, or sleeps in C) still has it
+    sent at once, by the IO thread."""
+    from tests.test_costs import wait_for_file
+
+    gate = tmp_path / "open"
+    gated = rc[0].apply_async(wait_for_file, str(gate))
+    try:
+        for engine in (1, 2):
+            ar = rc[engine].apply_async(abs, -engine)
+            assert len(rc._session.tasks) > 1  # so it was held
+            deadline = time.monotonic() + 30
+            if engine == 1:
+                while not ar.ready():  # busy in Python: the IO thread gets the GIL by turns
+                    assert time.monotonic() < deadline, "a held request was never sent"
+            else:
+                wait_until(ar.ready)  # time.sleep between looks: sleeping in C
+            assert ar.get(0) == engine
+    finally:
+        gate.touch()
+    assert gated.get(timeout=30) is None
+
+
 def test_ctrl_c_while_the_calling_thread_sends_never_leaves_a_message_half_sent(rc):
     """A request goes out frame by frame from the calling thread; Ctrl-C between two frames
     would leave the message open and make the next one its tail (both then dropped by the
