@@ -8,9 +8,9 @@ seconds of the task's start) and queues what comes for the main thread; one lock
 lets one thread at a time handle what was received, so it is handled in the order it came.
 The main thread sends each result on the socket itself, after the task's output (`wire.Wire`:
 a lock around every use of the socket; the receiving thread waits on its notifier): no
-hand-off per result; results of tasks queued back to back may go several in one message
-(`results.py`). A result's data for a client's direct link is queued for this thread, and a
-result sent meanwhile queues behind it. It also acts on control messages while a task runs:
+hand-off per result (`results.py`: several in one message for tasks queued back to back). A
+result's data for a client's direct link is queued for this thread, and a result sent meanwhile
+queues behind it. It also acts on control messages while a task runs:
 abort (skip a queued task, interrupt a running one), withdraw (give back queued tasks not yet
 started), signal, shutdown, and a task's time_limit (interrupted here; one that does not stop
 within `kill_grace` is reported and ended by the engine's watchdog process). If the controller
@@ -31,9 +31,9 @@ import uuid
 
 from ipcluster import batch, direct, fingerprint, shm, transport
 from ipcluster.engine.dataport import DataPort
-from ipcluster.engine.results import BEHIND, Results
+from ipcluster.engine.results import Results
 from ipcluster.engine.running import Running
-from ipcluster.wire import Wire, signals_held
+from ipcluster.wire import Wire
 from ipcluster.protocol import (
     Apply, BadMessage, Result, Drops, Ids, Replay, decode, encode, kinds_for, pack, unpack,
 )
@@ -58,7 +58,6 @@ class Control(threading.Thread):
         self.wire = Wire(context, RESULTS)  # the socket, used by this thread and the main one
         self.requested_id = requested_id
         self.ids = Ids()
-        self.results = Results(signer, self.ids, self.wire)  # held while tasks queue up
         self.replay = Replay()
         self.dropped = Drops(log)
         self.engine_id: int | None = None
@@ -71,6 +70,8 @@ class Control(threading.Thread):
         self.registered = threading.Event()
         self.beat_interval = options.beat_interval  # until the controller says otherwise
         self.handling = threading.Lock()  # held by the thread handling received messages
+        self.results = Results(signer, self.ids, self.wire, tasks, self.handling,
+                               self._send_output)  # the main thread's: sent, or held
         self.main_receives = False  # the idle main thread waits on the socket (set under handling)
         self.handed = 0  # tasks this thread received and queued for the main thread
         self.last_heard = time.monotonic()
@@ -103,7 +104,7 @@ class Control(threading.Thread):
             self.wire.send(encode(self.signer, header, content))  # until the message is whole
             return
         with self.wire.lock:
-            self._release(sock)
+            self.results.release(sock)
             self._put(sock, header, content)
 
     def _put(self, sock, header: dict, content=b"") -> None:
@@ -113,24 +114,13 @@ class Control(threading.Thread):
 
     def post(self, frames: list, plain: bool = False) -> None:
         """From the main thread: a task's reply, sent after the task's output and the results
-        held; `plain` (a result with no buffers) while `BEHIND` tasks are queued, it may
-        be held to go with theirs (`results.Results`). A result's data for a client's direct link
-        (``[b"data", peer, ...]``) is queued for this thread."""
+        held (`results.Results.post`; `plain`: no buffers, it may be held to go with others).
+        A result's data for a client's direct link (``[b"data", peer, ...]``) is queued for
+        this thread."""
         if frames[0] == b"data":
             self.wire.queue(frames)
-            return
-        if plain:
-            frames = self.results.hold(frames, self.tasks.qsize() >= BEHIND)
-            if frames is None:
-                return
-        self.wire.send(frames, before=self._release)
-
-    def flush(self) -> None:
-        """From the main thread: send the results held now (before it waits, or stops)."""
-        if self.results.messages:
-            with signals_held(), self.wire.lock:
-                if self.wire.sock is not None:
-                    self._release(self.wire.sock)
+        else:
+            self.results.post(frames, plain)
 
     def _register(self, sock) -> bool:
         self._send(sock, {"kind": "register"}, pack(self._facts(self.requested_id)))
@@ -197,7 +187,7 @@ class Control(threading.Thread):
                     if frames[0] == b"data":  # a result's data, to its client's link
                         self.dataport.send(frames[1], frames[2:])
                         continue
-                    self._release(sock)  # a task's output, and the results held, before it
+                    self.results.release(sock)  # a task's output, and the results held, before it
                     transport.send(sock, frames)
                 self._send_output(sock)
                 wait = self.results.look(sock, POLL)  # results held too long: sent
@@ -223,7 +213,7 @@ class Control(threading.Thread):
                 os.kill(os.getpid(), signal.SIGTERM)
                 break
         with self.wire.lock:
-            self._release(sock)
+            self.results.release(sock)
             self._put(sock, {"kind": "unregister"}, pack({"reason": self.stop_reason}))
 
     def _on_message(self, frames) -> None:
@@ -244,7 +234,7 @@ class Control(threading.Thread):
         try:
             return self.tasks.get_nowait()
         except queue.Empty:
-            self.flush()  # no more tasks queued: what is held goes before the wait
+            self.results.flush()  # no more tasks queued: what is held goes before the wait
         if self._main_poller is None:
             self._main_inbox = self.context.inbox(MAIN)
             self._main_poller = transport.Poller(self._main_inbox)
@@ -363,11 +353,6 @@ class Control(threading.Thread):
             os.kill(os.getpid(), signal.SIGTERM)
         else:
             raise BadMessage(f"unknown control action {action!r}")
-
-    def _release(self, sock) -> None:
-        """Output captured so far, then the results held (the caller holds `wire.lock`)."""
-        self._send_output(sock)
-        self.results.send(sock)
 
     def _send_output(self, sock) -> None:
         """Output captured so far (the caller holds `wire.lock`: what one thread took, it sends

@@ -80,7 +80,7 @@ class Engine:
                 reply = self.run_task(*item)
                 if reply is not None:  # None: withdrawn before it started
                     self.control.post(*reply)
-            self.control.flush()  # results held while STOP was queued
+            self.control.results.flush()  # results held while STOP was queued
         except SystemExit:
             log.info("engine %s stopping", self.control.engine_id)
         finally:

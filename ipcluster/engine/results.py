@@ -1,4 +1,15 @@
-"""Processes layer: an engine's results held back to go as one message while its tasks queue up.
+"""Processes layer: how an engine's main thread sends its results: itself, on the engine's
+socket, several in one message while its tasks queue up.
+
+Each result goes on the socket from the main thread (`post`), under the wire's lock, after the
+output captured so far, with Ctrl-C and SIGTERM held back until it is whole (as `wire.Wire.send`
+does). A message that came meanwhile (the send took its notification in) is left to the main
+thread, which receives next (`Control.next_task`), unless a task is queued for it: only then is
+the control thread woken to receive it (`wire.Wire.send` would wake it for every such message:
+about one task in three on a load-balanced view, each a turn of the control thread's loop).
+That is decided under `Control.handling`, under which the control thread takes in every message
+waiting before it queues a task: a message the main thread saw is either taken in by the
+control thread or still there when the main thread, finding no task queued, receives.
 
 The main thread runs queued tasks back to back. A result with no buffers and its content in its
 one frame, finished while `BEHIND` tasks or more are queued, is held (`hold`); what is held goes
@@ -22,6 +33,7 @@ import threading
 import time
 
 from ipcluster import batch, transport
+from ipcluster.wire import signals_held
 
 BEHIND = 2  # tasks queued, at least, for a result to be held
 MOST = 64  # results held at most: then they go
@@ -29,14 +41,51 @@ WAIT = 0.002  # seconds a result is held at most
 
 
 class Results:
-    def __init__(self, signer, ids, wire) -> None:
+    def __init__(self, signer, ids, wire, tasks, handling, output) -> None:
         self.signer, self.ids, self.wire = signer, ids, wire
+        self.tasks, self.handling = tasks, handling  # the main thread's queue, and its lock
+        self.output = output  # sends the output captured so far (under the wire's lock)
         self.messages: list = []  # held, oldest first (under the wire's lock)
         self.since = 0.0  # when the oldest was held (time.monotonic)
         self.looks_at = math.inf  # when the control thread looks again, at the latest
         self.sent = 0  # messages that carried plain results (cost measures)
         self.carried = 0  # plain results they carried
         self.overdue = 0  # messages of them the control thread sent (the main thread was busy)
+
+    def post(self, frames: list, plain: bool) -> None:
+        """Main thread: send a task's reply; `plain` (no buffers), it may be held."""
+        if plain:
+            frames = self.hold(frames, self.tasks.qsize() >= BEHIND)
+            if frames is None:
+                return
+        self._send(frames)
+
+    def flush(self) -> None:
+        """Main thread: send what is held now (before it waits for a task, or stops)."""
+        if self.messages:
+            self._send(None)
+
+    def _send(self, frames: list | None) -> None:
+        """Main thread: the output, what is held, then `frames` (if any); `frames` queue behind
+        what is queued for the control thread, if anything is."""
+        wake = waiting = False
+        with signals_held():
+            with self.wire.lock:
+                sock = self.wire.sock
+                if self.wire.queued or sock is None:
+                    if frames is not None:
+                        self.wire.queued.append(frames)
+                        wake = True
+                else:
+                    self.release(sock)
+                    if frames is not None:
+                        transport.send(sock, frames)
+                    waiting = transport.readable(sock)  # a message came: who takes it in?
+        if waiting:
+            with self.handling:
+                wake = not self.tasks.empty()  # else the main thread receives next, itself
+        if wake:
+            self.wire.wake()
 
     def hold(self, frames: list, more: bool) -> list | None:
         """Main thread: hold a plain result while `more` tasks are queued (None), or return the
@@ -73,6 +122,11 @@ class Results:
         self.sent += 1
         self.carried += len(messages)
         return messages[0] if len(messages) == 1 else batch.pack(self.signer, self.ids(), messages)
+
+    def release(self, sock) -> None:
+        """Under the wire's lock: the output captured so far, then what is held."""
+        self.output(sock)
+        self.send(sock)
 
     def send(self, sock) -> None:
         """Under the wire's lock, after the output: send what is held, if anything."""
