@@ -12,6 +12,7 @@ import pytest
 
 import ipcluster as ipp
 from tests.conftest import wait_until
+from tests.engine.test_results import queued_at_least
 
 
 @pytest.fixture
@@ -289,3 +290,20 @@ def test_a_replacement_killed_before_it_registers_is_restarted_too(restarting):
     wait_until(lambda: rc.engine_info().get(1, {}).get("pid") not in (None, first, replacement),
                timeout=60)
     assert rc[1].apply_sync(lambda: "back") == "back"
+
+
+def test_results_held_go_before_a_task_its_watchdog_may_end(restarting):
+    """A task with a time_limit that overruns it holding the GIL is ended with its engine by
+    the watchdog: no thread of the engine runs meanwhile, so a result held when it started
+    would be lost; what is held is sent before such a task starts."""
+    cluster, rc = restarting
+    engine, view = rc[1], rc.load_balanced_view(targets=[1], time_limit=1)
+    gate = engine.apply_async(queued_at_least, 3)
+    stuck = view.apply_async(holds_the_gil, 34)  # balanced: sent while the engine has room
+    after = [engine.apply_async(abs, -i) for i in range(2)]
+    assert gate.get(timeout=30) == 3  # held (3 queued) as the stuck task started: sent first
+    with pytest.raises(ipp.TaskTimeout):
+        stuck.get(timeout=30)
+    for ar in after:  # queued on the engine that was ended
+        with pytest.raises(ipp.EngineError):
+            ar.get(timeout=30)

@@ -103,6 +103,8 @@ class Engine:
             self.control.aborted.discard(task_id)
             error = TaskAborted("TaskAborted", "aborted before it started", engine_id=eid)
             return self._reply(reply, pack(error.to_wire()), [])
+        if header.get("time_limit"):  # the watchdog ends the engine if it overruns holding the
+            self.control.results.flush()  # GIL, and with it what is held: sent first
         self.capture.task = task_id
         self.running.start(task_id, header.get("time_limit"))
         function, cell = None, False

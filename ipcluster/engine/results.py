@@ -21,7 +21,10 @@ are held, when the oldest has waited `WAIT` seconds, before the main thread
 waits for a task or sends anything else, and before the engine unregisters. A long task that
 runs after short ones does not keep their results: the control thread sends what has waited
 `WAIT` seconds (`look`), and waits at most that long while results are held (the main thread
-wakes it when it holds a first result and the control thread would look too late). Whoever
+wakes it when it holds a first result and the control thread would look too late). A task
+that holds the GIL stops every thread of the engine, so what is held waits for it (as output
+captured so far does); a task with a time_limit, which the watchdog may end with its engine if
+it overruns holding the GIL, starts only once what is held is sent. Whoever
 sends what is held sends the captured output first, so a task's output still goes before its
 result. All of it under the wire's lock: the held results are sent exactly once, in order.
 """

@@ -61,3 +61,4 @@ def test_output_of_each_task_still_comes_before_its_result_when_results_are_held
     sent, carried = (after[k] - before[k] for k in ("sent", "carried"))
     assert carried == n + 2  # the gate's result and the first query's too
     assert sent <= carried / 4, (sent, carried)  # results went several in a message
+
