@@ -44,8 +44,6 @@ class AsyncResult(Future):
         them once they are done (as ipyparallel's): a long sweep does not pile them up in
         ``rc.results``."""
         super().__init__()
-        if len(tasks) == 1:
-            self.share(tasks[0])
         self._owner = owner
         self._cancel_queued = False  # set by ViewExecutor.shutdown(cancel_futures=True)
         self._tasks = tasks

@@ -164,7 +164,7 @@ class TaskRecords:
         size = len(content) + sum(memoryview(b).nbytes for b in buffers)
         if size > RESUBMIT_LIMIT:
             return
-        self._requests[task_id] = (header, index, content, list(buffers), size)
+        self._requests[task_id] = (header, index, content, tuple(buffers), size)  # () untracked
         self._kept += size
         while self._kept > RESUBMIT_TOTAL:
             self._kept -= self._requests.pop(next(iter(self._requests)))[-1]

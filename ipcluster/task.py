@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import pickle
-import time
+import threading
 from datetime import datetime, timezone
 
 __all__ = ["TaskFuture", "Metadata", "Future"]
@@ -60,33 +60,29 @@ class Metadata(dict):
         return None if value is None else value.timestamp()
 
 
+_SHARED = threading.Condition()  # the lock of every `Future` here
+
+
 class Future(concurrent.futures.Future):
-    """A stdlib future whose lock and condition may be another's: a one-task `AsyncResult`
-    shares its task's (`share`), which leaves 8 objects fewer per task for the garbage
-    collector to walk. A wake-up may then be for the other one, so `result` and `exception`
-    wait until this one is done, where the stdlib's wait once."""
+    """A stdlib future whose lock is one shared by every such future in the process: its own
+    condition would be 8 objects more per task for the garbage collector to walk while
+    thousands are pending. Its condition is never waited on: `result` and `exception` wait
+    with `concurrent.futures.wait` (an event for this future alone), so a future finishing
+    wakes only the threads that wait for it. Its critical sections are short: no callback
+    runs under it."""
 
-    def share(self, other: "Future") -> None:
-        """Use `other`'s condition (before any thread waits on this one)."""
-        self._condition = other._condition
-
-    def _until_done(self, timeout: float | None) -> None:
-        if timeout is not None and timeout <= 0:
-            return
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._condition:
-            while not self.done():
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return
-                self._condition.wait(left)
+    def __init__(self) -> None:
+        super().__init__()
+        self._condition = _SHARED
 
     def result(self, timeout: float | None = None):
-        self._until_done(timeout)
+        if not self.done() and (timeout is None or timeout > 0):
+            concurrent.futures.wait([self], timeout)
         return super().result(0)
 
     def exception(self, timeout: float | None = None):
-        self._until_done(timeout)
+        if not self.done() and (timeout is None or timeout > 0):
+            concurrent.futures.wait([self], timeout)
         return super().exception(0)
 
 
@@ -99,7 +95,7 @@ class TaskFuture(Future):
         self.task_id = task_id
         self.size = size  # items of a map this task computes, for progress
         self.cell = False  # a code cell (`execute`): its value is an ExecuteReply
-        self.output_callbacks: list = []
+        self.output_callbacks: list | tuple = ()  # a list once one is added
         self.metadata = Metadata.of({
             "msg_id": task_id, "engine_id": engine_id, "engine_uuid": None, "status": "pending",
             "label": label,
@@ -119,7 +115,7 @@ class TaskFuture(Future):
         """Called by the IO thread as output arrives, while the task runs: text of ``stdout``
         or ``stderr``, or a dict for ``display_data`` (kept in ``outputs``) and
         ``execute_result`` (a cell's ``Out`` value)."""
-        with self._condition:  # the future's (reentrant) lock: one lock per task
+        with self._condition:
             if name in ("stdout", "stderr"):
                 self.metadata[name] += data
             elif name == "execute_result":
@@ -132,13 +128,17 @@ class TaskFuture(Future):
                 self.metadata["outputs"].append(data)
             if engine_id is not None:
                 self.metadata["engine_id"] = engine_id
-            for callback in list(self.output_callbacks):  # under the lock: one order for all
-                callback(self, name, data)
+            callbacks = tuple(self.output_callbacks)
+        # outside the (shared) lock: one thread (the one handling what the client received)
+        # calls them, in the order output came; one added meanwhile was given this output
+        # already, with what had arrived before it
+        for callback in callbacks:
+            callback(self, name, data)
 
     def add_output_callback(self, callback) -> None:
         """Call ``callback(task, name, data)`` for each output: first for what has already
         arrived (text, then display data, then the result), then as the rest arrives."""
-        with self._condition:  # the future's (reentrant) lock: one lock per task
+        with self._condition:  # so no output comes between what it is given and the rest
             md = self.metadata
             earlier = [(n, md[n]) for n in ("stdout", "stderr") if md[n]]
             earlier += [("display_data", d) for d in md["outputs"]]
@@ -146,4 +146,4 @@ class TaskFuture(Future):
                 earlier.append(("execute_result", md["execute_result"]))
             for name, data in earlier:
                 callback(self, name, data)
-            self.output_callbacks.append(callback)
+            self.output_callbacks = [*self.output_callbacks, callback]

@@ -25,29 +25,38 @@ def test_metadata_times_are_utc_datetimes_as_in_ipyparallel():
     assert md["completed"] == datetime.fromtimestamp(1.5e9 + 1, timezone.utc)
 
 
-def test_a_one_task_result_shares_its_tasks_lock_and_a_wake_up_for_the_task_is_not_a_timeout():
-    task = TaskFuture("t-1", 0)
+def test_futures_share_one_lock_and_each_wakes_only_its_own_waiters():
+    task, other = TaskFuture("t-1", 0), TaskFuture("t-2", 1)
     ar = AsyncResult([task], "single")
-    assert ar._condition is task._condition
+    assert ar._condition is task._condition is other._condition
     got = []
-    waiter = threading.Thread(target=lambda: got.append(ar.result()))
-    waiter.start()
-    cond = ar._condition
-
-    def waiting():
-        with cond:
-            return list(cond._waiters)
-
-    wait_until(lambda: len(waiting()) == 1)
-    first = waiting()[0]
-    with cond:  # what the task's completion does before the result is set: wake every waiter
-        cond.notify_all()
-    wait_until(lambda: waiting() and waiting()[0] is not first)  # it waits again, no TimeoutError
+    waiters = [threading.Thread(target=lambda: got.append(ar.result())),
+               threading.Thread(target=lambda: got.append(task.exception()))]
+    for waiter in waiters:
+        waiter.start()
+    wait_until(lambda: len(task._waiters) == 1 and len(ar._waiters) == 1)  # both wait
+    other.set_result(0)  # another future finishing wakes neither (no TimeoutError either)
+    with task._condition:  # nor does a wake-up of everyone waiting on the shared condition
+        task._condition.notify_all()
+    assert all(w.is_alive() for w in waiters) and got == []
     task.set_result(7)
-    waiter.join(10)
-    assert got == [7] and ar.exception(0) is None and task.result(0) == 7
+    for waiter in waiters:
+        waiter.join(10)
+    assert sorted(got, key=repr) == [7, None] and ar.exception(0) is None
     with pytest.raises(concurrent.futures.TimeoutError):
-        AsyncResult([TaskFuture("t-2")], "single").result(0.01)
+        AsyncResult([TaskFuture("t-3")], "single").result(0.01)
+    with pytest.raises(concurrent.futures.TimeoutError):
+        TaskFuture("t-4").exception(0)
+
+
+def test_output_callbacks_get_what_came_before_then_the_rest_in_order():
+    task, seen = TaskFuture("t-1", 0), []
+    task.add_output("stdout", "a", 0)
+    task.add_output_callback(lambda t, name, data: seen.append((name, data)))
+    task.add_output("stdout", "b", 0)
+    task.add_output("stderr", "c", 0)
+    assert seen == [("stdout", "a"), ("stdout", "b"), ("stderr", "c")]
+    assert task.metadata["stdout"] == "ab"
 
 
 def test_a_pending_task_and_its_result_are_few_objects_for_the_garbage_collector():
@@ -56,4 +65,4 @@ def test_a_pending_task_and_its_result_are_few_objects_for_the_garbage_collector
     before = len(gc.get_objects())
     held = [AsyncResult([TaskFuture(f"t-{i}", None)], "single") for i in range(1000)]
     per_task = (len(gc.get_objects()) - before) / len(held)
-    assert per_task <= 24, per_task  # 34 with a condition each and a lock per task
+    assert per_task <= 12, per_task  # 34 with a condition each and a lock per task
