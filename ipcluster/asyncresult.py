@@ -62,12 +62,15 @@ class AsyncResult(Future):
     def _task_done(self, task) -> None:
         if self._owner and self._client is not None:
             self._client._futures.pop(task.task_id, None)
-        with self._condition:
-            if self._order is not None:
-                self._order.append(task)
-            self._remaining -= 1
-            if self._remaining:
-                return
+        if len(self._tasks) > 1:  # else this is the one call
+            with self._condition:
+                if self._order is not None:
+                    self._order.append(task)
+                self._remaining -= 1
+                if self._remaining:
+                    return
+        elif self._order is not None:
+            self._order.append(task)
         errors = [e for e in map(TaskFuture.exception, self._tasks) if e is not None]
         if self._cancel_queued and errors and all(_never_started(e) for e in errors):
             # cancelled before it started (Executor.shutdown(cancel_futures=True)), as a

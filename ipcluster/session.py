@@ -363,9 +363,8 @@ class Session:
 
     def complete(self, task: TaskFuture, result: Result, msg) -> None:
         """Finish `task` with the value or error of its result message."""
-        task.finish({"engine_id": result.engine, "engine_uuid": result.engine_uuid,
-                     "started": result.started, "completed": result.completed,
-                     "received": now(), "status": result.status})
+        task.finish(result.engine, result.engine_uuid, result.status, result.started,
+                    result.completed, now())
         if result.status == "ok":
             try:
                 task.set_result(serialize.loads(msg.content, msg.buffers))

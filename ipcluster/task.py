@@ -5,6 +5,7 @@ they arrive through the client's IO thread."""
 from __future__ import annotations
 
 import concurrent.futures
+from concurrent.futures._base import FINISHED, PENDING, RUNNING
 import pickle
 import threading
 from datetime import datetime, timezone
@@ -61,6 +62,7 @@ class Metadata(dict):
 
 
 _SHARED = threading.Condition()  # the lock of every `Future` here
+WAITING = (PENDING, RUNNING)
 
 
 class Future(concurrent.futures.Future):
@@ -71,17 +73,24 @@ class Future(concurrent.futures.Future):
     wakes only the threads that wait for it. Its critical sections are short: no callback
     runs under it."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._condition = _SHARED
+    def __init__(self) -> None:  # the stdlib's fields (tests/test_task.py checks them), but
+        self._condition = _SHARED  # no condition made only to be dropped
+        self._state = PENDING
+        self._result = self._exception = None
+        self._waiters: list = []
+        self._done_callbacks: list = []
 
     def result(self, timeout: float | None = None):
-        if not self.done() and (timeout is None or timeout > 0):
+        if self._state == FINISHED and self._exception is None:
+            return self._result  # a finished future never changes: no lock needed
+        if self._state in WAITING and (timeout is None or timeout > 0):
             concurrent.futures.wait([self], timeout)
         return super().result(0)
 
     def exception(self, timeout: float | None = None):
-        if not self.done() and (timeout is None or timeout > 0):
+        if self._state == FINISHED:
+            return self._exception
+        if self._state in WAITING and (timeout is None or timeout > 0):
             concurrent.futures.wait([self], timeout)
         return super().exception(0)
 
@@ -103,13 +112,13 @@ class TaskFuture(Future):
             "stdout": "", "stderr": "", "outputs": [], "execute_result": None, "data": {},
         })
 
-    def finish(self, fields: dict) -> None:
-        """The result's metadata (`fields`: times as floats or None), before it is set."""
-        for key in ("started", "completed", "received"):
-            value = fields.get(key)
-            if value is not None:
-                fields[key] = datetime.fromtimestamp(value, UTC)
-        dict.update(self.metadata, fields)
+    def finish(self, engine_id, engine_uuid, status: str, started, completed, received) -> None:
+        """The result's metadata (times as floats, or None), before it is set."""
+        when = datetime.fromtimestamp
+        dict.update(self.metadata, engine_id=engine_id, engine_uuid=engine_uuid, status=status,
+                    started=None if started is None else when(started, UTC),
+                    completed=None if completed is None else when(completed, UTC),
+                    received=when(received, UTC))
 
     def add_output(self, name: str, data, engine_id) -> None:
         """Called by the IO thread as output arrives, while the task runs: text of ``stdout``

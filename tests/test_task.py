@@ -16,8 +16,7 @@ def test_metadata_times_are_utc_datetimes_as_in_ipyparallel():
     task = TaskFuture("t-1", 0)
     assert isinstance(task.metadata["submitted"], datetime)
     assert task.metadata.submitted.tzinfo is timezone.utc
-    task.finish({"engine_id": 0, "engine_uuid": "u", "started": 1.5e9, "completed": None,
-                 "received": 1.5e9 + 2, "status": "ok"})
+    task.finish(0, "u", "ok", 1.5e9, None, 1.5e9 + 2)
     md = task.metadata
     assert md["started"] == datetime.fromtimestamp(1.5e9, timezone.utc) and md["completed"] is None
     assert md.seconds("received") == 1.5e9 + 2 and md.status == "ok"
@@ -66,3 +65,9 @@ def test_a_pending_task_and_its_result_are_few_objects_for_the_garbage_collector
     held = [AsyncResult([TaskFuture(f"t-{i}", None)], "single") for i in range(1000)]
     per_task = (len(gc.get_objects()) - before) / len(held)
     assert per_task <= 12, per_task  # 34 with a condition each and a lock per task
+
+
+def test_a_client_future_has_the_stdlib_futures_fields():
+    # task.Future sets them itself (no condition made only to be replaced by the shared one)
+    assert set(vars(TaskFuture("t-1"))) >= set(vars(concurrent.futures.Future()))
+    assert set(vars(AsyncResult([], "list"))) >= set(vars(concurrent.futures.Future()))
