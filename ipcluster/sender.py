@@ -69,7 +69,8 @@ class Sender:
                 self._segments[task_id] = self.shm.names(header, reader)
         for message in data:
             self.to_io(message)
-        if not buffers and not track and len(frames) == 1 and self._busy(header):
+        if (not buffers and not track and len(frames) == 1 and self.wire.holds(frames)
+                and self._busy(header)):
             self.wire.hold(frames)  # goes with the next ones, or as soon as this thread waits
             return None
         return self.to_controller(frames, track=track)

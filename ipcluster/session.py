@@ -27,7 +27,7 @@ import time
 import warnings
 
 from ipcluster import batch, direct, serialize, shm, transport
-from ipcluster.wire import Wire
+from ipcluster.wire import BATCH_SPARE, HOLD_BYTES, Wire
 from ipcluster.links import Links
 from ipcluster.receiver import ASIDE, DRAIN, POLL, Receiver
 from ipcluster.sender import Sender
@@ -51,8 +51,10 @@ class Session:
         self.ids = Ids()
         self.context = transport.Context(info.key_bytes)  # proves the key when it connects
         # the DEALER, any thread; requests held in a burst go as one signed batch
+        limit = info.max_message_size  # the controller's bound on a frame: a batch is one
         self.wire = Wire(self.context, f"client-{self.ids.session}",
-                         lambda messages: batch.pack(self.signer, self.ids(), messages))
+                         lambda messages: batch.pack(self.signer, self.ids(), messages),
+                         HOLD_BYTES if limit is None or limit < 0 else min(HOLD_BYTES, limit - BATCH_SPARE))
         self.shm = shm.host(info.key_bytes)  # None where there is no shared memory
         self.links = Links(self)  # direct links to the data ports of engines on other hosts
         self.tasks: dict[str, TaskFuture] = {}  # unfinished tasks of this client

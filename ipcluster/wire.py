@@ -15,7 +15,7 @@ one-frame message may be `hold`-en instead of sent; the first one held wakes the
 Whoever sends next sends everything held first, in order, as one message (`pack`, the
 client's signed ``batch``): the owner when it runs (it takes them with what was queued), a
 thread about to wait for an answer (`flush`), any `send` or `queue`, or the holder itself once
-`HOLD` messages or `HOLD_BYTES` are held. What is held is always the tail of what is to go.
+`HOLD` messages or `hold_bytes` are held. What is held is always the tail of what is to go.
 
 A message is sent frame by frame, and Python runs signal handlers between two calls: Ctrl-C
 (or SIGTERM) in the main thread half-way through a message would leave it open, and the next
@@ -36,7 +36,8 @@ from ipcluster import transport
 WAKE = [b""]
 HELD = (signal.SIGINT, signal.SIGTERM)
 HOLD = 128  # messages held at most: then the one holding sends them
-HOLD_BYTES = 256 * 1024
+HOLD_BYTES = 256 * 1024  # bytes held at most (`Wire.hold_bytes`, lower for a small frame limit)
+BATCH_SPARE = 4096  # bytes a batch adds to what it carries, at most: header, signature, lengths
 
 
 class _HeldSignals:
@@ -71,12 +72,13 @@ def signals_held():
 
 
 class Wire:
-    def __init__(self, context, inbox_name: str, pack=None) -> None:
+    def __init__(self, context, inbox_name: str, pack=None, hold_bytes: int = HOLD_BYTES) -> None:
         self.lock = threading.Lock()
         self.queued: collections.deque = collections.deque()  # for the owner to send, in order
         self.held: list = []  # one-frame messages to go together, after `queued` (`hold`)
         self.held_bytes = 0
         self.pack = pack  # one-frame messages -> the frames of one message carrying them
+        self.hold_bytes = hold_bytes  # what is held at most (below the peer's frame limit)
         self.sock = None  # None until `attach`, and again after `detach`
         self.wakeups = 0  # of the owner by other threads: a machine-free cost measure
         self._context, self._inbox_name = context, inbox_name
@@ -128,15 +130,26 @@ class Wire:
         """Any thread: a one-frame message, to go with the others held (see the module's
         docstring); the first one held wakes the owner, which sends them if nobody does
         before. Appending is one step: Ctrl-C cannot leave half a message here."""
+        size = len(frames[0])
         with self.lock:
             held = self.held
-            held.append(frames)
-            self.held_bytes += len(frames[0])
-            first, full = len(held) == 1, len(held) >= HOLD or self.held_bytes >= HOLD_BYTES
+            if held and self.held_bytes + size > self.hold_bytes:
+                full = True  # it would make the batch too large: it waits for the next one
+            else:
+                held.append(frames)
+                self.held_bytes += size
+                full, frames = len(held) >= HOLD or self.held_bytes >= self.hold_bytes, None
+            first = len(held) == 1
         if full:
             self.send(None)
+            if frames is not None:
+                self.hold(frames)
         elif first:
             self.wake()
+
+    def holds(self, frames: list) -> bool:
+        """True if a one-frame message may be held (it fits in a batch)."""
+        return len(frames[0]) <= self.hold_bytes
 
     def flush(self) -> None:
         """Any thread, before it waits for an answer: send what is held, now."""

@@ -69,3 +69,15 @@ def test_the_holder_sends_them_itself_at_the_limit(pair):
         w.hold(request(n))
     assert not w.held and w.wakeups == 1
     assert arrived(router) == [[f"r{n}" for n in range(wire.HOLD)]]
+
+
+def test_a_batch_never_grows_past_what_the_peer_takes_in_one_frame(pair):
+    w, router, _ = pair
+    size = len(request(0)[0])
+    w.hold_bytes = 2 * size + size // 2  # as for a small max_message_size
+    for n in range(5):
+        w.hold(request(n))
+    assert len(w.held) == 1  # two went, two went, one waits
+    w.flush()
+    assert arrived(router) == [["r0", "r1"], ["r2", "r3"], ["r4"]]
+    assert not w.holds([b"x" * (w.hold_bytes + 1)])  # too large for any batch: sent alone
