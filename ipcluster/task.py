@@ -39,7 +39,7 @@ class Metadata(dict):
     def of(cls, fields: dict) -> "Metadata":
         """Metadata holding `fields`, whose times are datetimes already (the hot path's way:
         no key looked at)."""
-        md = cls()
+        md = dict.__new__(cls)  # without __init__: nothing to convert
         dict.update(md, fields)
         return md
 
