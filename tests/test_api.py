@@ -234,7 +234,7 @@ def test_sync_imports_announces_imports_as_written(rc, capsys):
 
 def test_abort_queued_work(rc):
     view = rc.load_balanced_view()
-    running = [view.apply_async(time.sleep, 0.5) for _ in range(8)]  # fills 4 engines x hwm 2
+    running = [view.apply_async(time.sleep, 0.5) for _ in range(8)]  # 4 engines, 2 each at least
     queued = view.apply_async(lambda: "should not run")
     queued.abort()
     with pytest.raises(ipp.TaskAborted):

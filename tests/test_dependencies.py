@@ -60,7 +60,8 @@ def test_follow_runs_where_the_dependency_ran(rc):
 
 def test_priority_runs_higher_first(rc):
     view = rc.load_balanced_view(targets=[0])
-    blockers = [view.apply_async(time.sleep, 0.3) for _ in range(2)]  # engine 0 full (hwm 2)
+    # engine 0 full: at most hwm (8) outstanding, fewer once its tasks take long
+    blockers = [view.apply_async(time.sleep, 0.05) for _ in range(8)]
     with view.temp_flags(priority=0):
         low = view.apply_async(time.time)
     with view.temp_flags(priority=10):

@@ -101,7 +101,7 @@ def _send(ctl, client: bytes, tasks: list, stored: dict, have: dict) -> dict:
             cells.append(task_id)
         if task.result is None:
             if client != task.client:  # its own client gets it anyway: once, not twice
-                task.watchers.add(client)
+                task.watchers |= {client}
             else:  # it asks, so it waits: send it even if restored (see sync)
                 task.held = False
         else:
@@ -134,7 +134,7 @@ def sync(ctl, client: bytes, request: dict):
         elif task.result is not None:
             finished.append(task_id)
         elif client != task.client:
-            task.watchers.add(client)
+            task.watchers |= {client}
         else:
             task.held = False
     store = ctl.ledger.store

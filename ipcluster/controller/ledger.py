@@ -23,7 +23,10 @@ OPERATORS = {"$eq": ("=", operator.eq), "$ne": ("!=", operator.ne), "$lt": ("<",
              "$lte": ("<=", operator.le), "$gt": (">", operator.gt), "$gte": (">=", operator.ge)}
 
 
-@dataclass
+NOBODY: frozenset = frozenset()  # the empty `tried` and `watchers` most tasks keep for good
+
+
+@dataclass(slots=True)
 class Task:
     id: str
     client: bytes  # socket identity of the client that submitted it
@@ -43,12 +46,12 @@ class Task:
     completed: float | None = None
     status: str | None = None  # "ok" or "error" once done
     request: list | None = None  # the request frames, until done
-    tried: set = field(default_factory=set)  # engines where it failed or its dependency was unmet
+    tried: frozenset = NOBODY  # engines where it failed or its dependency was unmet
     retries: int = 0  # times it may still be sent again after its engine died or it raised
     priority: float = 0  # higher runs first among queued balanced tasks
     timeout: float | None = None  # seconds it may wait to start, each time it waits (ipyparallel's)
     waits_until: float | None = None  # time.monotonic() when its wait runs out, while it waits
-    watchers: set = field(default_factory=set)  # other clients waiting for the result
+    watchers: frozenset = NOBODY  # other clients waiting for the result
     held: bool = False  # restored after a restart: its client is sent nothing until its sync
     # says it still waits (it may have had the result from the controller that died)
     result: list | None = None  # the result frames, once done

@@ -94,7 +94,7 @@ def retry(ctl, task: Task, eid: int, msg=None) -> bool:
         if error.get("error") in ("TaskAborted", "TaskTimeout"):
             return False
     task.retries -= 1
-    task.tried.add(eid)
+    task.tried |= {eid}
     task.engine = None
     allowed = set(ctl.registry.by_id) if task.targets is None else set(task.targets)
     others = frozenset(allowed - task.tried)
@@ -123,7 +123,7 @@ def widen(ctl, task: Task, pending: Pending) -> bool:
 
 def move(ctl, task: Task, engine, msg) -> bool:
     """Send a task whose dependency was unmet on `engine` to an engine not yet tried."""
-    task.tried.add(engine.id)
+    task.tried |= {engine.id}
     allowed = set(ctl.registry.by_id) if task.targets is None else set(task.targets)
     untried = frozenset(allowed - task.tried)
     task.engine = None

@@ -6,8 +6,14 @@
     finished(eid) ─▶ engine has room again ────────┘     allowed engines with room
 
 - An engine **has room** while its outstanding tasks (balanced, and direct ones reported with
-  `started`) are below the high-water mark `hwm`; 0 means no limit. A small `hwm` > 1 keeps the
-  next task queued on an engine while it runs one, without letting a slow engine hoard work.
+  `started`) are below its prefetch depth: the high-water mark `hwm` (0: no limit) for an
+  engine whose tasks are short, fewer for one whose tasks take longer. The depth is what keeps
+  about `PREFETCH` seconds of work queued behind the task an engine runs, at least `SHALLOW`
+  tasks (2: the next task waits on the engine, not here) and at most `hwm` (8 by default), from
+  a moving average of the engine's task durations (`SHALLOW` until one finished). Short tasks
+  go several to a message each way, and an engine never waits for the next one; tasks of a
+  millisecond or more are not hoarded by an engine, so the last tasks of a map do not queue
+  behind each other on one engine while another idles. `hwm` 1 or 2 is a fixed depth.
 - **No head-of-line blocking**: a task queued on an engine busy with a long one should not wait
   while another engine idles. `movable()` names the engines holding such tasks whenever an
   engine is idle and nothing waits here; the server asks them to give back the tasks they have
@@ -39,6 +45,9 @@ import random
 from dataclasses import dataclass
 
 SCHEMES = ("leastload", "lru", "twobin", "weighted", "plainrandom")
+SHALLOW = 2  # tasks an engine may hold whatever its tasks take (when `hwm` allows as many)
+PREFETCH = 0.002  # seconds of work an engine of short tasks may hold queued, up to `hwm`
+PACE = 0.25  # weight of the newest duration in an engine's moving average
 
 
 @dataclass
@@ -49,7 +58,7 @@ class Pending:
     priority: float = 0  # higher runs first; equal priorities run in arrival order
 
 
-def make_scheduler(scheme: str = "leastload", hwm: int = 2, seed: int | None = None) -> Scheduler:
+def make_scheduler(scheme: str = "leastload", hwm: int = 8, seed: int | None = None) -> Scheduler:
     """The scheduler for `scheme`; an unknown name lists the valid ones."""
     if scheme not in SCHEMES:
         raise ValueError(f"unknown scheduling scheme {scheme!r}; valid schemes: "
@@ -103,12 +112,13 @@ class _Bucket:
 
 
 class Scheduler:
-    def __init__(self, scheme: str = "leastload", hwm: int = 2, seed: int | None = None) -> None:
+    def __init__(self, scheme: str = "leastload", hwm: int = 8, seed: int | None = None) -> None:
         self.scheme, self.hwm = scheme, hwm
         self.rng = random.Random(seed)
         self.load: dict[int, int] = {}  # engine -> outstanding tasks
         self.stamp: dict[int, int] = {}  # engine -> when it last got a task; lower is longer ago
         self.busy: dict[int, list] = {}  # engine -> [tasks timed, seconds], for `weighted`
+        self.pace: dict[int, float] = {}  # engine -> moving average of its tasks' durations
         self.room = _Roster()
         self.paused: set[int] = set()  # engines that get nothing for now (frozen)
         self.idle: set[int] = set()  # engines with no outstanding task, not paused
@@ -142,6 +152,7 @@ class Scheduler:
         if self.load.pop(eid, None) is None:
             return []
         del self.stamp[eid], self.busy[eid]
+        self.pace.pop(eid, None)
         self.paused.discard(eid)
         self.room.discard(eid)
         self.idle.discard(eid)
@@ -166,13 +177,16 @@ class Scheduler:
             self._update(eid, had_room)
 
     def finished(self, eid: int, duration: float | None = None) -> None:
-        """A task on `eid` ended; `duration` (seconds it ran) feeds the `weighted` scheme."""
+        """A task on `eid` ended; `duration` (seconds it ran) feeds the `weighted` scheme and
+        the engine's prefetch depth."""
         if self.load.get(eid, 0) > 0:
             had_room = self._has_room(eid)
             self.load[eid] -= 1
             if duration is not None and duration >= 0:
                 self.busy[eid][0] += 1
                 self.busy[eid][1] += duration
+                pace = self.pace.get(eid)
+                self.pace[eid] = duration if pace is None else pace + PACE * (duration - pace)
             self._update(eid, had_room)
 
     def pause(self, eid: int) -> None:
@@ -187,7 +201,17 @@ class Scheduler:
             self._update(eid, had_room=False)
 
     def _has_room(self, eid: int) -> bool:
-        return eid not in self.paused and (not self.hwm or self.load[eid] < self.hwm)
+        return eid not in self.paused and (not self.hwm or self.load[eid] < self.depth(eid))
+
+    def depth(self, eid: int) -> int:
+        """How many outstanding tasks `eid` may hold: `hwm` if its tasks are short, down to
+        `SHALLOW` as they take `PREFETCH` seconds or more (and `SHALLOW` until one finished)."""
+        if self.hwm <= SHALLOW:
+            return self.hwm
+        pace = self.pace.get(eid)
+        if pace is None:
+            return SHALLOW
+        return min(self.hwm, max(SHALLOW, 1 + int(PREFETCH / max(pace, 1e-6))))
 
     def _rank(self, eid: int) -> tuple:
         if self.scheme == "leastload":

@@ -21,7 +21,7 @@ def test_an_engine_dropped_part_way_through_a_dispatch_round_loses_no_task():
         for task in tasks:
             ctl.ledger.add(task)
             ctl.scheduler.submit(Pending(task.id, None, [b"frame"]))
-        ctl.dispatch()  # with hwm 2, the round gives two tasks to each engine
+        ctl.dispatch()  # the round gives two tasks to each engine (no task finished yet)
         assert not ctl.registry.by_id
         queued = {p.task_id for p in ctl.scheduler.pending}
         for task in tasks:  # each failed (its engine went) or waits for an engine: none lost

@@ -37,6 +37,48 @@ def test_tasks_go_to_the_least_loaded_engine_up_to_the_high_water_mark():
     assert sent(s) == [("t4", 1)]
 
 
+def _held(s, eid):
+    """Submit tasks until none is sent: how many `eid` then holds (the other engine is full)."""
+    for i in range(100):
+        s.submit(task(f"x{eid}-{len(s.pending)}-{i}", targets=[eid]))
+        if not s.ready():
+            break
+    return s.load[eid]
+
+
+def test_an_engine_of_short_tasks_holds_up_to_hwm_one_of_long_tasks_two():
+    s = engines(make_scheduler("leastload"), 0, 1)  # the default hwm: 8
+    assert _held(s, 0) == 2 and _held(s, 1) == 2  # nothing finished yet: the shallow depth
+    for _ in range(2):
+        s.finished(0, 0.00005)  # no-ops: 50 us each
+        s.finished(1, 0.010)  # 10 ms each
+    assert _held(s, 0) == 8  # 2 ms of short tasks is more than 8 of them: hwm
+    assert _held(s, 1) == 2  # a task of 10 ms is more than 2 ms of work: no deeper than 2
+    for _ in range(8):
+        s.finished(0, 0.0005)  # its tasks now take 0.5 ms: 2 ms is 4 of them (+ the running)
+    assert _held(s, 0) == 5
+
+
+def test_a_long_task_makes_an_engine_shallow_at_once_and_hwm_one_or_two_is_fixed():
+    s = engines(make_scheduler("leastload"), 0)
+    s.finished(0, 0.00001)  # load 0: not counted
+    assert _held(s, 0) == 2
+    for _ in range(2):
+        s.finished(0, 0.00001)
+    assert _held(s, 0) == 8
+    s.finished(0, 3.0)  # one 3 s task: the average is past 2 ms
+    assert _held(s, 0) == 7  # it keeps what it holds; room again only below 2
+    for _ in range(6):
+        s.finished(0, 0.00001)
+    assert s.load[0] == 1 and _held(s, 0) == 2
+    for hwm in (1, 2):
+        s = engines(make_scheduler("leastload", hwm), 0)
+        for _ in range(hwm):
+            assert _held(s, 0) == hwm
+            s.finished(0, 0.00001)
+        assert _held(s, 0) == hwm
+
+
 def test_least_load_breaks_ties_by_least_recently_used():
     s = engines(make_scheduler("leastload", hwm=0), 0, 1, 2)
     s.started(1)  # engine 1 has one more task than the others
@@ -147,6 +189,9 @@ def test_unknown_scheme_lists_the_valid_ones():
 
 def test_hwm_is_the_prefetch_depth_and_zero_means_no_limit():
     s = engines(make_scheduler("leastload", hwm=3), 0)
+    s.submit(task("short"))
+    assert sent(s) == [("tshort", 0)]
+    s.finished(0, 0.0001)  # its tasks are short: it may hold hwm of them
     for i in range(5):
         s.submit(task(i))
     assert [t for t, _ in sent(s)] == ["t0", "t1", "t2"]
