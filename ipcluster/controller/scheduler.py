@@ -119,6 +119,7 @@ class Scheduler:
         self.stamp: dict[int, int] = {}  # engine -> when it last got a task; lower is longer ago
         self.busy: dict[int, list] = {}  # engine -> [tasks timed, seconds], for `weighted`
         self.pace: dict[int, float] = {}  # engine -> moving average of its tasks' durations
+        self.depths: dict[int, int] = {}  # engine -> its prefetch depth, from its pace
         self.room = _Roster()
         self.paused: set[int] = set()  # engines that get nothing for now (frozen)
         self.idle: set[int] = set()  # engines with no outstanding task, not paused
@@ -153,6 +154,7 @@ class Scheduler:
             return []
         del self.stamp[eid], self.busy[eid]
         self.pace.pop(eid, None)
+        self.depths.pop(eid, None)
         self.paused.discard(eid)
         self.room.discard(eid)
         self.idle.discard(eid)
@@ -186,7 +188,9 @@ class Scheduler:
                 self.busy[eid][0] += 1
                 self.busy[eid][1] += duration
                 pace = self.pace.get(eid)
-                self.pace[eid] = duration if pace is None else pace + PACE * (duration - pace)
+                self.pace[eid] = pace = duration if pace is None else pace + PACE * (duration - pace)
+                if self.hwm > SHALLOW:
+                    self.depths[eid] = min(self.hwm, max(SHALLOW, 1 + int(PREFETCH / max(pace, 1e-6))))
             self._update(eid, had_room)
 
     def pause(self, eid: int) -> None:
@@ -206,12 +210,7 @@ class Scheduler:
     def depth(self, eid: int) -> int:
         """How many outstanding tasks `eid` may hold: `hwm` if its tasks are short, down to
         `SHALLOW` as they take `PREFETCH` seconds or more (and `SHALLOW` until one finished)."""
-        if self.hwm <= SHALLOW:
-            return self.hwm
-        pace = self.pace.get(eid)
-        if pace is None:
-            return SHALLOW
-        return min(self.hwm, max(SHALLOW, 1 + int(PREFETCH / max(pace, 1e-6))))
+        return self.depths.get(eid, SHALLOW) if self.hwm > SHALLOW else self.hwm
 
     def _rank(self, eid: int) -> tuple:
         if self.scheme == "leastload":

@@ -109,6 +109,8 @@ class Controller:
         self.watch = Watch()  # dashboards watching task events; empty: nothing is sent
         self.provenance = Provenance(store)  # what ran where: engine environments, task facts
         self.repacker = memory.Repacker([self.replay, self.graph])  # after a surge
+        self._unbatching = False  # handling the messages of a batch: `dispatch` once after
+        self._dispatch_due = False
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -207,8 +209,14 @@ class Controller:
             self.dropped(exc)
             return
         self.traffic["batches_in"] += 1
-        for item in items:
-            self._accept(sock, item, allowed)
+        self._unbatching = True  # the tasks they queue or free room for are sent once, after
+        try:
+            for item in items:
+                self._accept(sock, item, allowed)
+        finally:
+            self._unbatching = False
+        if self._dispatch_due:
+            self.dispatch()
 
     def _accept(self, sock, msg, allowed: set) -> None:
         """Handle one message whose signature and id were checked."""
@@ -343,6 +351,11 @@ class Controller:
             self.dispatch()
 
     def dispatch(self) -> None:
+        """Send the queued tasks that can go now (within a batch received, once after it)."""
+        if self._unbatching:
+            self._dispatch_due = True
+            return
+        self._dispatch_due = False
         for pending, eid in self.scheduler.ready():
             task = self.ledger.get(pending.task_id)
             engine = self.registry.by_id.get(eid)

@@ -13,11 +13,12 @@ from ipcluster.controller.server import Controller
 from ipcluster.protocol import Apply, Ids, Result, decode, encode, unpack
 
 
-@pytest.fixture
-def ctl():
-    ctl = Controller("batches", ControllerOptions(hwm=0), connection.new_key())
+@pytest.fixture(params=[0], ids=["hwm0"])
+def ctl(request):
+    ctl = Controller("batches", ControllerOptions(hwm=request.param), connection.new_key())
     ctl.out = []
     ctl.outbox.transmit = lambda sock, identity, frames: ctl.out.append((identity, frames)) or True
+    ctl.outbox.batching = True  # as in `serve`: what one turn sends a peer goes as one message
     for eid in range(2):
         ctl.registry.add(f"engine-{eid}".encode(), eid, "h", eid)
         ctl.scheduler.add_engine(eid)
@@ -94,3 +95,29 @@ def test_an_engines_batch_of_results_reaches_the_client_in_order(ctl):
         tasks, key=lambda t: (ctl.ledger.get(t).engine, t))]
     assert all(ctl.ledger.get(t).result is not None for t in tasks)
     assert ctl.traffic["batches_in"] == 2 and ctl.received["result"] == 6
+
+
+@pytest.mark.parametrize("ctl", [8], ids=["hwm8"], indirect=True)
+def test_the_tasks_a_batch_of_results_frees_room_for_are_sent_once_after_it(ctl):
+    """A batch of results frees a slot per result: the waiting tasks are looked for once, after
+    the batch (one `ready()`), and go to the engine as one message, not one per result."""
+    ids = Ids()
+    tasks = [f"t{i}" for i in range(12)]
+    for task in tasks:
+        ctl._handle(ctl.clients, [b"client", *encode(ctl.signer, Apply([task], [0], True)
+                                                      .header(ids()), b"call")], server.CLIENT_KINDS)
+    ctl.outbox.flush()
+    running = [t for t in tasks if ctl.ledger.get(t).engine == 0]
+    assert len(running) == 2 and len(ctl.scheduler.pending) == 10  # engine 0 holds 2 at first
+    calls, ready = [], ctl.scheduler.ready
+    ctl.scheduler.ready = lambda: calls.append(1) or ready()
+    ctl.out.clear()
+    results = [(Result(t, 0, "ok", started=1.0, completed=1.00001).header(ids()), b"r")
+               for t in running]
+    ctl._handle(ctl.engines, [b"engine-0", *_batch(ctl, ids, results)], server.ENGINE_KINDS)
+    ctl.outbox.flush()
+    assert len(calls) == 1
+    to_engine = [frames for to, frames in ctl.out if to == b"engine-0"]
+    assert len(to_engine) == 1  # the tasks it now has room for, in one message
+    sent = [m.header["tasks"][0] for m in batch.unbatch(decode(ctl.signer, [b"e", *to_engine[0]]))]
+    assert sent == tasks[2:2 + len(sent)] and len(sent) >= 2  # room for more: its tasks are short
