@@ -1,7 +1,8 @@
 """Processes layer: what becomes of work when something fails or waits: a task sent again after
 its engine died or it raised (`retry`), moved off an engine that cannot meet its dependency
-(`move`), taken back from an engine that has not started it (`withdraw`, `withdrawn`), and the
-unfinished work taken over from a controller that died (`restore`).
+(`move`), taken back from an engine that has not started it (`withdraw`, `withdrawn`; asked of
+an engine stalled on a long task while another idles: `rebalance`), and the unfinished work
+taken over from a controller that died (`restore`).
 
 The "not started" handshake: the controller asks an engine to give back queued balanced tasks;
 the engine's control thread answers, under the same lock its main thread takes to start a task,
@@ -19,6 +20,9 @@ from ipcluster.controller.ledger import Task
 from ipcluster.controller.scheduler import Pending
 from ipcluster.errors import ImpossibleDependency
 from ipcluster.protocol import resign, unpack
+
+STALL = 0.05  # seconds without a result after which an engine's queued tasks may move to an
+# idle engine: long enough that a stream of short tasks never moves, short beside a long task
 
 log = logging.getLogger("ipcluster.controller")
 
@@ -145,6 +149,21 @@ def requeue(ctl, task: Task) -> None:
     task.engine = None
     ctl.scheduler.submit(Pending(task.id, task.allowed,
                                  resign(ctl.signer, task.request, ctl.ids()), task.priority))
+
+
+def rebalance(ctl, now: float) -> None:
+    """An engine is idle and nothing waits for one: ask engines stalled on a long task to give
+    back the tasks queued behind it (an engine runs its tasks in the order it got them, so
+    all but its first have not started; the handshake settles a race)."""
+    idle = ctl.scheduler.idle
+    for eid in list(ctl.scheduler.movable()):
+        engine = ctl.registry.by_id.get(eid)
+        if engine is None or now - engine.progressed < STALL:
+            continue
+        queued = [t for t in list(engine.tasks)[1:] if engine.tasks[t]
+                  and (task := ctl.ledger.get(t)) is not None
+                  and (task.allowed is None or not task.allowed.isdisjoint(idle))]
+        withdraw(ctl, engine, queued)
 
 
 def withdraw(ctl, engine, task_ids) -> list[str]:

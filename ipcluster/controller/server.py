@@ -53,8 +53,6 @@ log = logging.getLogger("ipcluster.controller")
 EVENT_TOPIC = b"ev"
 TRIM_INTERVAL = 5.0  # seconds between two malloc_trim calls (see controller/memory.py)
 DRAIN = 1000  # messages read from one socket before the others get a turn
-STALL = 0.05  # seconds without a result after which an engine's queued tasks may move to an
-# idle engine: long enough that a stream of short tasks never moves, short beside a long task
 CLIENT_KINDS = kinds_for("controller", "client")
 ENGINE_KINDS = kinds_for("controller", "engine")
 
@@ -127,7 +125,7 @@ class Controller:
         while not should_stop() and not self.stopping:
             movable = self.scheduler.movable()
             beat = self.options.beat_interval / 2
-            wait = min(STALL, beat) if movable else beat
+            wait = min(recovery.STALL, beat) if movable else beat
             if self.deadlines:
                 wait = min(wait, max(0.0, self.deadlines[0][0] - time.monotonic()))
             ready = poller.poll(wait)
@@ -151,7 +149,7 @@ class Controller:
             if self.deadlines and self.deadlines[0][0] <= now:
                 self._expire(now)
             if movable:
-                self._rebalance(now)
+                recovery.rebalance(self, now)
             if now >= self._next_beat or self._store_problem != self.store_problem():
                 self._next_beat = now + self.options.beat_interval
                 self._store_problem = self.store_problem()
@@ -178,20 +176,6 @@ class Controller:
     def store_problem(self) -> str | None:
         """Why the durable store is not writing, or None: every client is told, in each beat."""
         return None if self.ledger.store is None else self.ledger.store.problem
-
-    def _rebalance(self, now: float) -> None:
-        """An engine is idle and nothing waits for one: ask engines stalled on a long task to give
-        back the tasks queued behind it (an engine runs its tasks in the order it got them, so
-        all but its first have not started; the handshake settles a race)."""
-        idle = self.scheduler.idle
-        for eid in list(self.scheduler.movable()):
-            engine = self.registry.by_id.get(eid)
-            if engine is None or now - engine.progressed < STALL:
-                continue
-            queued = [t for t in list(engine.tasks)[1:] if engine.tasks[t]
-                      and (task := self.ledger.get(t)) is not None
-                      and (task.allowed is None or not task.allowed.isdisjoint(idle))]
-            recovery.withdraw(self, engine, queued)
 
     def _handle(self, sock, frames: list, allowed: set) -> None:
         try:

@@ -18,7 +18,7 @@ import logging
 import time
 
 from ipcluster import connection
-from ipcluster.controller import server
+from ipcluster.controller import recovery, server
 from ipcluster.controller.main import ControllerOptions
 from ipcluster.controller.server import Controller
 from ipcluster.engine.running import Running
@@ -119,7 +119,7 @@ def test_a_frozen_engine_leaves_the_busy_ones_alone_and_every_task_runs_once(cap
                 for engine in engines if stuck is None else live:
                     engine.answer()
                 if ctl.scheduler.movable():  # as the loop does; every task runs past STALL
-                    ctl._rebalance(time.monotonic() + 1)
+                    recovery.rebalance(ctl, time.monotonic() + 1)
             steps += 1
 
         assert not busy(), "the map did not end"

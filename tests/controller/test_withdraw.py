@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import ipcluster as ipp
-from ipcluster.controller import recovery, server
+from ipcluster.controller import recovery
 from tests.conftest import wait_until
 
 
@@ -30,7 +30,7 @@ def note_pid(path):
 
 def test_a_queued_task_given_back_runs_elsewhere_once_and_a_started_one_stays(served, tmp_path,
                                                                                monkeypatch):
-    monkeypatch.setattr(server, "STALL", 1e9)  # the test asks, not the controller's rebalancing
+    monkeypatch.setattr(recovery, "STALL", 1e9)  # the test asks, not the controller's rebalancing
     path = served.path
     engine = [sys.executable, "-m", "ipcluster", "engine", "--connection-file", str(path)]
     procs = [subprocess.Popen(engine, stderr=subprocess.DEVNULL)]
