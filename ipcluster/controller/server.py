@@ -193,9 +193,15 @@ class Controller:
             self.dropped(exc)
             return
         self.traffic["batches_in"] += 1
-        self._unbatching = True  # the tasks they queue or free room for are sent once, after
         try:
             for item in items:
+                # a run of results and load-balanced requests: the tasks they free room for or
+                # queue are sent once, after it; anything else (a direct request takes a slot
+                # of its engine) comes after what they sent, as if each had come alone
+                self._unbatching = item.kind == "result" or (
+                    item.kind == "apply" and item.header.get("balanced") is True)
+                if self._dispatch_due and not self._unbatching:
+                    self.dispatch()
                 self._accept(sock, item, allowed)
         finally:
             self._unbatching = False

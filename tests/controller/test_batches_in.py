@@ -121,3 +121,21 @@ def test_the_tasks_a_batch_of_results_frees_room_for_are_sent_once_after_it(ctl)
     assert len(to_engine) == 1  # the tasks it now has room for, in one message
     sent = [m.header["tasks"][0] for m in batch.unbatch(decode(ctl.signer, [b"e", *to_engine[0]]))]
     assert sent == tasks[2:2 + len(sent)] and len(sent) >= 2  # room for more: its tasks are short
+
+
+@pytest.mark.parametrize("ctl", [8], ids=["hwm8"], indirect=True)
+def test_a_direct_request_after_a_balanced_one_in_a_batch_does_not_take_its_slot(ctl):
+    """In one batch: a direct task, a balanced one for the same engine, two more direct ones.
+    The balanced one is sent where it stands, while the engine had room (as if each came
+    alone), not after the direct ones behind it filled the engine."""
+    ids = Ids()
+    messages = [(Apply(["gate"], [0]).header(ids()), b"call"),
+                (Apply(["balanced"], [0], True).header(ids()), b"call"),
+                (Apply(["d1"], [0]).header(ids()), b"call"),
+                (Apply(["d2"], [0]).header(ids()), b"call")]
+    ctl._handle(ctl.clients, [b"client", *_batch(ctl, ids, messages)], server.CLIENT_KINDS)
+    ctl.outbox.flush()
+    assert ctl.ledger.get("balanced").engine == 0
+    sent = [m.header["tasks"][0] for to, frames in ctl.out if to == b"engine-0"
+            for m in batch.unbatch(decode(ctl.signer, [to, *frames]))]
+    assert sent == ["gate", "balanced", "d1", "d2"]
