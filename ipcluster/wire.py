@@ -35,7 +35,8 @@ from ipcluster import transport
 
 WAKE = [b""]
 HELD = (signal.SIGINT, signal.SIGTERM)
-HOLD = 128  # messages held at most: then the one holding sends them
+HOLD = 64  # messages held at most, then the one holding sends them: a batch is one turn of the
+# controller's loop (~60 us a request), so engines waiting for it wait a few ms at most
 HOLD_BYTES = 256 * 1024  # bytes held at most (`Wire.hold_bytes`, lower for a small frame limit)
 BATCH_SPARE = 4096  # bytes a batch adds to what it carries, at most: header, signature, lengths
 
