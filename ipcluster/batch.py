@@ -69,7 +69,7 @@ def unbatch(msg: Message, replay: Replay | None = None, dropped=None) -> list[Me
             raise BadMessage("batch: a batch cannot be batched in another")
         if not isinstance(header.get("id"), str):
             raise BadMessage("batch: a message has no id")
-        if any(k in header for k in ("buffers", "segments", "direct")):
+        if "buffers" in header or "segments" in header or "direct" in header:
             raise BadMessage("batch: a batched message has no buffers")
         out.append(Message(msg.route, header, item[HEAD + size:], [], [item]))
     if replay is None:

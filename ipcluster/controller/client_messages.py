@@ -74,7 +74,7 @@ def _answer(ctl, msg, later: Later, found, error: Exception | None) -> None:
 def apply(ctl, msg) -> None:
     request = Apply.from_header(msg.header)
     client, tasks, targets = msg.route[0], request.tasks, request.targets
-    if any(ctl.ledger.get(t) is not None for t in tasks):
+    if not ctl.ledger.tasks.keys().isdisjoint(tasks):
         raise BadMessage("apply: a task id is in use already")
     label, key, fn = request.label, request.key, request.fn
     if request.balanced:
