@@ -139,3 +139,14 @@ def test_a_direct_request_after_a_balanced_one_in_a_batch_does_not_take_its_slot
     sent = [m.header["tasks"][0] for to, frames in ctl.out if to == b"engine-0"
             for m in batch.unbatch(decode(ctl.signer, [to, *frames]))]
     assert sent == ["gate", "balanced", "d1", "d2"]
+
+
+def test_a_request_reusing_a_task_id_is_refused_and_the_first_task_kept(ctl):
+    ids = Ids()
+    first = (Apply(["t0"], None, True).header(ids()), b"call")
+    again = (Apply(["t9", "t0"], [0, 1]).header(ids()), b"call")  # a direct request naming t0
+    ctl._handle(ctl.clients, [b"client", *_batch(ctl, ids, [first, again])], server.CLIENT_KINDS)
+    ctl.outbox.flush()
+    errors = [unpack(m.content) for m in _sent(ctl, b"client") if m.kind == "error"]
+    assert len(errors) == 1 and "in use already" in errors[0]["evalue"]
+    assert ctl.ledger.get("t9") is None and ctl.ledger.get("t0").engine in (0, 1)
