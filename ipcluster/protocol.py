@@ -148,35 +148,29 @@ class Apply:
 
     @classmethod
     def from_header(cls, h: dict) -> "Apply":
-        # each check a plain test on the hot path (once per task in the controller and the
-        # engine); what failed is said by `_check` only when one does
         tasks, targets = h.get("tasks"), h.get("targets")
-        if type(tasks) is not list or not tasks or not all(type(t) is str for t in tasks):
-            _check(False, "apply", "tasks", "a list of task ids", tasks)
-        if targets is not None and (type(targets) is not list
-                                    or not all(type(t) is int for t in targets)):
-            _check(False, "apply", "targets", "a list of engine ids or null", targets)
+        _check(isinstance(tasks, list) and bool(tasks) and all(isinstance(t, str) for t in tasks),
+               "apply", "tasks", "a list of task ids", tasks)
+        _check(targets is None or isinstance(targets, list) and all(
+            isinstance(t, int) and not isinstance(t, bool) for t in targets),
+            "apply", "targets", "a list of engine ids or null", targets)
         balanced = h.get("balanced", False)
-        _check(balanced is True or balanced is False, "apply", "balanced", "true or false", balanced)
+        _check(isinstance(balanced, bool), "apply", "balanced", "true or false", balanced)
         if balanced and len(tasks) != 1:
             raise BadMessage("apply: a load-balanced request carries exactly one task id")
         if not balanced and (targets is None or len(targets) != len(tasks)):
             raise BadMessage("apply: a direct request needs one task id per target")
-        label, key, fn = h.get("label"), h.get("key"), h.get("fn")
-        for name, value in (("label", label), ("key", key), ("fn", fn)):
-            if value is not None and type(value) is not str:
-                _check(False, "apply", name, "a string", value)
-        timeout, priority, submitted, limit = (h.get("timeout"), h.get("priority"),
-                                               h.get("submitted"), h.get("time_limit"))
-        for name, value in (("timeout", timeout), ("priority", priority),
-                            ("submitted", submitted), ("time_limit", limit)):
-            if value is not None and type(value) is not float and not _number(value):
-                _check(False, "apply", name, "a number", value)
+        for name in ("label", "key", "fn"):
+            _check(h.get(name) is None or isinstance(h[name], str), "apply", name, "a string",
+                   h.get(name))
+        for name in ("timeout", "priority", "submitted", "time_limit"):
+            _check(h.get(name) is None or _number(h[name]), "apply", name, "a number", h.get(name))
         retries = h.get("retries", 0)
-        if type(retries) is not int or retries < 0:
-            _check(False, "apply", "retries", "an int >= 0", retries)
-        return cls(tasks, targets, balanced, label, key, fn, timeout, retries, priority or 0,
-                   h.get("after"), h.get("follow"), submitted, limit)
+        _check(isinstance(retries, int) and not isinstance(retries, bool) and retries >= 0,
+               "apply", "retries", "an int >= 0", retries)
+        return cls(tasks, targets, balanced, h.get("label"), h.get("key"), h.get("fn"),
+                   h.get("timeout"), retries, h.get("priority") or 0, h.get("after"),
+                   h.get("follow"), h.get("submitted"), h.get("time_limit"))
 
     def task_for(self, engine_id: int) -> str:
         """The task an engine runs: the only one if balanced, else the one at its place."""
@@ -214,22 +208,18 @@ class Result:
 
     @classmethod
     def from_header(cls, h: dict) -> "Result":
-        parent, status, engine = h.get("parent"), h.get("status"), h.get("engine")
-        started, completed, engine_uuid = h.get("started"), h.get("completed"), h.get("uuid")
-        if type(parent) is not str:
-            _check(False, "result", "parent", "a task id", parent)
-        if status != "ok" and status != "error":
-            _check(False, "result", "status", '"ok" or "error"', status)
-        for name, value in (("started", started), ("completed", completed)):
-            if value is not None and type(value) is not float and not _number(value):
-                _check(False, "result", name, "a time", value)
-        if engine is not None and type(engine) is not int:
-            _check(False, "result", "engine", "an engine id", engine)
-        if engine_uuid is not None and type(engine_uuid) is not str:
-            _check(False, "result", "uuid", "an engine uuid", engine_uuid)
-        prov = h.get("prov")
-        return cls(parent, engine, status, started, completed, bool(h.get("unmet")),
-                   prov if type(prov) is dict else None, engine_uuid)
+        _check(isinstance(h.get("parent"), str), "result", "parent", "a task id", h.get("parent"))
+        _check(h.get("status") in ("ok", "error"), "result", "status", '"ok" or "error"',
+               h.get("status"))
+        for name in ("started", "completed"):
+            _check(h.get(name) is None or _number(h[name]), "result", name, "a time", h.get(name))
+        engine = h.get("engine")
+        _check(engine is None or isinstance(engine, int), "result", "engine", "an engine id", engine)
+        prov, engine_uuid = h.get("prov"), h.get("uuid")
+        _check(engine_uuid is None or isinstance(engine_uuid, str), "result", "uuid",
+               "an engine uuid", engine_uuid)
+        return cls(h["parent"], engine, h["status"], h.get("started"), h.get("completed"),
+                   bool(h.get("unmet")), prov if isinstance(prov, dict) else None, engine_uuid)
 
     @property
     def duration(self) -> float | None:
