@@ -40,7 +40,6 @@ from ipcluster.protocol import (
 log = logging.getLogger("ipcluster.client")
 
 
-
 class Session:
     def __init__(self, info, connection_file, timeout: float) -> None:
         self.info = info
@@ -379,8 +378,7 @@ class Session:
         try:
             self.links.on_message(sock, frames)
         except Exception as exc:  # one bad message must not stop the IO thread
-            log.warning("dropped a message from an engine's data port: %s: %s",
-                        type(exc).__name__, exc)
+            log.warning("dropped a message from an engine's data port: %s: %s", type(exc).__name__, exc)
 
     def _on_event(self, frames) -> None:
         try:
