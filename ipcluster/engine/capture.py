@@ -47,6 +47,10 @@ class Capture:
             self._parts.append((task, name, content))
         return True
 
+    def pending(self) -> bool:
+        """True if anything was written since the last `take`."""
+        return bool(self._parts)
+
     def take(self) -> list[tuple[str, str, str]]:
         """What was written since the last call, adjacent writes of one stream joined."""
         with self._lock:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
+import select
 import signal
 import socket
 import threading
@@ -41,8 +41,8 @@ from ipcluster.protocol import (
 log = logging.getLogger("ipcluster.engine")
 
 RESULTS = "results"  # name of the in-process channel from the main thread
-MAIN = "engine-main"  # name of the in-process channel that wakes the idle main thread
 POLL = 0.1  # seconds a thread waits on its sockets before it looks around again
+POLL_MS = round(POLL * 1000)
 STOP = object()  # put on the task queue to end the main loop
 DRAIN = 1000  # messages taken from the socket at most at once; more: look again at once
 OUTPUT_PIECE = 1 << 24  # most characters of output per message: fewer pieces, less joining
@@ -71,13 +71,17 @@ class Control(threading.Thread):
         self.beat_interval = options.beat_interval  # until the controller says otherwise
         self.handling = threading.Lock()  # held by the thread handling received messages
         self.results = Results(signer, self.ids, self.wire, tasks, self.handling,
-                               self._send_output)  # the main thread's: sent, or held
+                               self._send_output, capture.pending)  # the main thread's
         self.main_receives = False  # the idle main thread waits on the socket (set under handling)
         self.handed = 0  # tasks this thread received and queued for the main thread
         self.last_heard = time.monotonic()
-        self._main_poller = None  # the main thread's: the socket's notifier and its inbox
-        self._main_inbox = None
-        self._main_outbox = None  # this thread's end of the main thread's inbox
+        self._main_poller = None  # the main thread's: the socket's notifier and `_wakes`
+        # a pipe that wakes the idle main thread (a plain file descriptor: one poll() call per
+        # wait, where a zmq poll with an in-process socket in it makes four); open as long as
+        # the engine process
+        self._wakes = os.pipe()
+        for fd in self._wakes:
+            os.set_blocking(fd, False)
         self.running = Running(watch, options.kill_grace)
         self.aborted: set[str] = set()
         self.error: str | None = None
@@ -231,14 +235,13 @@ class Control(threading.Thread):
     def next_task(self):
         """The main thread's next task (or `STOP`): a queued one, else, idle, it receives on the
         socket itself and handles what comes (as this thread would) until a task is there."""
-        try:
+        if not self.tasks.empty():  # only this thread takes from the queue
             return self.tasks.get_nowait()
-        except queue.Empty:
-            self.results.flush()  # no more tasks queued: what is held goes before the wait
+        self.results.flush()  # no more tasks queued: what is held goes before the wait
         if self._main_poller is None:
-            self._main_inbox = self.context.inbox(MAIN)
-            self._main_poller = transport.Poller(self._main_inbox)
-            self._main_poller.add(transport.notifier(self._sock))
+            self._main_poller = select.poll()
+            self._main_poller.register(self._wakes[0], select.POLLIN)
+            self._main_poller.register(transport.notifier(self._sock), select.POLLIN)
         try:
             while True:
                 with self.handling:
@@ -251,20 +254,18 @@ class Control(threading.Thread):
                     if not self.tasks.empty():
                         self.main_receives = False
                         return self.tasks.get_nowait()
-                ready = self._main_poller.poll(0 if len(received) == DRAIN else POLL)
-                if self._main_inbox in ready:
-                    for _ in transport.drain(self._main_inbox):
-                        pass  # wake-ups: what they announce is on the socket or in the queue
+                for fd, _ in self._main_poller.poll(0 if len(received) == DRAIN else POLL_MS):
+                    if fd == self._wakes[0]:  # wake-ups: what they announce is on the socket
+                        os.read(fd, 4096)  # or in the queue
         finally:
             self.main_receives = False
 
     def _wake_main(self) -> None:
         """From this thread: the main thread waiting on the socket has something to look at."""
-        if self._main_inbox is None:
-            return  # it never waited
-        if self._main_outbox is None:
-            self._main_outbox = self.context.outbox(MAIN)
-        transport.send(self._main_outbox, [b""])
+        try:
+            os.write(self._wakes[1], b"w")
+        except BlockingIOError:
+            pass  # the pipe is full of wake-ups: it will wake
 
     # -- a handler per kind (HANDLERS) ------------------------------------------------------
 

@@ -3,9 +3,10 @@ socket, several in one message while its tasks queue up.
 
 Each result goes on the socket from the main thread (`post`), under the wire's lock, after the
 output captured so far, with Ctrl-C and SIGTERM held back until it is whole (as `wire.Wire.send`
-does). A message that came meanwhile (the send took its notification in) is left to the main
-thread, which receives next (`Control.next_task`), unless a task is queued for it: only then is
-the control thread woken to receive it (`wire.Wire.send` would wake it for every such message:
+does) when it has several frames (a message of one frame is one zmq call, which no signal
+handler splits). A message that came meanwhile (the send took its notification in) is left to
+the main thread, which receives next (`Control.next_task`), unless a task is queued for it: only
+then is the control thread woken to receive it (`wire.Wire.send` would wake it for every such message:
 about one task in three on a load-balanced view, each a turn of the control thread's loop).
 That is decided under `Control.handling`, under which the control thread takes in every message
 waiting before it queues a task: a message the main thread saw is either taken in by the
@@ -34,6 +35,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from contextlib import nullcontext
 
 from ipcluster import batch, transport
 from ipcluster.wire import signals_held
@@ -44,10 +46,11 @@ WAIT = 0.002  # seconds a result is held at most
 
 
 class Results:
-    def __init__(self, signer, ids, wire, tasks, handling, output) -> None:
+    def __init__(self, signer, ids, wire, tasks, handling, output, pending) -> None:
         self.signer, self.ids, self.wire = signer, ids, wire
         self.tasks, self.handling = tasks, handling  # the main thread's queue, and its lock
         self.output = output  # sends the output captured so far (under the wire's lock)
+        self.pending = pending  # True if output was captured since it last sent it
         self.messages: list = []  # held, oldest first (under the wire's lock)
         self.since = 0.0  # when the oldest was held (time.monotonic)
         self.looks_at = math.inf  # when the control thread looks again, at the latest
@@ -72,7 +75,10 @@ class Results:
         """Main thread: the output, what is held, then `frames` (if any); `frames` queue behind
         what is queued for the control thread, if anything is."""
         wake = waiting = False
-        with signals_held():
+        # each message of one frame is one zmq call, which a signal handler cannot split:
+        # signals are held back only while a message of several frames may go
+        whole = (frames is None or len(frames) == 1) and not self.pending()
+        with nullcontext() if whole else signals_held():
             with self.wire.lock:
                 sock = self.wire.sock
                 if self.wire.queued or sock is None:
@@ -83,7 +89,9 @@ class Results:
                     self.release(sock)
                     if frames is not None:
                         transport.send(sock, frames)
-                    waiting = transport.readable(sock)  # a message came: who takes it in?
+                    # a message came as it sent? With no task queued, the main thread looks
+                    # itself before it waits (`Control.next_task`): only else the question
+                    waiting = not self.tasks.empty() and transport.readable(sock)
         if waiting:
             with self.handling:
                 wake = not self.tasks.empty()  # else the main thread receives next, itself
