@@ -44,7 +44,18 @@ def code_hash(f) -> str | None:
     code = getattr(inner if callable(inner) else f, "__code__", None)
     if code is None:
         return None
-    return xxhash.xxh3_128(marshal.dumps(code)).hexdigest()
+    known = _code_hashes.get(id(code))
+    if known is not None and known[0] is code:  # the same code again (a function sent once)
+        return known[1]
+    digest = xxhash.xxh3_128(marshal.dumps(code)).hexdigest()
+    if len(_code_hashes) >= CODE_HASHES:
+        _code_hashes.pop(next(iter(_code_hashes)))
+    _code_hashes[id(code)] = (code, digest)  # kept alive with it: its id is not reused
+    return digest
+
+
+_code_hashes: dict = {}  # id of a code object -> (the code, its hash), oldest first
+CODE_HASHES = 256
 
 
 def environment() -> dict:

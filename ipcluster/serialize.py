@@ -8,10 +8,12 @@ shm.py), so they are never copied on the way out, and arrive writable without a 
 
 from __future__ import annotations
 
+import builtins
 import ctypes
 import hashlib
 import io
 import pickle
+import sys
 import types
 import weakref
 from collections import ChainMap
@@ -56,6 +58,32 @@ def dumps(obj, what: str = "object") -> tuple[bytes, list]:
             "files, sockets and generators cannot be pickled; create them on the engines "
             "(e.g. with view.execute or inside the function) and send what is needed to build them"
         ) from exc
+
+
+_ATOMS = frozenset({int, float, complex, str, bytes, bool, type(None)})
+
+
+def _atomic(obj) -> bool:
+    """Exactly a plain scalar, or a tuple, list or dict of up to 16 of them: what the standard
+    pickler writes byte for byte as cloudpickle does (no subclass: an IntEnum member pickled
+    by reference to a class of the engine's ``__main__`` would not load on the client)."""
+    kind = type(obj)
+    if kind in _ATOMS:
+        return True
+    if kind is tuple or kind is list:
+        return len(obj) <= 16 and all([type(v) in _ATOMS for v in obj])
+    if kind is dict:
+        return len(obj) <= 16 and all([type(k) in _ATOMS and type(v) in _ATOMS
+                                       for k, v in obj.items()])
+    return False
+
+
+def dumps_result(obj) -> tuple[bytes, list]:
+    """A task's return value pickled (`dumps`), small plain data without building a
+    cloudpickle pickler (the same bytes)."""
+    if _atomic(obj):
+        return pickle.dumps(obj, protocol=5), []
+    return dumps(obj, "the result")
 
 
 class _Pickled(bytes):
@@ -157,6 +185,94 @@ def dumps_call(f, args: tuple, kwargs: dict) -> tuple[bytes, list]:
         raise
 
 
+# -- the engine's side of `_Pickled`: a function unpickled once per its bytes ---------------
+
+_CALL_HEAD = b"\x8c\x07_pickle\x94\x8c\x05loads\x94\x93"  # a call whose function is `_Pickled`
+_BUILTINS = vars(builtins)  # what cloudpickle sets every function's __builtins__ to
+_functions: dict = {}  # a function's pickle -> the function unpickled from it, or None: not reused
+FUNCTION_BYTES = 64 * 1024  # larger pickles are not kept
+
+
+def _fixed(value, depth: int = 0) -> bool:
+    """True for what unpickling the same bytes again gives an equal immutable value of, or the
+    very same object: plain immutable data (exact types), modules as imported, builtins of a
+    module, and functions and classes pickled by reference (found by name where they live)."""
+    kind = type(value)
+    if kind in _ATOMS or kind is range:
+        return True
+    if kind is tuple or kind is frozenset:
+        return depth < 3 and len(value) <= 32 and all([_fixed(v, depth + 1) for v in value])
+    if isinstance(value, types.ModuleType):
+        return sys.modules.get(value.__name__) is value  # not a module sent by value
+    if kind is types.BuiltinFunctionType:
+        return isinstance(value.__self__, (types.ModuleType, type(None)))
+    if kind is types.FunctionType or isinstance(value, type):
+        return cloudpickle.cloudpickle._should_pickle_by_reference(value)
+    return False
+
+
+def _reusable(f) -> bool:
+    """True for a function whose every part a call could change is rebuilt by `_fresh` or
+    `_fixed`: no attributes, and its defaults, closure, globals and annotations fixed."""
+    if type(f) is not types.FunctionType or f.__dict__:
+        return False
+    try:
+        return (_fixed(f.__defaults__ or ()) and _fixed(tuple((f.__kwdefaults__ or {}).items()))
+                and _fixed(tuple([c.cell_contents for c in f.__closure__ or ()]))
+                and all([_fixed(v) or v is _BUILTINS for v in f.__globals__.values()])
+                and _fixed(tuple(f.__annotations__.values())))
+    except ValueError:  # an empty closure cell
+        return False
+
+
+def _fresh(f):
+    """A new function as unpickling `f`'s bytes again would give: its own globals, cells,
+    keyword defaults, annotations and attributes; code and fixed values shared."""
+    closure = f.__closure__
+    g = types.FunctionType(f.__code__, dict(f.__globals__), f.__name__, f.__defaults__,
+                           tuple([types.CellType(c.cell_contents) for c in closure])
+                           if closure else None)
+    g.__kwdefaults__ = dict(f.__kwdefaults__) if f.__kwdefaults__ is not None else None
+    g.__annotations__ = dict(f.__annotations__)
+    g.__qualname__, g.__module__, g.__doc__ = f.__qualname__, f.__module__, f.__doc__
+    if hasattr(f, "__type_params__"):
+        g.__type_params__ = f.__type_params__
+    return g
+
+
+def _unpickled_once(data):
+    """The engine's ``pickle.loads`` of a `_Pickled` function: unpickled once per bytes (the
+    same function from one client comes with every task), a fresh copy per call, so nothing a
+    call changes is seen by the next (as if unpickled anew); anything else unpickled anew."""
+    known = _functions.get(data, _functions)
+    if known is None:
+        return pickle.loads(data)
+    if known is _functions:
+        f = pickle.loads(data)
+        known = f if type(data) is bytes and len(data) <= FUNCTION_BYTES and _reusable(f) else None
+        if len(_functions) >= CACHE_SIZE:
+            _functions.pop(next(iter(_functions)))
+        _functions[data] = known
+        if known is None:
+            return f
+    return _fresh(known)
+
+
+class _CallUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if module == "_pickle" and name == "loads":
+            return _unpickled_once
+        return super().find_class(module, name)
+
+
+def loads_call(content, buffers=()) -> object:
+    """A task's ``(f, args, kwargs)`` (`loads`), its function, if the client pickled it once
+    (`_Pickled`), unpickled once here too (`_unpickled_once`)."""
+    if type(content) is not bytes or not content.startswith(_CALL_HEAD, 11):
+        return loads(content, buffers)
+    return loads(content, buffers, lambda file, buffers: _CallUnpickler(file, buffers=buffers))
+
+
 def digest(content, buffers) -> str:
     """A digest of a pickled call: equal for the same function and arguments."""
     h = hashlib.blake2b(content, digest_size=16)
@@ -167,7 +283,7 @@ def digest(content, buffers) -> str:
 
 def check_size(content, buffers, limit: int, what: str) -> None:
     """Refuse to send a frame the controller would refuse (it disconnects such a peer)."""
-    if limit is None or limit < 0:
+    if limit is None or limit < 0 or not buffers and len(content) <= limit:
         return
     largest = max([len(content), *(memoryview(b).nbytes for b in buffers)])
     if largest > limit:
@@ -213,9 +329,12 @@ def received(buffers) -> list:
     return [b.map() if isinstance(b, shm.Segment) else b for b in buffers]
 
 
-def loads(content, buffers=()) -> object:
-    """Unpickle; call only on content whose signature has been checked."""
+def loads(content, buffers=(), unpickler=None) -> object:
+    """Unpickle (with ``unpickler(file, buffers)`` if given); call only on content whose
+    signature has been checked."""
     try:
+        if unpickler is not None:
+            return unpickler(io.BytesIO(content), [writable(b) for b in buffers]).load()
         return pickle.loads(content, buffers=[writable(b) for b in buffers])
     except ModuleNotFoundError as exc:
         raise SerializationError(

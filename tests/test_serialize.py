@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+import cloudpickle
 import numpy as np
 import pytest
 
@@ -113,3 +114,89 @@ def test_functions_capturing_modules_and_builtins_are_cached_and_bound_methods_a
     assert call(f, 10)[1] == call(f, 10)[1] and call(f, 10)[0] == 2
     g = main_function("def g(x):\n    return APPEND(x)\n", "g", {"APPEND": ns["ITEMS"].append})
     assert serialize._captured(g) is None  # a method bound to a list: its list may change
+
+
+def test_a_small_plain_result_is_pickled_to_the_same_bytes_without_cloudpickle():
+    import enum
+    import pickle
+
+    class Colour(enum.IntEnum):
+        RED = 1
+
+    plain = [None, True, 3, 2.5, 1j, "é", b"x", (1, "a"), [1.0, None], {"a": 1, 2: b"b"}, (),
+             ["x"] * 16]
+    for value in plain:
+        assert serialize._atomic(value), value
+        assert serialize.dumps_result(value) == serialize.dumps(value), value
+        assert pickle.loads(serialize.dumps_result(value)[0]) == value
+    # subclasses, nesting, more than 16 items and anything else take cloudpickle's way
+    for value in [Colour.RED, [Colour.RED], ((1,),), [[1]], list(range(17)), {"a": [1]},
+                  lambda: 1, bytearray(b"x"), {1, 2}]:
+        assert not serialize._atomic(value), value
+    f = pickle.loads(serialize.dumps_result(lambda x: x + 1)[0])
+    assert f(1) == 2
+
+
+def _sent_once(f, *args):
+    """A call's bytes as a client sends them when it pickled the function once (`_Pickled`)."""
+    import pickle
+
+    return pickle.dumps((serialize._Pickled(cloudpickle.dumps(f)), args, {}), protocol=5)
+
+
+def _counter():
+    n = 0
+
+    def bump():
+        nonlocal n
+        n += 1
+        return n
+
+    return bump
+
+
+TOTAL = 0
+
+
+def _add_to_total(x, *, scale=1):
+    global TOTAL
+    TOTAL = TOTAL + x * scale
+    return TOTAL
+
+
+def test_a_function_sent_once_is_unpickled_once_and_each_call_sees_it_as_if_unpickled_anew():
+    serialize._functions.clear()
+    for f, args, first in [(_counter(), (), 1), (_add_to_total, (5,), 5)]:
+        f.__module__ = "__main__"  # sent by value, as a notebook's function
+        content = _sent_once(f, *args)
+        calls = [serialize.loads_call(content) for _ in range(3)]
+        assert len({id(g) for g, _, _ in calls}) == 3
+        assert len({id(g.__code__) for g, _, _ in calls}) == 1  # unpickled once
+        for g, a, kw in calls:
+            assert g(*a, **kw) == first  # a nonlocal or a global it set is not seen again
+        g = calls[0][0]
+        g.tag, g.__defaults__ = "changed", (9,)
+        if g.__kwdefaults__ is not None:
+            g.__kwdefaults__["scale"] = 100
+        again = serialize.loads_call(content)[0]
+        assert not hasattr(again, "tag") and again.__defaults__ is None
+        assert again(*args) == first
+
+
+def test_a_function_with_mutable_state_sent_once_is_still_unpickled_anew_each_time():
+    def collect(x, seen=[]):  # noqa: B006 -- the mutable default is the point
+        seen.append(x)
+        return len(seen)
+
+    shared = {"calls": 0}
+
+    def count():
+        shared["calls"] += 1
+        return shared["calls"]
+
+    for f, args in [(collect, (1,)), (count, ())]:
+        f.__module__ = "__main__"
+        content = _sent_once(f, *args)
+        results = [g(*a) for g, a, _ in (serialize.loads_call(content) for _ in range(3))]
+        assert results == [1, 1, 1]
+        assert serialize._functions[cloudpickle.dumps(f)] is None  # not kept

@@ -113,7 +113,7 @@ class Engine:
         try:
             try:
                 msg.buffers = serialize.received(msg.buffers)  # hashed below, as received
-                f, args, kwargs = serialize.loads(msg.content, msg.buffers)
+                f, args, kwargs = serialize.loads_call(msg.content, msg.buffers)
             except SerializationError as exc:
                 msg.buffers = []  # not hashed: they could not be read
                 raise SerializationError(unloadable(exc, eid)) from exc.__cause__
@@ -127,7 +127,7 @@ class Engine:
             f, args, kwargs = namespace.resolve_call(f, args, kwargs)
             result = namespace.bind(f)(*args, **kwargs)
             self.running.finish()
-            content, buffers = serialize.dumps(result, "the result")
+            content, buffers = serialize.dumps_result(result)
             serialize.check_size(content, buffers, self.max_message_size, "the result")
             reply.status = "ok"
         except BaseException as exc:  # the task's failure, reported to its client
