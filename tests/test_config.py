@@ -10,7 +10,7 @@ from ipcluster.controller.main import ControllerOptions
 
 
 def test_defaults_then_config_then_arguments():
-    assert resolve(ControllerOptions, "controller").hwm == 8
+    assert resolve(ControllerOptions, "controller").hwm == 32
     with dask.config.set({"ipcluster.controller.hwm": 5, "ipcluster.controller.engine-timeout": 9}):
         options = resolve(ControllerOptions, "controller")
         assert (options.hwm, options.engine_timeout) == (5, 9)
@@ -28,7 +28,7 @@ def test_environment_variables_reach_the_options(monkeypatch):
 
 
 def test_unknown_keys_list_the_valid_ones_with_defaults():
-    with pytest.raises(TypeError, match=r"unknown controller option\(s\) 'hmw'.*hwm=8"):
+    with pytest.raises(TypeError, match=r"unknown controller option\(s\) 'hmw'.*hwm=32"):
         resolve(ControllerOptions, "controller", {"hmw": 3})
     with dask.config.set({"ipcluster.controller.bogus": 1}):
         with pytest.raises(TypeError, match="configured ipcluster.controller.*'bogus'"):

@@ -60,8 +60,8 @@ def test_follow_runs_where_the_dependency_ran(rc):
 
 def test_priority_runs_higher_first(rc):
     view = rc.load_balanced_view(targets=[0])
-    # engine 0 full: at most hwm (8) outstanding, fewer once its tasks take long
-    blockers = [view.apply_async(time.sleep, 0.05) for _ in range(8)]
+    # engine 0 full: at most hwm (32) outstanding, fewer once its tasks take long
+    blockers = [view.apply_async(time.sleep, 0.01) for _ in range(32)]
     with view.temp_flags(priority=0):
         low = view.apply_async(time.time)
     with view.temp_flags(priority=10):

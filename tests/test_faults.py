@@ -184,7 +184,7 @@ def test_a_retried_task_whose_other_engines_all_left_waits_for_any_engine(tmp_pa
         flag = tmp_path / "flag"
         view = rc.load_balanced_view(retries=1)
         pids = {eid: rc[eid].apply_sync(os.getpid) for eid in (0, 1)}
-        busy = [rc[1].apply_async(wait_for_file, str(flag)) for _ in range(8)]  # engine 1 full (hwm)
+        busy = [rc[1].apply_async(wait_for_file, str(flag)) for _ in range(32)]  # engine 1 full (hwm)
         ar = view.apply_async(fails_first_time, str(tmp_path / "marker"))
         wait_until(lambda: rc.queue_status()["unassigned"] == 1)  # failed on 0, waits for 1
         os.kill(pids[1], signal.SIGKILL)  # the only other engine leaves

@@ -29,7 +29,7 @@ class ControllerOptions:
     location: str | None = None  # address others use to reach it; default: ip (host name for 0.0.0.0)
     curve: bool | None = None  # CurveZMQ encryption; None: on unless bound to loopback only
     scheme: str = "leastload"  # load balancing: leastload, lru, twobin, weighted, plainrandom
-    hwm: int = 8  # most outstanding load-balanced tasks on one engine (0: no limit); an engine
+    hwm: int = 32  # most outstanding load-balanced tasks on one engine (0: no limit); an engine
     # whose tasks take a millisecond or more holds fewer, down to 2 (controller/scheduler.py)
     unresponsive_after: float = 3.0  # seconds of engine silence before it is shown unresponsive
     engine_timeout: float = 30.0  # seconds of silence before it is declared dead: a grace,

@@ -9,7 +9,7 @@
   `started`) are below its prefetch depth: the high-water mark `hwm` (0: no limit) for an
   engine whose tasks are short, fewer for one whose tasks take longer. The depth is what keeps
   about `PREFETCH` seconds of work queued behind the task an engine runs, at least `SHALLOW`
-  tasks (2: the next task waits on the engine, not here) and at most `hwm` (8 by default), from
+  tasks (2: the next task waits on the engine, not here) and at most `hwm` (32 by default), from
   a moving average of the engine's task durations (`SHALLOW` until one finished). Short tasks
   go several to a message each way, and an engine never waits for the next one; tasks of a
   millisecond or more are not hoarded by an engine, so the last tasks of a map do not queue
@@ -58,7 +58,7 @@ class Pending:
     priority: float = 0  # higher runs first; equal priorities run in arrival order
 
 
-def make_scheduler(scheme: str = "leastload", hwm: int = 8, seed: int | None = None) -> Scheduler:
+def make_scheduler(scheme: str = "leastload", hwm: int = 32, seed: int | None = None) -> Scheduler:
     """The scheduler for `scheme`; an unknown name lists the valid ones."""
     if scheme not in SCHEMES:
         raise ValueError(f"unknown scheduling scheme {scheme!r}; valid schemes: "
@@ -112,7 +112,7 @@ class _Bucket:
 
 
 class Scheduler:
-    def __init__(self, scheme: str = "leastload", hwm: int = 8, seed: int | None = None) -> None:
+    def __init__(self, scheme: str = "leastload", hwm: int = 32, seed: int | None = None) -> None:
         self.scheme, self.hwm = scheme, hwm
         self.rng = random.Random(seed)
         self.load: dict[int, int] = {}  # engine -> outstanding tasks

@@ -17,6 +17,8 @@ import collections
 import logging
 import time
 
+import pytest
+
 from ipcluster import connection
 from ipcluster.controller import recovery, server
 from ipcluster.controller.main import ControllerOptions
@@ -83,9 +85,10 @@ class FakeEngine:
                  identity=b"watchdog-%d" % self.id)
 
 
-def test_a_frozen_engine_leaves_the_busy_ones_alone_and_every_task_runs_once(caplog):
+@pytest.mark.parametrize("hwm", [2, 8])  # a task queued behind the running one; several
+def test_a_frozen_engine_leaves_the_busy_ones_alone_and_every_task_runs_once(caplog, hwm):
     caplog.set_level(logging.INFO, logger="ipcluster.controller")
-    ctl = Controller("frozen", ControllerOptions(), connection.new_key())
+    ctl = Controller("frozen", ControllerOptions(hwm=hwm), connection.new_key())
     try:
         engines = [FakeEngine(ctl, eid) for eid in range(3)]
         by_identity = {e.identity: e for e in engines}

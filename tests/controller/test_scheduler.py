@@ -47,7 +47,8 @@ def _held(s, eid):
 
 
 def test_an_engine_of_short_tasks_holds_up_to_hwm_one_of_long_tasks_two():
-    s = engines(make_scheduler("leastload"), 0, 1)  # the default hwm: 8
+    assert make_scheduler().hwm == 32  # the default
+    s = engines(make_scheduler("leastload", 8), 0, 1)
     assert _held(s, 0) == 2 and _held(s, 1) == 2  # nothing finished yet: the shallow depth
     for _ in range(2):
         s.finished(0, 0.00005)  # no-ops: 50 us each
@@ -60,7 +61,7 @@ def test_an_engine_of_short_tasks_holds_up_to_hwm_one_of_long_tasks_two():
 
 
 def test_a_long_task_makes_an_engine_shallow_at_once_and_hwm_one_or_two_is_fixed():
-    s = engines(make_scheduler("leastload"), 0)
+    s = engines(make_scheduler("leastload", 8), 0)
     s.finished(0, 0.00001)  # load 0: not counted
     assert _held(s, 0) == 2
     for _ in range(2):
