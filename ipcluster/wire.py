@@ -15,7 +15,9 @@ one-frame message may be `hold`-en instead of sent; the first one held wakes the
 Whoever sends next sends everything held first, in order, as one message (`pack`, the
 client's signed ``batch``): the owner when it runs (it takes them with what was queued), a
 thread about to wait for an answer (`flush`), any `send` or `queue`, or the holder itself once
-`HOLD` messages or `hold_bytes` are held. What is held is always the tail of what is to go.
+`HOLD` messages or `hold_bytes` are held. What is held is always the tail of what is to go;
+at the interpreter's exit, what is still held goes (`_send_held`: the owner is a daemon
+thread, and a script may submit and exit without waiting).
 
 A message is sent frame by frame, and Python runs signal handlers between two calls: Ctrl-C
 (or SIGTERM) in the main thread half-way through a message would leave it open, and the next
@@ -26,10 +28,12 @@ handlers of SIGINT and SIGTERM back until the message is whole, then runs them.
 from __future__ import annotations
 
 import _signal  # the C module under `signal`: its calls take and return plain ints
+import atexit
 import collections
 import contextlib
 import signal
 import threading
+import weakref
 
 from ipcluster import transport
 
@@ -38,6 +42,7 @@ HELD = (signal.SIGINT, signal.SIGTERM)
 HOLD = 64  # messages held at most, then the one holding sends them: a batch is one turn of the
 # controller's loop (~60 us a request), so engines waiting for it wait a few ms at most
 HOLD_BYTES = 256 * 1024  # bytes held at most (`Wire.hold_bytes`, lower for a small frame limit)
+_wires: weakref.WeakSet = weakref.WeakSet()  # every Wire, for `_send_held` at exit
 BATCH_SPARE = 4096  # bytes a batch adds to what it carries, at most: header, signature, lengths
 
 
@@ -84,6 +89,7 @@ class Wire:
         self.wakeups = 0  # of the owner by other threads: a machine-free cost measure
         self._context, self._inbox_name = context, inbox_name
         self._local = threading.local()  # each thread's in-process socket to the owner
+        _wires.add(self)
 
     def inbox(self):
         """The owner's end of the in-process channel that `wake` sends on."""
@@ -191,3 +197,11 @@ class Wire:
         that they are handled after it is let go (a handler may send)."""
         with self.lock:
             return list(transport.drain(self.sock, limit))
+
+
+@atexit.register
+def _send_held() -> None:
+    """At the interpreter's exit: what any Wire still holds goes now."""
+    for wire in list(_wires):
+        if wire.held and wire.sock is not None:
+            wire.flush()

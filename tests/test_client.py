@@ -282,3 +282,29 @@ def test_ctrl_c_while_the_calling_thread_sends_never_leaves_a_message_half_sent(
         signal.signal(signal.SIGINT, previous)
     assert interrupted > 10 and len(sent) > 100, (interrupted, len(sent))
     assert [ar.get(timeout=60) for _, ar in sent] == [divmod(i, 7) for i, _ in sent]
+
+
+SUBMIT_AND_EXIT = """
+import sys
+from pathlib import Path
+import ipcluster
+
+def touch(i, where):
+    from pathlib import Path
+    Path(where, str(i)).touch()
+
+rc = ipcluster.Client(sys.argv[1])
+view = rc.load_balanced_view()
+for i in range(20):  # while the first is in flight, the others are held to go together
+    view.apply_async(touch, i, sys.argv[2])
+"""  # and exits without waiting: what is still held goes at exit
+
+
+def test_tasks_submitted_by_a_script_that_exits_without_waiting_all_run(cluster, tmp_path):
+    script, done = tmp_path / "submit.py", tmp_path / "done"
+    script.write_text(SUBMIT_AND_EXIT)
+    done.mkdir()
+    out = subprocess.run([sys.executable, str(script), str(cluster.connection_file), str(done)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    wait_until(lambda: len(list(done.iterdir())) == 20, timeout=30)
