@@ -102,9 +102,19 @@ def _resolved(value):
     return value
 
 
+def _unresolved(values) -> bool:
+    """True if no value is a Reference, nor a list, tuple or dict (that could hold one)."""
+    for value in values:
+        if type(value) in (list, tuple, dict) or isinstance(value, Reference):
+            return False
+    return True
+
+
 def resolve_call(f, args: tuple, kwargs: dict) -> tuple:
-    """The function (a Reference names a callable on the engine) and its arguments, resolved."""
-    return _resolved(f), _resolved(args), _resolved(kwargs)
+    """The function (a Reference names a callable on the engine) and its arguments, resolved
+    (plain arguments, the usual case, as they are)."""
+    return (_resolved(f), args if _unresolved(args) else _resolved(args),
+            kwargs if _unresolved(kwargs.values()) else _resolved(kwargs))
 
 
 class Required:

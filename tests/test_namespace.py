@@ -78,3 +78,14 @@ def test_execute_outside_an_engine_says_where_it_runs(monkeypatch):
     monkeypatch.setattr(namespace, "cell_runner", None)
     with pytest.raises(RuntimeError, match="runs code cells on an engine"):
         namespace.execute("x = 1")
+
+
+def test_references_in_a_call_are_resolved_where_they_are_and_plain_arguments_kept(monkeypatch):
+    monkeypatch.setattr(namespace, "user_ns", {"a": 1, "f": abs})
+    ref = namespace.Reference
+    f, args, kwargs = namespace.resolve_call(ref("f"), (ref("a"), [ref("a"), 2], (3, ref("a"))),
+                                             {"k": ref("a"), "d": {"x": ref("a")}})
+    assert (f, args, kwargs) == (abs, (1, [1, 2], (3, 1)), {"k": 1, "d": {"x": 1}})
+    plain_args, plain_kwargs = (1, "x", None), {"k": 2.5}
+    _, args, kwargs = namespace.resolve_call(abs, plain_args, plain_kwargs)
+    assert args is plain_args and kwargs is plain_kwargs
