@@ -240,16 +240,18 @@ def _fresh(f):
     return g
 
 
-def _unpickled_once(data):
+def _unpickled_once(data, *args, **kwargs):
     """The engine's ``pickle.loads`` of a `_Pickled` function: unpickled once per bytes (the
     same function from one client comes with every task), a fresh copy per call, so nothing a
     call changes is seen by the next (as if unpickled anew); anything else unpickled anew."""
+    if type(data) is not bytes or args or kwargs:
+        return pickle.loads(data, *args, **kwargs)
     known = _functions.get(data, _functions)
     if known is None:
         return pickle.loads(data)
     if known is _functions:
         f = pickle.loads(data)
-        known = f if type(data) is bytes and len(data) <= FUNCTION_BYTES and _reusable(f) else None
+        known = f if len(data) <= FUNCTION_BYTES and _reusable(f) else None
         if len(_functions) >= CACHE_SIZE:
             _functions.pop(next(iter(_functions)))
         _functions[data] = known

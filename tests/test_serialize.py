@@ -200,3 +200,16 @@ def test_a_function_with_mutable_state_sent_once_is_still_unpickled_anew_each_ti
         results = [g(*a) for g, a, _ in (serialize.loads_call(content) for _ in range(3))]
         assert results == [1, 1, 1]
         assert serialize._functions[cloudpickle.dumps(f)] is None  # not kept
+
+
+def test_a_call_whose_function_is_any_pickle_loads_still_loads_as_pickle_would():
+    import pickle
+
+    class Loads:  # pickle.loads(bytearray(...)) as the call's function (bytes are not it)
+        def __reduce__(self):
+            return pickle.loads, (bytearray(pickle.dumps(abs)),)
+
+    content = pickle.dumps((Loads(), (-2,), {}), protocol=5)
+    assert content.startswith(serialize._CALL_HEAD, 11)
+    f, args, kwargs = serialize.loads_call(content)
+    assert f is abs and f(*args) == 2
