@@ -135,28 +135,6 @@ def test_no_thread_hand_off_per_task_in_the_client_or_the_engine(rc):
     assert io_handled <= 5, batches
 
 
-def test_results_of_tasks_queued_on_an_engine_come_several_in_a_message(rc):
-    """2,000 no-op tasks queued on 4 engines: their results reach the controller in batches
-    (`engine/results.py`), far fewer messages than tasks, each result handled as if alone."""
-    from tests.engine.test_results import queued_at_least, results_sent
-
-    n, engines = 2000, rc.ids
-    before, sent_before = counts(rc), [rc[e].apply_sync(results_sent) for e in engines]
-    gates = [rc[e].apply_async(queued_at_least, n // len(engines)) for e in engines]
-    ars = [rc[engines[i % len(engines)]].apply_async(abs, -i) for i in range(n)]
-    assert [g.get(timeout=60) for g in gates] == [n // len(engines)] * len(engines)
-    assert [ar.get(timeout=60) for ar in ars] == list(range(n))
-    after, sent_after = counts(rc), [rc[e].apply_sync(results_sent) for e in engines]
-    sent, carried = (sum(a[k] - b[k] for a, b in zip(sent_after, sent_before))
-                     for k in ("sent", "carried"))
-    assert carried == n + 2 * len(engines)  # the tasks, the gates and the first queries
-    assert sent <= carried / 4, (sent, carried)  # engines sent results in batches
-    grew = {k: after["traffic"].get(k, 0) - before["traffic"].get(k, 0) for k in after["traffic"]}
-    assert after["received"]["result"] - before["received"].get("result", 0) == carried
-    # messages in that came inside batches (each has the routing id and one frame)
-    assert grew["messages_in"] - grew["frames_in"] // 2 >= carried - sent, grew
-
-
 def test_threads_waiting_while_another_receives_are_handed_to_the_io_thread(rc):
     """One thread waiting in get() receives for every thread; another, waiting meanwhile, is
     completed by it. When the receiving thread has its result and leaves while the other still

@@ -292,16 +292,16 @@ def test_a_replacement_killed_before_it_registers_is_restarted_too(restarting):
     assert rc[1].apply_sync(lambda: "back") == "back"
 
 
-def test_results_held_go_before_a_task_its_watchdog_may_end(restarting):
+def test_results_of_tasks_before_one_its_watchdog_ends_arrive(restarting):
     """A task with a time_limit that overruns it holding the GIL is ended with its engine by
-    the watchdog: no thread of the engine runs meanwhile, so a result held when it started
-    would be lost; what is held is sent before such a task starts."""
+    the watchdog: no thread of the engine runs meanwhile, so a result not yet sent when it
+    started would be lost; the results of the tasks before it arrive."""
     cluster, rc = restarting
     engine, view = rc[1], rc.load_balanced_view(targets=[1], time_limit=1)
     gate = engine.apply_async(queued_at_least, 3)
     stuck = view.apply_async(holds_the_gil, 34)  # balanced: sent while the engine has room
     after = [engine.apply_async(abs, -i) for i in range(2)]
-    assert gate.get(timeout=30) == 3  # held (3 queued) as the stuck task started: sent first
+    assert gate.get(timeout=30) == 3  # finished (3 queued) before the stuck task started
     with pytest.raises(ipp.TaskTimeout):
         stuck.get(timeout=30)
     for ar in after:  # queued on the engine that was ended

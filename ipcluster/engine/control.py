@@ -8,7 +8,7 @@ seconds of the task's start) and queues what comes for the main thread; one lock
 lets one thread at a time handle what was received, so it is handled in the order it came.
 The main thread sends each result on the socket itself, after the task's output (`wire.Wire`:
 a lock around every use of the socket; the receiving thread waits on its notifier): no
-hand-off per result (`results.py`: several in one message for tasks queued back to back). A
+hand-off per result (`results.py`: each as its task ends, never held back). A
 result's data for a client's direct link is queued for this thread, and a result sent meanwhile
 queues behind it. It also acts on control messages while a task runs:
 abort (skip a queued task, interrupt a running one), withdraw (give back queued tasks not yet
@@ -70,8 +70,8 @@ class Control(threading.Thread):
         self.registered = threading.Event()
         self.beat_interval = options.beat_interval  # until the controller says otherwise
         self.handling = threading.Lock()  # held by the thread handling received messages
-        self.results = Results(signer, self.ids, self.wire, tasks, self.handling,
-                               self._send_output, capture.pending)  # the main thread's
+        self.results = Results(self.wire, tasks, self.handling, self._send_output,
+                               capture.pending)  # the main thread's
         self.main_receives = False  # the idle main thread waits on the socket (set under handling)
         self.handed = 0  # tasks this thread received and queued for the main thread
         self.last_heard = time.monotonic()
@@ -108,7 +108,7 @@ class Control(threading.Thread):
             self.wire.send(encode(self.signer, header, content))  # until the message is whole
             return
         with self.wire.lock:
-            self.results.release(sock)
+            self._send_output(sock)
             self._put(sock, header, content)
 
     def _put(self, sock, header: dict, content=b"") -> None:
@@ -116,15 +116,14 @@ class Control(threading.Thread):
         header["id"] = self.ids()
         transport.send(sock, encode(self.signer, header, content))
 
-    def post(self, frames: list, plain: bool = False) -> None:
-        """From the main thread: a task's reply, sent after the task's output and the results
-        held (`results.Results.post`; `plain`: no buffers, it may be held to go with others).
-        A result's data for a client's direct link (``[b"data", peer, ...]``) is queued for
+    def post(self, frames: list) -> None:
+        """From the main thread: a task's reply, sent after the task's output
+        (`results.Results.post`). A result's data for a client's direct link (``[b"data", peer, ...]``) is queued for
         this thread."""
         if frames[0] == b"data":
             self.wire.queue(frames)
         else:
-            self.results.post(frames, plain)
+            self.results.post(frames)
 
     def _register(self, sock) -> bool:
         self._send(sock, {"kind": "register"}, pack(self._facts(self.requested_id)))
@@ -168,10 +167,9 @@ class Control(threading.Thread):
         self.registered.set()
         next_beat = time.monotonic()
         received: list = []
-        wait = POLL  # shorter while results are held
         while not self._stopping.is_set():
             waiter = aside if self.main_receives else poller
-            ready = waiter.poll(0 if len(received) == DRAIN else wait)
+            ready = waiter.poll(0 if len(received) == DRAIN else POLL)
             with self.handling:
                 # handled with the wire's lock let go: they send
                 received = [] if self.main_receives else self.wire.take(DRAIN)
@@ -191,10 +189,9 @@ class Control(threading.Thread):
                     if frames[0] == b"data":  # a result's data, to its client's link
                         self.dataport.send(frames[1], frames[2:])
                         continue
-                    self.results.release(sock)  # a task's output, and the results held, before it
+                    self._send_output(sock)  # a task's output before its result
                     transport.send(sock, frames)
                 self._send_output(sock)
-                wait = self.results.look(sock, POLL)  # results held too long: sent
             self.watch.alive()  # the watchdog speaks for the engine when this stops
             if self.running.overdue():  # past kill_grace more, the watchdog ends the engine
                 self.running.interrupt(None, "timeout")
@@ -217,7 +214,7 @@ class Control(threading.Thread):
                 os.kill(os.getpid(), signal.SIGTERM)
                 break
         with self.wire.lock:
-            self.results.release(sock)
+            self._send_output(sock)
             self._put(sock, {"kind": "unregister"}, pack({"reason": self.stop_reason}))
 
     def _on_message(self, frames) -> None:
@@ -237,7 +234,6 @@ class Control(threading.Thread):
         socket itself and handles what comes (as this thread would) until a task is there."""
         if not self.tasks.empty():  # only this thread takes from the queue
             return self.tasks.get_nowait()
-        self.results.flush()  # no more tasks queued: what is held goes before the wait
         if self._main_poller is None:
             self._main_poller = select.poll()
             self._main_poller.register(self._wakes[0], select.POLLIN)

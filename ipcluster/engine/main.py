@@ -79,8 +79,7 @@ class Engine:
             while (item := self.control.next_task()) is not STOP:
                 reply = self.run_task(*item)
                 if reply is not None:  # None: withdrawn before it started
-                    self.control.post(*reply)
-            self.control.results.flush()  # results held while STOP was queued
+                    self.control.post(reply)
         except SystemExit:
             log.info("engine %s stopping", self.control.engine_id)
         finally:
@@ -92,8 +91,8 @@ class Engine:
             return 1
         return 0
 
-    def run_task(self, task_id: str, msg) -> tuple[list, bool] | None:
-        """The reply's frames, and whether it is plain (no buffers: it may go in a batch)."""
+    def run_task(self, task_id: str, msg) -> list | None:
+        """The reply's frames."""
         header = msg.header
         eid = self.control.engine_id
         reply = Result(task_id, eid, "error", started=now(), engine_uuid=self.control.uuid)
@@ -103,8 +102,6 @@ class Engine:
             self.control.aborted.discard(task_id)
             error = TaskAborted("TaskAborted", "aborted before it started", engine_id=eid)
             return self._reply(reply, pack(error.to_wire()), [])
-        if header.get("time_limit"):  # the watchdog ends the engine if it overruns holding the
-            self.control.results.flush()  # GIL, and with it what is held: sent first
         self.capture.task = task_id
         self.running.start(task_id, header.get("time_limit"))
         function, cell = None, False
@@ -145,15 +142,15 @@ class Engine:
         reply.prov = fingerprint.facts(function, msg.content, msg.buffers, content, buffers)
         return self._reply(reply, content, buffers, header)
 
-    def _reply(self, reply: Result, content, buffers, request=None) -> tuple[list, bool]:
+    def _reply(self, reply: Result, content, buffers, request=None) -> list:
         reply.completed = now()
         header = reply.header(self.control.ids())
         if not buffers:
-            return encode(self.signer, header, content), True
+            return encode(self.signer, header, content)
         shared = self._shared(request.get("shm_host")) if request else None
         if request and shared is None:
             buffers = self._direct(header, buffers, request.get("link"))
-        return encode(self.signer, header, content, buffers, shared), False
+        return encode(self.signer, header, content, buffers, shared)
 
     def _direct(self, header: dict, buffers, peer) -> list:
         """The large buffers of a result to a client on another host go on its direct link
