@@ -54,3 +54,20 @@ def test_the_sweep_memory_case_runs_a_short_sweep():
     assert out.returncode == 0, out.stdout + out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["tasks"] == 300 and set(result["peak_MiB"]) == {"controller", "client"}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("argv", [["benchmarks.handlers"],
+                                  ["benchmarks.cpu", "--floor", "--threads", "--roundtrips", "50",
+                                   "--tasks", "200"],
+                                  ["benchmarks.cpu", "--roundtrips", "50", "--tasks", "200"]],
+                         ids=["handlers", "cpu-floor", "cpu"])
+def test_the_cost_probes_print_their_figures(argv):
+    out = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True,
+                         timeout=110, cwd=ROOT)
+    assert out.returncode == 0, out.stdout + out.stderr
+    if argv[0] == "benchmarks.handlers":
+        assert [line.split(":")[0] for line in out.stdout.splitlines()] == [
+            "direct round trip", "load-balanced round trip", "task in batches of 16"]
+    else:
+        assert "round trip" in out.stdout and "CPU us per task" in out.stdout
