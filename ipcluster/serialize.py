@@ -60,13 +60,15 @@ def dumps(obj, what: str = "object") -> tuple[bytes, list]:
         ) from exc
 
 
-_ATOMS = frozenset({int, float, complex, str, bytes, bool, type(None)})
+_ATOM_TYPES = (int, float, complex, str, bytes, bool, type(None))
+_ATOMS = frozenset(_ATOM_TYPES)
 
 
 def _atomic(obj) -> bool:
     """Exactly a plain scalar, or a tuple, list or dict of up to 16 of them: what the standard
-    pickler writes byte for byte as cloudpickle does (no subclass: an IntEnum member pickled
-    by reference to a class of the engine's ``__main__`` would not load on the client)."""
+    pickler writes byte for byte as cloudpickle does (no subclass: an IntEnum member of a class
+    of ``__main__`` is pickled by reference by the standard pickler, by value by cloudpickle;
+    by reference it would not load on the other side). A call's arguments and a result."""
     kind = type(obj)
     if kind in _ATOMS:
         return True
@@ -93,7 +95,7 @@ class _Pickled(bytes):
         return pickle.loads, (bytes(self),)
 
 
-_IMMUTABLE = (int, float, complex, str, bytes, bool, type(None), range)
+_IMMUTABLE = (*_ATOM_TYPES, range)
 _cache: dict = {}  # (function, code, tokens of what it captured) -> _Pickled
 _names: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # code -> the globals it names
 CACHE_SIZE = 256
@@ -162,18 +164,10 @@ def _function(f):
     return cached
 
 
-_PLAIN = (int, float, complex, str, bytes, bool, type(None))
-
-
-def _plain(values) -> bool:
-    """Small plain data only (what the standard pickler writes exactly as cloudpickle does)."""
-    return len(values) <= 16 and all(isinstance(v, _PLAIN) for v in values)
-
-
 def dumps_call(f, args: tuple, kwargs: dict) -> tuple[bytes, list]:
     """Pickle a call; when that fails, name the argument that cannot be pickled."""
     f = _function(f)
-    if isinstance(f, _Pickled) and _plain(args) and _plain(tuple(kwargs.values())):
+    if isinstance(f, _Pickled) and _atomic(args) and _atomic(kwargs):
         return pickle.dumps((f, args, kwargs), protocol=5), []  # no cloudpickle machinery
     try:
         return dumps((f, args, kwargs))

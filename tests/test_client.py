@@ -308,3 +308,32 @@ def test_tasks_submitted_by_a_script_that_exits_without_waiting_all_run(cluster,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     wait_until(lambda: len(list(done.iterdir())) == 20, timeout=30)
+
+
+ENUM_SCRIPT = """
+import enum
+import sys
+import ipcluster
+
+class Color(enum.IntEnum):  # a class of this script's __main__: the engine has no such class
+    RED = 1
+
+def shade(c):
+    return int(c) + 1
+
+rc = ipcluster.Client(sys.argv[1])
+rc.wait_for_engines(1, timeout=30)
+print(rc[rc.ids[0]].apply_sync(shade, Color.RED), rc[rc.ids[0]].apply_sync(shade, c=Color.RED))
+rc.close()
+"""
+
+
+def test_an_argument_of_a_class_defined_in_the_main_script_reaches_the_engine(cluster, tmp_path):
+    """A small argument of an int subclass (an IntEnum of the script) goes by value, as
+    cloudpickle sends it, not by reference to a ``__main__`` the engine does not have."""
+    script = tmp_path / "enum_script.py"
+    script.write_text(ENUM_SCRIPT)
+    out = subprocess.run([sys.executable, str(script), str(cluster.connection_file)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["2", "2"]
