@@ -60,8 +60,7 @@ def dumps(obj, what: str = "object") -> tuple[bytes, list]:
         ) from exc
 
 
-_ATOM_TYPES = (int, float, complex, str, bytes, bool, type(None))
-_ATOMS = frozenset(_ATOM_TYPES)
+_ATOMS = frozenset({int, float, complex, str, bytes, bool, type(None)})
 
 
 def _atomic(obj) -> bool:
@@ -95,7 +94,6 @@ class _Pickled(bytes):
         return pickle.loads, (bytes(self),)
 
 
-_IMMUTABLE = (*_ATOM_TYPES, range)
 _cache: dict = {}  # (function, code, tokens of what it captured) -> _Pickled
 _names: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # code -> the globals it names
 CACHE_SIZE = 256
@@ -107,21 +105,22 @@ class _Mutable(Exception):
 
 def _token(value, depth: int = 0):
     """What identifies `value` exactly for as long as it exists, if pickling it later gives the
-    same bytes: immutable plain data (with its type), modules and functions or classes pickled
-    by reference (by name). Raises `_Mutable` for anything else."""
-    if isinstance(value, _IMMUTABLE):
-        return type(value).__name__, value
-    if isinstance(value, (tuple, frozenset)) and depth < 3 and len(value) <= 32:
-        return type(value).__name__, tuple(_token(v, depth + 1) for v in value)
-    if isinstance(value, types.ModuleType):
+    same bytes (and unpickling them an equal immutable value, or the very same object): plain
+    immutable data (exact types, with its type), modules as imported (not one sent by value),
+    builtins of a module, and functions or classes pickled by reference (by name). Raises
+    `_Mutable` for anything else."""
+    kind = type(value)
+    if kind in _ATOMS or kind is range:
+        return kind.__name__, value
+    if (kind is tuple or kind is frozenset) and depth < 3 and len(value) <= 32:
+        return kind.__name__, tuple([_token(v, depth + 1) for v in value])
+    if isinstance(value, types.ModuleType) and sys.modules.get(value.__name__) is value:
         return "module", value.__name__
-    if isinstance(value, types.BuiltinFunctionType):  # bound to a module, not to an object
-        if isinstance(getattr(value, "__self__", None), (types.ModuleType, type(None))):
-            return "builtin", value.__module__, value.__qualname__
-        raise _Mutable
-    if isinstance(value, (types.FunctionType, type)):
-        if cloudpickle.cloudpickle._should_pickle_by_reference(value):
-            return "ref", value.__module__, value.__qualname__
+    if kind is types.BuiltinFunctionType and isinstance(value.__self__, (types.ModuleType, type(None))):
+        return "builtin", value.__module__, value.__qualname__
+    if ((kind is types.FunctionType or isinstance(value, type))
+            and cloudpickle.cloudpickle._should_pickle_by_reference(value)):
+        return "ref", value.__module__, value.__qualname__
     raise _Mutable
 
 
@@ -187,22 +186,14 @@ _functions: dict = {}  # a function's pickle -> the function unpickled from it, 
 FUNCTION_BYTES = 64 * 1024  # larger pickles are not kept
 
 
-def _fixed(value, depth: int = 0) -> bool:
+def _fixed(value) -> bool:
     """True for what unpickling the same bytes again gives an equal immutable value of, or the
-    very same object: plain immutable data (exact types), modules as imported, builtins of a
-    module, and functions and classes pickled by reference (found by name where they live)."""
-    kind = type(value)
-    if kind in _ATOMS or kind is range:
+    very same object (`_token`)."""
+    try:
+        _token(value)
         return True
-    if kind is tuple or kind is frozenset:
-        return depth < 3 and len(value) <= 32 and all([_fixed(v, depth + 1) for v in value])
-    if isinstance(value, types.ModuleType):
-        return sys.modules.get(value.__name__) is value  # not a module sent by value
-    if kind is types.BuiltinFunctionType:
-        return isinstance(value.__self__, (types.ModuleType, type(None)))
-    if kind is types.FunctionType or isinstance(value, type):
-        return cloudpickle.cloudpickle._should_pickle_by_reference(value)
-    return False
+    except _Mutable:
+        return False
 
 
 def _reusable(f) -> bool:
