@@ -148,29 +148,30 @@ class Apply:
 
     @classmethod
     def from_header(cls, h: dict) -> "Apply":
-        tasks, targets = h.get("tasks"), h.get("targets")
-        _check(isinstance(tasks, list) and bool(tasks) and all(isinstance(t, str) for t in tasks),
+        get = h.get  # called for every task by the controller and the engine: few calls
+        tasks, targets, balanced = get("tasks"), get("targets"), get("balanced", False)
+        _check(isinstance(tasks, list) and bool(tasks) and all([isinstance(t, str) for t in tasks]),
                "apply", "tasks", "a list of task ids", tasks)
         _check(targets is None or isinstance(targets, list) and all(
-            isinstance(t, int) and not isinstance(t, bool) for t in targets),
+            [type(t) is int or isinstance(t, int) and not isinstance(t, bool) for t in targets]),
             "apply", "targets", "a list of engine ids or null", targets)
-        balanced = h.get("balanced", False)
-        _check(isinstance(balanced, bool), "apply", "balanced", "true or false", balanced)
+        _check(balanced is True or balanced is False, "apply", "balanced", "true or false", balanced)
         if balanced and len(tasks) != 1:
             raise BadMessage("apply: a load-balanced request carries exactly one task id")
         if not balanced and (targets is None or len(targets) != len(tasks)):
             raise BadMessage("apply: a direct request needs one task id per target")
         for name in ("label", "key", "fn"):
-            _check(h.get(name) is None or isinstance(h[name], str), "apply", name, "a string",
-                   h.get(name))
+            if (value := get(name)) is not None and not isinstance(value, str):
+                raise BadMessage(f"apply: {name!r} must be a string, not {value!r}")
         for name in ("timeout", "priority", "submitted", "time_limit"):
-            _check(h.get(name) is None or _number(h[name]), "apply", name, "a number", h.get(name))
-        retries = h.get("retries", 0)
+            if (value := get(name)) is not None and not _number(value):
+                raise BadMessage(f"apply: {name!r} must be a number, not {value!r}")
+        retries = get("retries", 0)
         _check(isinstance(retries, int) and not isinstance(retries, bool) and retries >= 0,
                "apply", "retries", "an int >= 0", retries)
-        return cls(tasks, targets, balanced, h.get("label"), h.get("key"), h.get("fn"),
-                   h.get("timeout"), retries, h.get("priority") or 0, h.get("after"),
-                   h.get("follow"), h.get("submitted"), h.get("time_limit"))
+        return cls(tasks, targets, balanced, get("label"), get("key"), get("fn"), get("timeout"),
+                   retries, get("priority") or 0, get("after"), get("follow"), get("submitted"),
+                   get("time_limit"))
 
     def task_for(self, engine_id: int) -> str:
         """The task an engine runs: the only one if balanced, else the one at its place."""
