@@ -56,9 +56,8 @@ C, E, K = "client", "engine", "controller"
 ANY = "any"  # a kind every peer sends
 DATA_PORT, LINKS = "data port", "links"  # the two ends of a direct link (engine, client)
 
-# Every kind of message, once. Each receiver has one table kind -> handler covering exactly the
-# kinds addressed to it (tests/test_protocol.py checks it); headers with fields beyond the
-# id are records below (`Apply`, `Result`), built and checked in one place.
+# Every kind of message, once. Each receiver has one table kind -> handler for exactly the kinds
+# addressed to it (tests/test_protocol.py checks it); headers with more than an id: `Apply`, `Result`.
 KINDS = {k.name: k for k in [
     Kind("hello", C, (K,), "none", "client introduces itself; answered by hello_reply"),
     Kind("hello_reply", K, (C,), "msgpack", "engine ids and controller facts"),
@@ -105,13 +104,8 @@ def kinds_for(receiver: str, sender: str | None = None) -> set[str]:
             if receiver in k.receivers and (sender is None or k.sender in (sender, ANY))}
 
 
-def _check(ok: bool, kind: str, field: str, expected: str, value) -> None:
-    if not ok:
-        raise BadMessage(f"{kind}: {field!r} must be {expected}, not {value!r}")
-
-
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def _bad(kind: str, field: str, expected: str, value) -> BadMessage:
+    return BadMessage(f"{kind}: {field!r} must be {expected}, not {value!r}")
 
 
 @dataclass
@@ -138,8 +132,8 @@ class Apply:
         h = {"kind": "apply", "id": msg_id, "tasks": self.tasks, "targets": self.targets,
              "balanced": self.balanced}
         for name in ("label", "key", "fn", "timeout", "after", "follow", "submitted", "time_limit"):
-            if getattr(self, name) is not None:
-                h[name] = getattr(self, name)
+            if (value := getattr(self, name)) is not None:
+                h[name] = value
         if self.retries:
             h["retries"] = self.retries
         if self.priority:
@@ -148,30 +142,33 @@ class Apply:
 
     @classmethod
     def from_header(cls, h: dict) -> "Apply":
-        get = h.get  # called for every task by the controller and the engine: few calls
+        get = h.get  # each check a plain test: this runs on every hop of every task
         tasks, targets, balanced = get("tasks"), get("targets"), get("balanced", False)
-        _check(isinstance(tasks, list) and bool(tasks) and all([isinstance(t, str) for t in tasks]),
-               "apply", "tasks", "a list of task ids", tasks)
-        _check(targets is None or isinstance(targets, list) and all(
-            [type(t) is int or isinstance(t, int) and not isinstance(t, bool) for t in targets]),
-            "apply", "targets", "a list of engine ids or null", targets)
-        _check(balanced is True or balanced is False, "apply", "balanced", "true or false", balanced)
+        if not (isinstance(tasks, list) and tasks and all([isinstance(t, str) for t in tasks])):
+            raise _bad("apply", "tasks", "a list of task ids", tasks)
+        if targets is not None and not (isinstance(targets, list) and all(
+                [type(t) is int or isinstance(t, int) and not isinstance(t, bool) for t in targets])):
+            raise _bad("apply", "targets", "a list of engine ids or null", targets)
+        if not isinstance(balanced, bool):
+            raise _bad("apply", "balanced", "true or false", balanced)
         if balanced and len(tasks) != 1:
             raise BadMessage("apply: a load-balanced request carries exactly one task id")
         if not balanced and (targets is None or len(targets) != len(tasks)):
             raise BadMessage("apply: a direct request needs one task id per target")
         for name in ("label", "key", "fn"):
-            if (value := get(name)) is not None and not isinstance(value, str):
-                raise BadMessage(f"apply: {name!r} must be a string, not {value!r}")
+            value = get(name)
+            if value is not None and not isinstance(value, str):
+                raise _bad("apply", name, "a string", value)
         for name in ("timeout", "priority", "submitted", "time_limit"):
-            if (value := get(name)) is not None and not _number(value):
-                raise BadMessage(f"apply: {name!r} must be a number, not {value!r}")
+            value = get(name)
+            if value is not None and type(value) not in (int, float):  # as msgpack makes them
+                raise _bad("apply", name, "a number", value)
         retries = get("retries", 0)
-        _check(isinstance(retries, int) and not isinstance(retries, bool) and retries >= 0,
-               "apply", "retries", "an int >= 0", retries)
-        return cls(tasks, targets, balanced, get("label"), get("key"), get("fn"), get("timeout"),
-                   retries, get("priority") or 0, get("after"), get("follow"), get("submitted"),
-                   get("time_limit"))
+        if not (isinstance(retries, int) and not isinstance(retries, bool) and retries >= 0):
+            raise _bad("apply", "retries", "an int >= 0", retries)
+        return cls(tasks, targets, balanced, get("label"), get("key"), get("fn"),
+                   get("timeout"), retries, get("priority") or 0, get("after"),
+                   get("follow"), get("submitted"), get("time_limit"))
 
     def task_for(self, engine_id: int) -> str:
         """The task an engine runs: the only one if balanced, else the one at its place."""
@@ -209,18 +206,22 @@ class Result:
 
     @classmethod
     def from_header(cls, h: dict) -> "Result":
-        _check(isinstance(h.get("parent"), str), "result", "parent", "a task id", h.get("parent"))
-        _check(h.get("status") in ("ok", "error"), "result", "status", '"ok" or "error"',
-               h.get("status"))
-        for name in ("started", "completed"):
-            _check(h.get(name) is None or _number(h[name]), "result", name, "a time", h.get(name))
-        engine = h.get("engine")
-        _check(engine is None or isinstance(engine, int), "result", "engine", "an engine id", engine)
-        prov, engine_uuid = h.get("prov"), h.get("uuid")
-        _check(engine_uuid is None or isinstance(engine_uuid, str), "result", "uuid",
-               "an engine uuid", engine_uuid)
-        return cls(h["parent"], engine, h["status"], h.get("started"), h.get("completed"),
-                   bool(h.get("unmet")), prov if isinstance(prov, dict) else None, engine_uuid)
+        get = h.get
+        parent, status, engine, uuid = get("parent"), get("status"), get("engine"), get("uuid")
+        started, completed, prov = get("started"), get("completed"), get("prov")
+        if not isinstance(parent, str):
+            raise _bad("result", "parent", "a task id", parent)
+        if status != "ok" and status != "error":
+            raise _bad("result", "status", '"ok" or "error"', status)
+        for name, value in (("started", started), ("completed", completed)):
+            if value is not None and type(value) not in (int, float):
+                raise _bad("result", name, "a time", value)
+        if engine is not None and not isinstance(engine, int):
+            raise _bad("result", "engine", "an engine id", engine)
+        if uuid is not None and not isinstance(uuid, str):
+            raise _bad("result", "uuid", "an engine uuid", uuid)
+        return cls(parent, engine, status, started, completed, bool(get("unmet")),
+                   prov if isinstance(prov, dict) else None, uuid)
 
     @property
     def duration(self) -> float | None:
