@@ -155,20 +155,20 @@ class Apply:
             raise BadMessage("apply: a load-balanced request carries exactly one task id")
         if not balanced and (targets is None or len(targets) != len(tasks)):
             raise BadMessage("apply: a direct request needs one task id per target")
-        for name in ("label", "key", "fn"):
-            value = get(name)
+        texts = label, key, fn = get("label"), get("key"), get("fn")
+        numbers = timeout, priority, submitted, limit = (
+            get("timeout"), get("priority"), get("submitted"), get("time_limit"))
+        for name, value in zip(("label", "key", "fn"), texts):
             if value is not None and not isinstance(value, str):
                 raise _bad("apply", name, "a string", value)
-        for name in ("timeout", "priority", "submitted", "time_limit"):
-            value = get(name)
+        for name, value in zip(("timeout", "priority", "submitted", "time_limit"), numbers):
             if value is not None and type(value) not in (int, float):  # as msgpack makes them
                 raise _bad("apply", name, "a number", value)
         retries = get("retries", 0)
         if not (isinstance(retries, int) and not isinstance(retries, bool) and retries >= 0):
             raise _bad("apply", "retries", "an int >= 0", retries)
-        return cls(tasks, targets, balanced, get("label"), get("key"), get("fn"),
-                   get("timeout"), retries, get("priority") or 0, get("after"),
-                   get("follow"), get("submitted"), get("time_limit"))
+        return cls(tasks, targets, balanced, label, key, fn, timeout, retries, priority or 0,
+                   get("after"), get("follow"), submitted, limit)
 
     def task_for(self, engine_id: int) -> str:
         """The task an engine runs: the only one if balanced, else the one at its place."""
@@ -238,18 +238,15 @@ INLINE = 1 << 16  # content shorter than this travels in the first frame
 class Message:
     """A received message: its route, parsed header, content and buffers, and the raw frames."""
 
-    __slots__ = ("route", "header", "content", "buffers", "frames")
+    __slots__ = ("route", "header", "kind", "content", "buffers", "frames")
 
     def __init__(self, route, header, content, buffers, frames):
         self.route = route  # routing ids (bytes) before the delimiter
         self.header = header
+        self.kind: str = header["kind"]  # checked by `parse_header`
         self.content = content  # bytes, or a zmq Frame (64 KiB or more)
         self.buffers = buffers
         self.frames = frames  # from the delimiter on, as received: what the controller forwards
-
-    @property
-    def kind(self) -> str:
-        return self.header["kind"]
 
 
 def _bytes(frame) -> bytes:

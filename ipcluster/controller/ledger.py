@@ -38,7 +38,7 @@ class Task:
     label: str | None = None
     key: str | None = None  # digest of the call, for resumable labelled sweeps
     function: str | None = None  # qualified name of the function, from the request's header
-    provenance: dict | None = None  # once done: what ran it, where, when (controller/provenance.py)
+    provenance: tuple | None = None  # once done: what ran it, where, when (provenance.record)
     engine: int | None = None  # None while queued for load balancing
     # times in whole microseconds, what the datetimes a client shows hold: a record then
     # compares with a query made from its own time as that time (db_query $lt, $gte)

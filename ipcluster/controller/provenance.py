@@ -34,13 +34,22 @@ class Provenance:
                 self.store.environment(key, msgpack.packb(env))
 
     def finished(self, task, engine, header: dict) -> None:
-        said = header.get("prov") if isinstance(header.get("prov"), dict) else {}
-        record = {k: said.get(k) if isinstance(said.get(k), (str, type(None))) else None
-                  for k in FIELDS}
-        record.update(fn=record["fn"] or task.function, engine_id=engine.id, host=engine.host,
-                      pid=engine.pid, started=header.get("started"),
-                      completed=header.get("completed"))
-        task.provenance = record
+        """Keep what the result's header says ran `task`, where and when, as it came: the
+        record is made when it is asked for (`record`), not for every task."""
+        task.provenance = (header.get("prov"), engine.id, engine.host, engine.pid,
+                           header.get("started"), header.get("completed"))
+
+
+def record(task) -> dict | None:
+    """`task`'s provenance record (None until it finished on an engine)."""
+    if task.provenance is None:
+        return None
+    said, engine_id, host, pid, started, completed = task.provenance
+    said = said if isinstance(said, dict) else {}
+    fields = {k: said.get(k) if isinstance(said.get(k), (str, type(None))) else None for k in FIELDS}
+    fields.update(fn=fields["fn"] or task.function, engine_id=engine_id, host=host, pid=pid,
+                  started=started, completed=completed)
+    return fields
 
 
 def _record(task_id, label, status, submitted, prov: dict) -> dict:
@@ -56,7 +65,7 @@ def provenance(ctl, client: bytes, request: dict):
     known = dict(ctl.provenance.environments)
     store = ctl.ledger.store
     if store is None:
-        records = [_record(t.id, t.label, t.status, t.submitted, t.provenance)
+        records = [_record(t.id, t.label, t.status, t.submitted, record(t))
                    for t in ctl.ledger.tasks.values()
                    if t.provenance is not None and (label is None or t.label == label)]
         missing = ["the controller keeps no durable ledger (start it with --db sqlite): only "

@@ -150,7 +150,8 @@ class Controller:
                 self._expire(now)
             if movable:
                 recovery.rebalance(self, now)
-            if now >= self._next_beat or self._store_problem != self.store_problem():
+            store = self.ledger.store  # its problem is told at once, not at the next beat
+            if now >= self._next_beat or store is not None and self._store_problem != store.problem:
                 self._next_beat = now + self.options.beat_interval
                 self._store_problem = self.store_problem()
                 # the registry's version, not its ids (O(1)): a client that missed an

@@ -18,6 +18,7 @@ from pathlib import Path
 import msgpack
 
 from ipcluster.controller.ledger import COLUMNS, OPERATORS  # one query language for both
+from ipcluster.controller.provenance import record
 
 log = logging.getLogger("ipcluster.controller")
 
@@ -105,7 +106,7 @@ class Store:
         self._queue.put(("UPDATE tasks SET status = ?, completed = ?, engine_id = ?, stdout = ?, "
                          "stderr = ?, result = ?, request = NULL, provenance = ? WHERE msg_id = ?",
                          (task.status, task.completed, task.engine, task.stdout, task.stderr,
-                          task.result, msgpack.packb(task.provenance) if task.provenance else None,
+                          task.result, msgpack.packb(record(task)) if task.provenance else None,
                           task.id)))
 
     def environment(self, engine: str, facts: bytes) -> None:
