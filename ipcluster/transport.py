@@ -25,6 +25,7 @@ ZMQError = zmq.ZMQError
 Frame = zmq.Frame
 
 _NOBLOCK, _MORE = int(zmq.NOBLOCK), int(zmq.NOBLOCK | zmq.SNDMORE)
+_send = zmq.backend.Socket.send  # pyzmq's own: its Python wrapper only adds draft-socket options
 _EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 COPY_BELOW = 1 << 16  # bytes frames smaller than this are copied into the message (cheaper)
 HEARTBEAT_MS = 1000
@@ -269,6 +270,10 @@ def send(sock, frames: list, track: bool = False):
     try:
         if track:
             return sock.send_multipart(frames, copy=False, track=True, flags=zmq.NOBLOCK)
+        if len(frames) == 1:  # most messages
+            frame = frames[0]
+            _send(sock, frame, _NOBLOCK, type(frame) is bytes and len(frame) < COPY_BELOW)
+            return None
         put, last = sock.send, len(frames) - 1
         for i, frame in enumerate(frames):
             put(frame, _MORE if i < last else _NOBLOCK,
@@ -287,15 +292,31 @@ def tracked(frames: list) -> tuple[list, "zmq.MessageTracker"]:
     return wrapped, zmq.MessageTracker(*wrapped)
 
 
-def recv(sock) -> list:
+def recv(sock, flags: int = 0) -> list:
     """One multipart message, frames as `zmq.Frame` (large ones are not copied)."""
     get = sock.recv
-    frame = get(0, copy=False)
+    frame = get(flags, copy=False)
     frames = [frame]
     while frame.more:  # rather than ``recv_multipart``'s getsockopt per frame, an enum each
         frame = get(0, copy=False)
         frames.append(frame)
     return frames
+
+
+def take(sock, limit: int = 1000, expected: bool = False) -> list:
+    """The messages already queued on `sock` (at most `limit`), without blocking, as a list
+    (`drain` without a generator). `expected`: its notifier said one came, so the first is
+    received without asking (no message after all costs a `zmq.Again`)."""
+    taken: list = []
+    ask = sock.getsockopt
+    if expected:
+        try:
+            taken.append(recv(sock, _NOBLOCK))
+        except zmq.Again:
+            return taken
+    while len(taken) < limit and ask(_EVENTS) & _POLLIN:
+        taken.append(recv(sock))
+    return taken
 
 
 def drain(sock, limit: int = 1000):

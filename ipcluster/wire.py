@@ -192,11 +192,12 @@ class Wire:
             sock = self._local.outbox = self._context.outbox(self._inbox_name)
         transport.send(sock, WAKE)
 
-    def take(self, limit: int) -> list:
+    def take(self, limit: int, expected: bool = False) -> list:
         """The owner: the messages waiting on the socket (at most `limit`), under the lock, so
-        that they are handled after it is let go (a handler may send)."""
+        that they are handled after it is let go (a handler may send); `expected`: its notifier
+        said one came (`transport.take`)."""
         with self.lock:
-            return list(transport.drain(self.sock, limit))
+            return transport.take(self.sock, limit, expected)
 
 
 @atexit.register

@@ -238,11 +238,12 @@ class Control(threading.Thread):
             self._main_poller = select.poll()
             self._main_poller.register(self._wakes[0], select.POLLIN)
             self._main_poller.register(transport.notifier(self._sock), select.POLLIN)
+        came = False  # the socket's notifier said a message came
         try:
             while True:
                 with self.handling:
                     self.main_receives = True
-                    received = [] if not self.tasks.empty() else self.wire.take(DRAIN)
+                    received = [] if not self.tasks.empty() else self.wire.take(DRAIN, came)
                     if received:
                         self.last_heard = time.monotonic()
                         for frames in received:
@@ -250,9 +251,12 @@ class Control(threading.Thread):
                     if not self.tasks.empty():
                         self.main_receives = False
                         return self.tasks.get_nowait()
+                came = False
                 for fd, _ in self._main_poller.poll(0 if len(received) == DRAIN else POLL_MS):
                     if fd == self._wakes[0]:  # wake-ups: what they announce is on the socket
                         os.read(fd, 4096)  # or in the queue
+                    else:
+                        came = True
         finally:
             self.main_receives = False
 
