@@ -31,6 +31,8 @@ def qualified_name(f) -> str:
 def data_hash(content, buffers=()) -> str:
     """xxh3-128 of a pickle and its out-of-band buffers, in one pass over bytes already in
     memory (several GB/s: a large result costs no extra copy)."""
+    if not buffers:
+        return xxhash.xxh3_128_hexdigest(content)
     h = xxhash.xxh3_128(content)
     for b in buffers:
         h.update(b)

@@ -113,8 +113,9 @@ def _unresolved(values) -> bool:
 def resolve_call(f, args: tuple, kwargs: dict) -> tuple:
     """The function (a Reference names a callable on the engine) and its arguments, resolved
     (plain arguments, the usual case, as they are)."""
-    return (_resolved(f), args if _unresolved(args) else _resolved(args),
-            kwargs if _unresolved(kwargs.values()) else _resolved(kwargs))
+    return (f.resolve() if isinstance(f, Reference) else f,
+            args if not args or _unresolved(args) else _resolved(args),
+            kwargs if not kwargs or _unresolved(kwargs.values()) else _resolved(kwargs))
 
 
 class Required:

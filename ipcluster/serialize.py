@@ -257,7 +257,7 @@ def loads_call(content, buffers=()) -> object:
     (`_Pickled`), unpickled once here too (`_unpickled_once`)."""
     if type(content) is not bytes or not content.startswith(_CALL_HEAD, 11):
         return loads(content, buffers)
-    return loads(content, buffers, lambda file, buffers: _CallUnpickler(file, buffers=buffers))
+    return loads(content, buffers, _CallUnpickler)
 
 
 def digest(content, buffers) -> str:
@@ -317,11 +317,11 @@ def received(buffers) -> list:
 
 
 def loads(content, buffers=(), unpickler=None) -> object:
-    """Unpickle (with ``unpickler(file, buffers)`` if given); call only on content whose
-    signature has been checked."""
+    """Unpickle (with ``unpickler(file, buffers=...)``, a `pickle.Unpickler`, if given); call
+    only on content whose signature has been checked."""
     try:
         if unpickler is not None:
-            return unpickler(io.BytesIO(content), [writable(b) for b in buffers]).load()
+            return unpickler(io.BytesIO(content), buffers=[writable(b) for b in buffers]).load()
         return pickle.loads(content, buffers=[writable(b) for b in buffers])
     except ModuleNotFoundError as exc:
         raise SerializationError(

@@ -109,7 +109,8 @@ class Engine:
         self.stopped_cells.discard(task_id)
         try:
             try:
-                msg.buffers = serialize.received(msg.buffers)  # hashed below, as received
+                if msg.buffers:  # hashed below, as received
+                    msg.buffers = serialize.received(msg.buffers)
                 f, args, kwargs = serialize.loads_call(msg.content, msg.buffers)
             except SerializationError as exc:
                 msg.buffers = []  # not hashed: they could not be read

@@ -19,8 +19,6 @@ finished with it, and they would fail with `EngineError` or run again.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-
 from ipcluster import transport
 from ipcluster.wire import signals_held
 
@@ -35,24 +33,30 @@ class Results:
     def post(self, frames: list) -> None:
         """Main thread: send a task's reply, after the output captured so far; it queues
         behind what is queued for the control thread, if anything is."""
-        wake = waiting = False
+        pending = self.pending()
         # each message of one frame is one zmq call, which a signal handler cannot split:
         # signals are held back only while a message of several frames may go
-        whole = len(frames) == 1 and not self.pending()
-        with nullcontext() if whole else signals_held():
-            with self.wire.lock:
-                sock = self.wire.sock
-                if self.wire.queued or sock is None:
-                    self.wire.queued.append(frames)
-                    wake = True
-                else:
-                    self.output(sock)
-                    transport.send(sock, frames)
-                    # a message came as it sent? With no task queued, the main thread looks
-                    # itself before it waits (`Control.next_task`): only else the question
-                    waiting = not self.tasks.empty() and transport.readable(sock)
+        if len(frames) == 1 and not pending:
+            wake, waiting = self._send(frames, False)
+        else:
+            with signals_held():
+                wake, waiting = self._send(frames, pending)
         if waiting:
             with self.handling:
                 wake = not self.tasks.empty()  # else the main thread receives next, itself
         if wake:
             self.wire.wake()
+
+    def _send(self, frames: list, output: bool) -> tuple[bool, bool]:
+        """(wake the control thread, a message may be waiting on the socket)"""
+        with self.wire.lock:
+            sock = self.wire.sock
+            if self.wire.queued or sock is None:
+                self.wire.queued.append(frames)
+                return True, False
+            if output:
+                self.output(sock)
+            transport.send(sock, frames)
+            # a message came as it sent? With no task queued, the main thread looks itself
+            # before it waits (`Control.next_task`): only else the question
+            return False, not self.tasks.empty() and transport.readable(sock)

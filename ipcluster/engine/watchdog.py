@@ -35,6 +35,7 @@ log = logging.getLogger("ipcluster.engine")
 
 POLL = 0.1  # seconds between looks at the engine
 _PAGE = struct.Struct("ddd64s")  # control thread alive at, task deadline (0: none), grace, task
+_RUNNING = struct.Struct("dd64s")  # the page from its deadline on (a longer task id is cut)
 
 
 class Watch:
@@ -49,7 +50,7 @@ class Watch:
         struct.pack_into("d", self._mem, 0, time.monotonic())
 
     def running(self, task: str | None, deadline: float | None, grace: float) -> None:
-        struct.pack_into("dd64s", self._mem, 8, deadline or 0.0, grace, (task or "").encode()[:64])
+        _RUNNING.pack_into(self._mem, 8, deadline or 0.0, grace, task.encode() if task else b"")
 
     def read(self) -> tuple[float, float, float, str]:
         alive, deadline, grace, task = _PAGE.unpack_from(self._mem)
