@@ -62,13 +62,15 @@ def bind(f, interactive: bool = False):
         return f
     if globals_mode == "client":
         return f
-    for name, value in f.__globals__.items():
-        if globals_mode == "fill" and not name.startswith("__"):
-            user_ns.setdefault(name, value)
+    if globals_mode == "fill":
+        for name, value in f.__globals__.items():
+            if not name.startswith("__"):
+                user_ns.setdefault(name, value)
     bound = types.FunctionType(f.__code__, user_ns, f.__name__, f.__defaults__, f.__closure__)
     bound.__kwdefaults__ = f.__kwdefaults__
     bound.__qualname__ = f.__qualname__
-    bound.__dict__.update(f.__dict__)
+    if f.__dict__:
+        bound.__dict__.update(f.__dict__)
     return bound
 
 

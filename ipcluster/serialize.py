@@ -210,6 +210,9 @@ def _reusable(f) -> bool:
         return False
 
 
+_TYPE_PARAMS = sys.version_info >= (3, 12)  # functions have __type_params__
+
+
 def _fresh(f):
     """A new function as unpickling `f`'s bytes again would give: its own globals, cells,
     keyword defaults, annotations and attributes; code and fixed values shared."""
@@ -217,10 +220,12 @@ def _fresh(f):
     g = types.FunctionType(f.__code__, dict(f.__globals__), f.__name__, f.__defaults__,
                            tuple([types.CellType(c.cell_contents) for c in closure])
                            if closure else None)
-    g.__kwdefaults__ = dict(f.__kwdefaults__) if f.__kwdefaults__ is not None else None
-    g.__annotations__ = dict(f.__annotations__)
+    if f.__kwdefaults__ is not None:
+        g.__kwdefaults__ = dict(f.__kwdefaults__)
+    if f.__annotations__:  # else g makes its own empty one when asked
+        g.__annotations__ = dict(f.__annotations__)
     g.__qualname__, g.__module__, g.__doc__ = f.__qualname__, f.__module__, f.__doc__
-    if hasattr(f, "__type_params__"):
+    if _TYPE_PARAMS:
         g.__type_params__ = f.__type_params__
     return g
 

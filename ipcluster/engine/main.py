@@ -105,8 +105,9 @@ class Engine:
         self.capture.task = task_id
         self.running.start(task_id, header.get("time_limit"))
         function, cell = None, False
-        behind_an_error = task_id in self.stopped_cells
-        self.stopped_cells.discard(task_id)
+        behind_an_error = bool(self.stopped_cells) and task_id in self.stopped_cells
+        if behind_an_error:
+            self.stopped_cells.discard(task_id)
         try:
             try:
                 if msg.buffers:  # hashed below, as received

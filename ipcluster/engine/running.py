@@ -63,11 +63,11 @@ class Running:
 
     def start(self, task: str, timeout) -> None:
         """`timeout`: seconds the task may run (anything but a positive number: no limit)."""
+        limited = timeout is not None and isinstance(timeout, (int, float)) and timeout > 0
+        deadline = time.monotonic() + timeout if limited else None
         with self._lock:
-            self.task, self.reason = task, None
-            limited = isinstance(timeout, (int, float)) and timeout > 0
-            self.deadline = time.monotonic() + timeout if limited else None
-            self._watch.running(task, self.deadline, self._grace)
+            self.task, self.reason, self.deadline = task, None, deadline
+            self._watch.running(task, deadline, self._grace)
 
     def finish(self) -> None:
         with self._lock:
