@@ -74,6 +74,7 @@ class Control(threading.Thread):
                                capture.pending)  # the main thread's
         self.main_receives = False  # the idle main thread waits on the socket (set under handling)
         self.handed = 0  # tasks this thread received and queued for the main thread
+        self.main_ident = threading.get_ident()  # made by the main thread
         self.last_heard = time.monotonic()
         self._main_poller = None  # the main thread's: the socket's notifier and `_wakes`
         # a pipe that wakes the idle main thread (a plain file descriptor: one poll() call per
@@ -289,7 +290,7 @@ class Control(threading.Thread):
     def _queue(self, msg, task: str) -> None:
         self.running.enqueue(task)
         self.tasks.put((task, msg))
-        if threading.current_thread() is self:
+        if threading.get_ident() != self.main_ident:
             self.handed += 1
 
     def _on_data(self, frames) -> None:

@@ -95,16 +95,16 @@ class Engine:
         """The reply's frames."""
         header = msg.header
         eid = self.control.engine_id
-        reply = Result(task_id, eid, "error", started=now(), engine_uuid=self.control.uuid)
+        started = now()
         if not self.running.claim(task_id):
             return None  # given back to the controller, which sends it elsewhere
         if task_id in self.control.aborted:
             self.control.aborted.discard(task_id)
             error = TaskAborted("TaskAborted", "aborted before it started", engine_id=eid)
-            return self._reply(reply, pack(error.to_wire()), [])
+            return self._reply(task_id, started, "error", pack(error.to_wire()))
         self.capture.task = task_id
         self.running.start(task_id, header.get("time_limit"))
-        function, cell = None, False
+        function, cell, status, unmet = None, False, "error", False
         behind_an_error = bool(self.stopped_cells) and task_id in self.stopped_cells
         if behind_an_error:
             self.stopped_cells.discard(task_id)
@@ -121,14 +121,14 @@ class Engine:
                 self.running.finish()
                 error = TaskAborted("TaskAborted", "aborted: a code cell queued before it on "
                                     "this engine failed", engine_id=eid)
-                return self._reply(reply, pack(error.to_wire()), [])
+                return self._reply(task_id, started, "error", pack(error.to_wire()))
             function = fingerprint.user_function(f, args)
             f, args, kwargs = namespace.resolve_call(f, args, kwargs)
             result = namespace.bind(f)(*args, **kwargs)
             self.running.finish()
             content, buffers = serialize.dumps_result(result)
             serialize.check_size(content, buffers, self.max_message_size, "the result")
-            reply.status = "ok"
+            status = "ok"
         except BaseException as exc:  # the task's failure, reported to its client
             self.running.finish()
             if self.terminating:
@@ -136,17 +136,20 @@ class Engine:
             error = self._error(exc, eid, header.get("time_limit"))
             if cell:
                 self.stopped_cells |= self.running.waiting()
-            reply.unmet = isinstance(exc, UnmetDependency)
+            unmet = isinstance(exc, UnmetDependency)
             content, buffers = pack(error), []
         finally:
             sys.stdout.flush()
             self.capture.task = None
-        reply.prov = fingerprint.facts(function, msg.content, msg.buffers, content, buffers)
-        return self._reply(reply, content, buffers, header)
+        prov = fingerprint.facts(function, msg.content, msg.buffers, content, buffers)
+        return self._reply(task_id, started, status, content, buffers, header, unmet, prov)
 
-    def _reply(self, reply: Result, content, buffers, request=None) -> list:
-        reply.completed = now()
-        header = reply.header(self.control.ids())
+    def _reply(self, task_id: str, started: float, status: str, content, buffers=(),
+               request=None, unmet: bool = False, prov=None) -> list:
+        """The frames of a task's result (`Result`), made as it ends."""
+        control = self.control
+        header = Result(task_id, control.engine_id, status, started, now(), unmet, prov,
+                        control.uuid).header(control.ids())
         if not buffers:
             return encode(self.signer, header, content)
         shared = self._shared(request.get("shm_host")) if request else None

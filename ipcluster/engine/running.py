@@ -6,7 +6,6 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections import Counter
 
 
 class Running:
@@ -26,12 +25,13 @@ class Running:
         self.deadline: float | None = None
         self.reason: str | None = None  # why it was interrupted: "abort" or "timeout"
         self.interrupted_at = 0.0
-        self.queued: Counter[str] = Counter()  # copies received, not yet started nor given back
-        self._withdrawn: Counter[str] = Counter()  # copies given back: the main thread skips them
+        # task -> copies (plain dicts: a Counter calls its Python __missing__ for each new task)
+        self.queued: dict[str, int] = {}  # copies received, not yet started nor given back
+        self._withdrawn: dict[str, int] = {}  # copies given back: the main thread skips them
 
     def enqueue(self, task: str) -> None:
         with self._lock:
-            self.queued[task] += 1
+            self.queued[task] = self.queued.get(task, 0) + 1
 
     def waiting(self) -> set[str]:
         """The tasks received and not started yet, now."""
@@ -41,10 +41,10 @@ class Running:
     def withdraw(self, task: str) -> bool:
         """Give back a task that has not started; False if it started (or is not here)."""
         with self._lock:
-            if not self.queued[task]:
+            if not self.queued.get(task):
                 return False
             _take(self.queued, task)
-            self._withdrawn[task] += 1
+            self._withdrawn[task] = self._withdrawn.get(task, 0) + 1
             return True
 
     def held(self) -> list[str]:
@@ -55,7 +55,7 @@ class Running:
     def claim(self, task: str) -> bool:
         """The main thread takes `task` from the queue; False if it was withdrawn (skip it)."""
         with self._lock:
-            if self._withdrawn[task]:
+            if self._withdrawn and self._withdrawn.get(task):
                 _take(self._withdrawn, task)
                 return False
             _take(self.queued, task)
@@ -87,9 +87,9 @@ class Running:
         return self.deadline is not None and time.monotonic() > self.deadline
 
 
-def _take(counts: Counter, task: str) -> None:
+def _take(counts: dict, task: str) -> None:
     """One copy of `task` fewer (none left: no entry, so that the keys are the tasks held)."""
-    if counts[task] > 1:
+    if counts.get(task, 0) > 1:
         counts[task] -= 1
     else:
         counts.pop(task, None)
