@@ -88,10 +88,11 @@ def dumps_result(obj) -> tuple[bytes, list]:
 
 
 class _Pickled(bytes):
-    """A function pickled once, inside the pickle of a call: unpickled where the call is."""
+    """A function pickled once, inside the pickle of a call: unpickled where the call is, by
+    `_unpickled_once` (named in the call's pickle, so a plain ``pickle.loads`` finds it)."""
 
     def __reduce__(self):
-        return pickle.loads, (bytes(self),)
+        return _unpickled_once, (bytes(self),)
 
 
 _cache: dict = {}  # (function, code, tokens of what it captured) -> _Pickled
@@ -180,7 +181,6 @@ def dumps_call(f, args: tuple, kwargs: dict) -> tuple[bytes, list]:
 
 # -- the engine's side of `_Pickled`: a function unpickled once per its bytes ---------------
 
-_CALL_HEAD = b"\x8c\x07_pickle\x94\x8c\x05loads\x94\x93"  # a call whose function is `_Pickled`
 _BUILTINS = vars(builtins)  # what cloudpickle sets every function's __builtins__ to
 _functions: dict = {}  # a function's pickle -> the function unpickled from it, or None: not reused
 FUNCTION_BYTES = 64 * 1024  # larger pickles are not kept
@@ -230,12 +230,10 @@ def _fresh(f):
     return g
 
 
-def _unpickled_once(data, *args, **kwargs):
-    """The engine's ``pickle.loads`` of a `_Pickled` function: unpickled once per bytes (the
-    same function from one client comes with every task), a fresh copy per call, so nothing a
-    call changes is seen by the next (as if unpickled anew); anything else unpickled anew."""
-    if type(data) is not bytes or args or kwargs:
-        return pickle.loads(data, *args, **kwargs)
+def _unpickled_once(data: bytes):
+    """A `_Pickled` function, where its call is unpickled: unpickled once per bytes (the same
+    function from one client comes with every task), a fresh copy per call, so nothing a call
+    changes is seen by the next (as if unpickled anew); one that is not `_reusable` anew."""
     known = _functions.get(data, _functions)
     if known is None:
         return pickle.loads(data)
@@ -248,21 +246,6 @@ def _unpickled_once(data, *args, **kwargs):
         if known is None:
             return f
     return _fresh(known)
-
-
-class _CallUnpickler(pickle.Unpickler):
-    def find_class(self, module, name):
-        if module == "_pickle" and name == "loads":
-            return _unpickled_once
-        return super().find_class(module, name)
-
-
-def loads_call(content, buffers=()) -> object:
-    """A task's ``(f, args, kwargs)`` (`loads`), its function, if the client pickled it once
-    (`_Pickled`), unpickled once here too (`_unpickled_once`)."""
-    if type(content) is not bytes or not content.startswith(_CALL_HEAD, 11):
-        return loads(content, buffers)
-    return loads(content, buffers, _CallUnpickler)
 
 
 def digest(content, buffers) -> str:
@@ -321,13 +304,11 @@ def received(buffers) -> list:
     return [b.map() if isinstance(b, shm.Segment) else b for b in buffers]
 
 
-def loads(content, buffers=(), unpickler=None) -> object:
-    """Unpickle (with ``unpickler(file, buffers=...)``, a `pickle.Unpickler`, if given); call
-    only on content whose signature has been checked."""
+def loads(content, buffers=()) -> object:
+    """Unpickle; call only on content whose signature has been checked. A task's function
+    that its client pickled once (`_Pickled`) is unpickled once here too (`_unpickled_once`)."""
     try:
-        if unpickler is not None:
-            return unpickler(io.BytesIO(content), buffers=[writable(b) for b in buffers]).load()
-        return pickle.loads(content, buffers=[writable(b) for b in buffers])
+        return pickle.loads(content, buffers=[writable(b) for b in buffers] if buffers else None)
     except ModuleNotFoundError as exc:
         raise SerializationError(
             f"cannot unpickle the result: module {exc.name!r} is not installed here; "

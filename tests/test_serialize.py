@@ -169,7 +169,7 @@ def test_a_function_sent_once_is_unpickled_once_and_each_call_sees_it_as_if_unpi
     for f, args, first in [(_counter(), (), 1), (_add_to_total, (5,), 5)]:
         f.__module__ = "__main__"  # sent by value, as a notebook's function
         content = _sent_once(f, *args)
-        calls = [serialize.loads_call(content) for _ in range(3)]
+        calls = [serialize.loads(content) for _ in range(3)]
         assert len({id(g) for g, _, _ in calls}) == 3
         assert len({id(g.__code__) for g, _, _ in calls}) == 1  # unpickled once
         for g, a, kw in calls:
@@ -178,7 +178,7 @@ def test_a_function_sent_once_is_unpickled_once_and_each_call_sees_it_as_if_unpi
         g.tag, g.__defaults__ = "changed", (9,)
         if g.__kwdefaults__ is not None:
             g.__kwdefaults__["scale"] = 100
-        again = serialize.loads_call(content)[0]
+        again = serialize.loads(content)[0]
         assert not hasattr(again, "tag") and again.__defaults__ is None
         assert again(*args) == first
 
@@ -197,7 +197,7 @@ def test_a_function_with_mutable_state_sent_once_is_still_unpickled_anew_each_ti
     for f, args in [(collect, (1,)), (count, ())]:
         f.__module__ = "__main__"
         content = _sent_once(f, *args)
-        results = [g(*a) for g, a, _ in (serialize.loads_call(content) for _ in range(3))]
+        results = [g(*a) for g, a, _ in (serialize.loads(content) for _ in range(3))]
         assert results == [1, 1, 1]
         assert serialize._functions[cloudpickle.dumps(f)] is None  # not kept
 
@@ -210,6 +210,5 @@ def test_a_call_whose_function_is_any_pickle_loads_still_loads_as_pickle_would()
             return pickle.loads, (bytearray(pickle.dumps(abs)),)
 
     content = pickle.dumps((Loads(), (-2,), {}), protocol=5)
-    assert content.startswith(serialize._CALL_HEAD, 11)
-    f, args, kwargs = serialize.loads_call(content)
+    f, args, kwargs = serialize.loads(content)
     assert f is abs and f(*args) == 2

@@ -112,7 +112,7 @@ class Engine:
             try:
                 if msg.buffers:  # hashed below, as received
                     msg.buffers = serialize.received(msg.buffers)
-                f, args, kwargs = serialize.loads_call(msg.content, msg.buffers)
+                f, args, kwargs = serialize.loads(msg.content, msg.buffers)
             except SerializationError as exc:
                 msg.buffers = []  # not hashed: they could not be read
                 raise SerializationError(unloadable(exc, eid)) from exc.__cause__
