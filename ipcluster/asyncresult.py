@@ -19,7 +19,7 @@ from ipcluster import display
 from ipcluster.errors import (CompositeError, IpclusterError, RemoteError, TaskAborted,
                               TimeoutError)
 from ipcluster.output import ExecuteReply, Streaming, display_outputs
-from ipcluster.task import Future, TaskFuture
+from ipcluster.task import FINISHED, Future, TaskFuture
 
 log = logging.getLogger("ipcluster.client")
 
@@ -71,7 +71,10 @@ class AsyncResult(Future):
                     return
         elif self._order is not None:
             self._order.append(task)
-        errors = [e for e in map(TaskFuture.exception, self._tasks) if e is not None]
+        if len(self._tasks) == 1 and task._state == FINISHED:  # no lock needed to read it
+            errors = [] if task._exception is None else [task._exception]
+        else:
+            errors = [e for e in map(TaskFuture.exception, self._tasks) if e is not None]
         if self._cancel_queued and errors and all(_never_started(e) for e in errors):
             # cancelled before it started (Executor.shutdown(cancel_futures=True)), as a
             # stdlib future: cancelled() is True and result() raises CancelledError
@@ -84,6 +87,8 @@ class AsyncResult(Future):
                 self.set_exception(CompositeError(remote))
             else:
                 self.set_exception(errors[0])
+        elif len(self._tasks) == 1:
+            self.set_result(self._combine([self._value(task)]))
         else:
             self.set_result(self._combine([self._value(t) for t in self._finished()]))
 

@@ -71,3 +71,18 @@ def test_a_client_future_has_the_stdlib_futures_fields():
     # task.Future sets them itself (no condition made only to be replaced by the shared one)
     assert set(vars(TaskFuture("t-1"))) >= set(vars(concurrent.futures.Future()))
     assert set(vars(AsyncResult([], "list"))) >= set(vars(concurrent.futures.Future()))
+
+
+def test_setting_a_result_behaves_as_the_stdlibs(caplog):
+    # task.Future.set_result is its own (no condition to notify): the stdlib's contract holds
+    task, seen = TaskFuture("t-1"), []
+    task.add_done_callback(lambda f: 1 / 0)  # logged, and the next callback still runs
+    task.add_done_callback(lambda f: seen.append(f.result()))
+    task.set_result(5)
+    assert task.done() and seen == [5] and "ZeroDivisionError" in caplog.text
+    with pytest.raises(concurrent.futures.InvalidStateError):
+        task.set_result(6)
+    cancelled = TaskFuture("t-2")
+    assert cancelled.cancel() and cancelled.done()
+    with pytest.raises(concurrent.futures.InvalidStateError):
+        cancelled.set_result(1)
