@@ -7,12 +7,14 @@ and looks again every `ASIDE` seconds; when the caller leaves with other threads
 waiting, it wakes the IO thread to take over). One lock (`handling`) lets one thread at a time handle
 what was received, so it is handled in the order it came. Whoever sends on the DEALER may take
 in the notification of a message that came meanwhile (`wire.Wire`): the IO thread looks after
-each of its turns and wakes the receiving caller on an in-process channel.
+each of its turns and wakes the receiving caller through a pipe.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import os
+import select
 import threading
 import time
 
@@ -25,7 +27,7 @@ ASIDE = 0.05  # the same for the IO thread while a calling thread receives on th
 
 
 class Receiver:
-    def __init__(self, wire, context, name: str, handle) -> None:
+    def __init__(self, wire, handle) -> None:
         self.wire = wire  # the DEALER
         # held by the thread handling what the DEALER received; reentrant, for a callback run
         # by that thread that closes the client
@@ -36,8 +38,13 @@ class Receiver:
         self._role = threading.Lock()  # held by the calling thread receiving
         self._others = 0  # calling threads waiting on their futures while another receives
         self._count = threading.Lock()  # guards `_others`
-        self._context, self._name = context, name
-        self._poller = self._inbox = self._outbox = None  # the calling thread's and its channel
+        self._poller = None  # the receiving caller's: the DEALER's notifier and `_woken`
+        # a pipe on which the IO thread wakes the receiving caller (a plain file descriptor:
+        # one poll() call per wait; a zmq poll with an in-process socket in it makes four)
+        self._wakes = os.pipe()
+        for fd in self._wakes:
+            os.set_blocking(fd, False)
+        self._woken = self._wakes[0]  # its end read by the caller
 
     def take(self) -> int:
         """The IO thread: take and handle what the DEALER holds, unless a calling thread
@@ -64,25 +71,35 @@ class Receiver:
         finally:
             with self._count:
                 self._others -= 1
+        ready = False  # the DEALER may have a message (its notifier said so)
         try:
             while not future.done():
-                with signals_held(), self.handling:  # Ctrl-C comes after, not half-way
-                    if self.wire.sock is None:
+                with self.handling:
+                    sock = self.wire.sock
+                    if sock is None:
                         break  # the client is closed
                     if self._poller is None:
-                        self._inbox = self._context.inbox(self._name)
-                        self._poller = transport.Poller(self._inbox)
-                        self._poller.add(transport.notifier(self.wire.sock))
+                        self._poller = select.poll()
+                        self._poller.register(self._woken, select.POLLIN)
+                        self._poller.register(transport.notifier(sock), select.POLLIN)
                     self.caller_receives = True
-                    received = self.wire.take(DRAIN)
-                    if received:
-                        self._handle(received)
+                    if not ready:  # asked without holding Ctrl-C back: nothing is taken
+                        with self.wire.lock:
+                            ready = transport.readable(sock)
+                    received = ()
+                    if ready:
+                        with signals_held():  # Ctrl-C comes after what is taken is handled
+                            received = self.wire.take(DRAIN)
+                            if received:
+                                self._handle(received)
                 left = POLL if deadline is None else min(POLL, deadline - time.monotonic())
                 if future.done() or left <= 0:
                     break
-                if self._inbox in self._poller.poll(0 if len(received) == DRAIN else left):
-                    for _ in transport.drain(self._inbox):
-                        pass  # wake-ups: what they announce is on the DEALER
+                ready = False
+                for fd, _ in self._poller.poll(0 if len(received) == DRAIN else left * 1000):
+                    ready = True  # the DEALER's notifier, or a wake-up: look at the DEALER
+                    if fd == self._woken:
+                        os.read(fd, 4096)
         finally:
             self.caller_receives = False
             self._role.release()
@@ -95,15 +112,19 @@ class Receiver:
         of (a send took its notification in) is waiting: wake it."""
         if not self.caller_receives:
             return
-        with self.wire.lock:
-            waiting = transport.readable(dealer)
-        if waiting:
-            if self._outbox is None:
-                self._outbox = self._context.outbox(self._name)
-            transport.send(self._outbox, [b""])
+        with self.wire.lock:  # and so the pipe is not closed meanwhile
+            if transport.readable(dealer) and self._wakes is not None:
+                try:
+                    os.write(self._wakes[1], b"w")
+                except BlockingIOError:
+                    pass  # the pipe is full of wake-ups: it will wake
 
-    def wait_idle(self) -> None:
-        """Closing: the calling thread receiving (whose future has failed) has left the
-        sockets alone."""
+    def close(self) -> None:
+        """Closing (the DEALER detached): once the calling thread receiving (whose future has
+        failed) has left the sockets alone, the wake-up pipe goes (else it is left open)."""
         if self._role.acquire(timeout=2 * POLL):
+            with self.wire.lock:  # not while the IO thread writes to it
+                wakes, self._wakes = self._wakes, None
+            for fd in wakes or ():
+                os.close(fd)
             self._role.release()

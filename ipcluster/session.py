@@ -75,8 +75,7 @@ class Session:
         # held while a task is registered and its request sent, so that a sync never lists a
         # task whose request would reach the controller after it
         self.submitting = threading.Lock()
-        self.receiver = Receiver(self.wire, self.context, f"client-{self.ids.session}-caller",
-                                 self.handle)
+        self.receiver = Receiver(self.wire, self.handle)
         self._stopping = threading.Event()
         self._io_ready = threading.Event()
         self._io = threading.Thread(target=self._io_loop, name="ipcluster-client-io", daemon=True)
@@ -94,7 +93,7 @@ class Session:
         with self.receiver.handling:  # a calling thread receiving takes nothing more
             self.wire.detach()
         self._fail_all(ClientClosed("the client was closed before this result arrived"))
-        self.receiver.wait_idle()
+        self.receiver.close()
         for task, *_ in self.links.pending.expired(0):  # results still waiting for their data
             task.set_exception(ClientClosed("the client was closed before this result arrived"))
         self.sender.discard_all()

@@ -21,8 +21,9 @@ thread, and a script may submit and exit without waiting).
 
 A message is sent frame by frame, and Python runs signal handlers between two calls: Ctrl-C
 (or SIGTERM) in the main thread half-way through a message would leave it open, and the next
-message, whoever sends it, would be sent as its tail. So in the main thread a send holds the
-handlers of SIGINT and SIGTERM back until the message is whole, then runs them.
+message, whoever sends it, would be sent as its tail. So in the main thread a send of more
+than one frame holds the handlers of SIGINT and SIGTERM back until the message is whole, then
+runs them (a message of one frame is one zmq call: nothing to hold back).
 """
 
 from __future__ import annotations
@@ -105,33 +106,33 @@ class Wire:
         with self.lock:  # no thread is sending on it as it goes
             self.sock = None
 
-    def send(self, frames: list | None, before=None, queue: bool = False) -> None:
-        """Any thread: send what is held, then a message (if any) now, after `before(sock)`
-        (under the lock), or queue them behind what is queued (or if the socket is not
-        attached yet, or with `queue`: a message only the owner may send)."""
-        if threading.current_thread() is threading.main_thread():
-            with _HeldSignals():
-                waiting = self._send(frames, before, queue)
-        else:
-            waiting = self._send(frames, before, queue)
+    def send(self, frames: list | None, queue: bool = False) -> None:
+        """Any thread: send what is held, then a message (if any) now, or queue them behind
+        what is queued (or if the socket is not attached yet, or with `queue`: a message only
+        the owner may send)."""
+        with self.lock:
+            if self.held or frames is not None and len(frames) > 1:
+                with signals_held():
+                    waiting = self._send(frames, queue)
+            else:  # one zmq call (a message of one frame), which Ctrl-C cannot cut
+                waiting = self._send(frames, queue)
         if waiting:
             self.wake()
 
-    def _send(self, frames: list | None, before, queue: bool) -> bool:
-        with self.lock:
-            if self.held:
-                self._release()
-            if frames is None:
-                pass
-            elif queue or self.queued or self.sock is None:
-                self.queued.append(frames)
-            else:
-                if before is not None:
-                    before(self.sock)
-                transport.send(self.sock, frames)
-            if self.queued or self.sock is None:
-                return True
-            return transport.readable(self.sock)
+    def _send(self, frames: list | None, queue: bool) -> bool:
+        """Under the lock; True if the owner must look (at what is queued, or at a message
+        that came as this thread sent, whose notification the send may have taken in)."""
+        if self.held:
+            self._release()
+        if frames is None:
+            pass
+        elif queue or self.queued or self.sock is None:
+            self.queued.append(frames)
+        else:
+            transport.send(self.sock, frames)
+        if self.queued or self.sock is None:
+            return True
+        return transport.readable(self.sock)
 
     def hold(self, frames: list) -> None:
         """Any thread: a one-frame message, to go with the others held (see the module's

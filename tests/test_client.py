@@ -10,6 +10,7 @@ import textwrap
 import threading
 import time
 
+import psutil
 import pytest
 
 import ipcluster
@@ -71,6 +72,16 @@ def test_a_closed_client_refuses_calls(cluster):
     with pytest.raises(ipcluster.ClientClosed, match="closed"):
         view.apply_sync(os.getpid)
     rc.close()  # closing twice is harmless
+
+
+def test_a_closed_client_leaves_no_file_descriptor_open(cluster):
+    ipcluster.Client(cluster.connection_file).close()  # what is made once per process
+    before = psutil.Process().num_fds()
+    for _ in range(3):
+        rc = ipcluster.Client(cluster.connection_file)
+        rc[0].apply_sync(os.getpid)  # the calling thread receives: its wake-up pipe is made
+        rc.close()
+    assert psutil.Process().num_fds() == before
 
 
 def test_missing_and_corrupt_connection_files(tmp_path):
