@@ -161,7 +161,7 @@ class TaskRecords:
         return tasks
 
     def _keep_request(self, task_id: str, header: dict, index: int, content, buffers) -> None:
-        size = len(content) + sum(memoryview(b).nbytes for b in buffers)
+        size = len(content) + sum(memoryview(b).nbytes for b in buffers) if buffers else len(content)
         if size > RESUBMIT_LIMIT:
             return
         self._requests[task_id] = (header, index, content, tuple(buffers), size)  # () untracked

@@ -55,7 +55,7 @@ class Sender:
                 header["shm_host"] = self.shm.identity
             if self.links.any_open:  # so an engine elsewhere answers on the link
                 header["link"] = self.links.identity.decode()
-            facts = self._engines(header, buffers)
+            facts = self._engines(header, buffers) if buffers else None
             readers = [self.shm.reader(f.get("shm")) for f in facts] if facts and self.shm else []
             if readers and all(readers):
                 shared = (self.shm, readers)
@@ -69,8 +69,8 @@ class Sender:
                 self._segments[task_id] = self.shm.names(header, reader)
         for message in data:
             self.to_io(message)
-        if (not buffers and not track and len(frames) == 1 and self.wire.holds(frames)
-                and self._busy(header)):
+        if (not buffers and not track and len(frames) == 1 and self._busy(header)
+                and self.wire.holds(frames)):
             self.wire.hold(frames)  # goes with the next ones, or as soon as this thread waits
             return None
         return self.to_controller(frames, track=track)

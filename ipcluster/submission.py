@@ -48,28 +48,34 @@ class Submitter:
         key = serialize.digest(content, buffers) if label is not None else None
         if done and key in done:
             return self.fetch([done[key]], sizes), None
+        ids = session.ids
         if balanced:
-            tasks = [TaskFuture(session.ids(), label=label, size=sizes)]
+            tasks = [TaskFuture(ids(), label=label, size=sizes)]
         else:
-            tasks = [TaskFuture(session.ids(), t, label=label, size=sizes) for t in targets]
+            tasks = [TaskFuture(ids(), t, label=label, size=sizes) for t in targets]
         if f is namespace.execute:
             for task in tasks:
                 task.cell = True
-        deps = {name: Dependency.of(flags[name]).to_wire()  # plain data: {"ids": [...], "all", ...}
-                for name in ("after", "follow") if flags.get(name) is not None}
+        after, follow = flags.get("after"), flags.get("follow")
         request = Apply(
             [t.task_id for t in tasks], targets, balanced, label=label, key=key,
             fn=fingerprint.qualified_name(fingerprint.user_function(f, args)),
             timeout=flags.get("timeout"), time_limit=flags.get("time_limit"),
-            retries=flags.get("retries") or 0,
-            priority=flags.get("priority") or 0, submitted=now(), **deps)
+            retries=flags.get("retries") or 0, priority=flags.get("priority") or 0,
+            submitted=now(),  # dependencies as plain data: {"ids": [...], "all", ...}
+            after=None if after is None else Dependency.of(after).to_wire(),
+            follow=None if follow is None else Dependency.of(follow).to_wire())
         with session.submitting:
             for task in tasks:
-                session.tasks[task.task_id] = self.futures[task.task_id] = task
-                self.history.append(task.task_id)
-            header = request.header(session.ids())
+                session.tasks[task.task_id] = task
+            header = request.header(ids())
             tracker = session.sender.send(header, content, buffers, track=bool(flags.get("track")))
+        # after the request went: none of this is needed to handle its result (a result
+        # handled meanwhile has left `session.tasks`, and only that table is looked at)
+        futures, history = self.futures, self.history
         for index, task in enumerate(tasks):
+            futures[task.task_id] = task
+            history.append(task.task_id)
             self.keep(task.task_id, header, index, content, buffers)
         return tasks, tracker
 

@@ -51,7 +51,7 @@ class View:
 
     def _submit(self, *args, **kwargs):
         tasks, tracker = self.client._submit(*args, **kwargs)
-        self.history += [t.task_id for t in tasks]
+        self.history.extend([t.task_id for t in tasks])
         return tasks, tracker
 
     @contextlib.contextmanager
@@ -66,7 +66,8 @@ class View:
 
     def _flags(self, **overrides) -> dict:
         flags = {name: getattr(self, name) for name in self.flag_names}
-        flags.update({k: v for k, v in overrides.items() if v is not None})
+        if overrides:
+            flags.update({k: v for k, v in overrides.items() if v is not None})
         return flags
 
     def _finish(self, ar, block: bool | None):
