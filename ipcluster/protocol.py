@@ -233,6 +233,7 @@ SIGNATURE = 32  # bytes of HMAC-SHA256, after the delimiter
 HEAD = len(DELIM) + SIGNATURE + 4  # where the header starts in the first frame
 APART = 1 << 31  # in the size word: the content is the next frame
 INLINE = 1 << 16  # content shorter than this travels in the first frame
+_LONGEST, _SIGNATURE = HEAD + MAX_HEADER + INLINE, slice(len(DELIM), HEAD - 4)  # for `decode`
 
 
 class Message:
@@ -321,9 +322,9 @@ def decode(signer: Signer, frames: list, replay: Replay | None = None,
     sent more than `max_age` seconds ago (or as far in the future).
     """
     for i, frame in enumerate(frames):  # len() of a zmq frame makes no memoryview: cheaper
-        if HEAD < len(frame) <= HEAD + MAX_HEADER + INLINE:
-            first = _bytes(frame)
-            if first[:len(DELIM)] == DELIM:
+        if HEAD < len(frame) <= _LONGEST:
+            first = frame if isinstance(frame, bytes) else frame.bytes
+            if first.startswith(DELIM):
                 break
     else:
         raise BadMessage("no protocol delimiter")
@@ -334,10 +335,10 @@ def decode(signer: Signer, frames: list, replay: Replay | None = None,
         if len(body) < 2:
             raise BadMessage("truncated message: its content frame is missing")
         content, buffers = body[1], body[2:]
-        signed = signer.verify(first[len(DELIM):HEAD - 4], first[HEAD - 4:], _buffer(content))
+        signed = signer.verify(first[_SIGNATURE], first[HEAD - 4:], _buffer(content))
     else:
         content, buffers = first[HEAD + size:], body[1:]
-        signed = signer.verify(first[len(DELIM):HEAD - 4], memoryview(first)[HEAD - 4:])
+        signed = signer.verify(first[_SIGNATURE], memoryview(first)[HEAD - 4:])
     if not signed:
         raise BadMessage("bad signature")
     header = parse_header(first[HEAD:HEAD + size])
