@@ -71,7 +71,7 @@ class Receiver:
         finally:
             with self._count:
                 self._others -= 1
-        ready = False  # the DEALER may have a message (its notifier said so)
+        ready = expected = False  # the DEALER may have a message; its notifier said so
         try:
             while not future.done():
                 with self.handling:
@@ -89,17 +89,19 @@ class Receiver:
                     received = ()
                     if ready:
                         with signals_held():  # Ctrl-C comes after what is taken is handled
-                            received = self.wire.take(DRAIN)
+                            received = self.wire.take(DRAIN, expected)
                             if received:
                                 self._handle(received)
                 left = POLL if deadline is None else min(POLL, deadline - time.monotonic())
                 if future.done() or left <= 0:
                     break
-                ready = False
+                ready = expected = False
                 for fd, _ in self._poller.poll(0 if len(received) == DRAIN else left * 1000):
                     ready = True  # the DEALER's notifier, or a wake-up: look at the DEALER
                     if fd == self._woken:
                         os.read(fd, 4096)
+                    else:
+                        expected = True
         finally:
             self.caller_receives = False
             self._role.release()
