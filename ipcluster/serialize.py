@@ -125,17 +125,21 @@ def _token(value, depth: int = 0):
     raise _Mutable
 
 
+def _global_names(code) -> tuple:
+    names = _names.get(code)
+    if names is None:
+        names = _names[code] = tuple(sorted(cloudpickle.cloudpickle._extract_code_globals(code)))
+    return names
+
+
 def _captured(f):
     """Tokens of what cloudpickle captures when it pickles `f` by value (the globals its code
     names, its closure, its defaults), or None if any of it may change: then `f` is not cached."""
     if f.__dict__:
         return None
-    code, names_of = f.__code__, _names
-    names = names_of.get(code)
-    if names is None:
-        names = names_of[code] = tuple(sorted(cloudpickle.cloudpickle._extract_code_globals(code)))
+    names = _global_names(f.__code__)
     space, closure, defaults, kwdefaults = f.__globals__, f.__closure__, f.__defaults__, f.__kwdefaults__
-    try:  # each part looked at only if there is one: this runs for every call sent
+    try:  # each part looked at only if there is one
         return (tuple([(n, _token(space[n])) for n in names if n in space]) if names else (),
                 tuple([_token(c.cell_contents) for c in closure]) if closure else (),
                 _token(defaults) if defaults else (),
@@ -144,13 +148,52 @@ def _captured(f):
         return None
 
 
+def _held(f) -> tuple | None:
+    """The very objects `f` holds that its pickle depends on (`_unchanged` compares them), or
+    None if it has keyword defaults (a dict, changed in place unseen) or an empty cell."""
+    if f.__kwdefaults__:
+        return None
+    code, space = f.__code__, f.__globals__
+    try:
+        cells = tuple([c.cell_contents for c in f.__closure__ or ()])
+    except ValueError:
+        return None
+    return (code, f.__module__, f.__defaults__, cells,
+            tuple([(n, space.get(n, _UNSET)) for n in _global_names(code)]))
+
+
+def _unchanged(f, code, module, defaults, cells, values) -> bool:
+    """True if `f` still holds the very objects `_held` gave (immutable ones, as `_token` took
+    them, so the same objects pickle to the same bytes): a check by identity alone, without
+    tokens or hashing, for every call of a function already cached."""
+    if (f.__code__ is not code or f.__module__ is not module or f.__defaults__ is not defaults
+            or f.__kwdefaults__ or f.__dict__):
+        return False
+    try:
+        if cells and any([c.cell_contents is not v for c, v in zip(f.__closure__, cells)]):
+            return False
+    except ValueError:  # a cell emptied since
+        return False
+    space = f.__globals__
+    return not values or all([space.get(n, _UNSET) is v for n, v in values])
+
+
+_seen: dict = {}  # function -> what `_held` gave when it was cached, and its _Pickled
+_UNSET = object()
+
+
 def _function(f):
     """`f` ready to go in a call's pickle: pickled once per function and captured state when
     cloudpickle would pickle it by value (from ``__main__`` or a notebook), so a task carries
     its arguments, not the function's code again. A function that captured anything mutable
     is pickled afresh each time, so a changed value is never sent stale."""
+    if type(f) is types.FunctionType:
+        seen = _seen.get(f)
+        if seen is not None and _unchanged(f, *seen[:-1]):
+            return seen[-1]
     if not isinstance(f, types.FunctionType) or cloudpickle.cloudpickle._should_pickle_by_reference(f):
         return f
+    held = _held(f)  # before it is tokenized and pickled: kept if it held them throughout
     state = _captured(f)
     if state is None:
         return f
@@ -161,6 +204,10 @@ def _function(f):
         if len(_cache) >= CACHE_SIZE:
             _cache.pop(next(iter(_cache)))
         _cache[key] = cached
+    if held is not None and _unchanged(f, *held):
+        if len(_seen) >= CACHE_SIZE:
+            _seen.pop(next(iter(_seen)))
+        _seen[f] = (*held, cached)
     return cached
 
 

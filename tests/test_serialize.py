@@ -108,6 +108,25 @@ def test_a_global_changed_in_place_or_a_rebound_closure_is_never_stale():
     assert call(inner)[0] == 2
 
 
+def test_a_cached_function_is_checked_by_identity_and_every_change_is_seen():
+    ns = {}
+    f = main_function("def f(x=1):\n    return x + EXTRA\n", "f", ns)
+    with pytest.raises(NameError):
+        call(f)  # EXTRA is not defined yet: pickled (and remembered) without it
+    ns["EXTRA"] = 10  # a global that appears
+    assert call(f)[0] == 11 and call(f)[0] == 11 and f in serialize._seen
+    f.__defaults__ = (2,)  # new defaults
+    assert call(f)[0] == 12
+    ns["EXTRA"] = 1000 * 1000  # rebound: another object, even if equal to one before
+    assert call(f)[0] == 1000002
+    f.__code__ = main_function("def g(x=1):\n    return x - EXTRA\n", "g", ns).__code__
+    assert call(f)[0] == 2 - 1000000
+    f.__kwdefaults__ = {"unused": 1}  # a dict may change in place: not checked by identity
+    assert call(f)[0] == 2 - 1000000
+    f.__kwdefaults__["unused"] = 2
+    assert serialize._unchanged(f, *serialize._seen[f][:-1]) is False
+
+
 def test_functions_capturing_modules_and_builtins_are_cached_and_bound_methods_are_not():
     ns = {"math": __import__("math"), "LOG": __import__("math").log, "ITEMS": [1]}
     f = main_function("def f(x):\n    return math.floor(LOG(x))\n", "f", ns)
