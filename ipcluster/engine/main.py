@@ -80,6 +80,7 @@ class Engine:
                 reply = self.run_task(*item)
                 if reply is not None:  # None: withdrawn before it started
                     self.control.post(reply)
+                    sys.stdout.flush()  # after the result is sent: nothing waits for it
         except SystemExit:
             log.info("engine %s stopping", self.control.engine_id)
         finally:
@@ -139,7 +140,6 @@ class Engine:
             unmet = isinstance(exc, UnmetDependency)
             content, buffers = pack(error), []
         finally:
-            sys.stdout.flush()
             self.capture.task = None
         prov = fingerprint.facts(function, msg.content, msg.buffers, content, buffers)
         return self._reply(task_id, started, status, content, buffers, header, unmet, prov)

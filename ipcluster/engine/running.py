@@ -58,7 +58,9 @@ class Running:
             if self._withdrawn and self._withdrawn.get(task):
                 _take(self._withdrawn, task)
                 return False
-            _take(self.queued, task)
+            copies = self.queued.pop(task, 0)  # `_take`, inline: every task
+            if copies > 1:
+                self.queued[task] = copies - 1
             return True
 
     def start(self, task: str, timeout) -> None:
