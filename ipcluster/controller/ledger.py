@@ -54,7 +54,7 @@ class Task:
     watchers: frozenset = NOBODY  # other clients waiting for the result
     held: bool = False  # restored after a restart: its client is sent nothing until its sync
     # says it still waits (it may have had the result from the controller that died)
-    result: list | None = None  # the result frames, once done
+    result: tuple | None = None  # the result frames, once done
     stdout: str = ""
     stderr: str = ""
 
@@ -101,13 +101,14 @@ def _size(frames: list) -> int:
     return sum(len(f.buffer) if hasattr(f, "buffer") else len(f) for f in frames)
 
 
-def compact(frames: list) -> list:
+def compact(frames: list) -> tuple:
     """Frames to keep for long: small ones copied out of libzmq's receive buffer. A frame
     received without copying shares that buffer (8 KiB or more) with the frames that came in
     with it, and keeps all of it alive: kept as they came, 23,000 small results of clients
-    killed mid-submit held 339 MiB. Large frames have a buffer of their own and stay as they are."""
-    return [bytes(f.buffer) if hasattr(f, "buffer") and len(f.buffer) < KEEP_AS_IS else f
-            for f in frames]
+    killed mid-submit held 339 MiB. Large frames have a buffer of their own and stay as they are.
+    A tuple: of bytes only, the garbage collector stops walking it (a list it walks for good)."""
+    return tuple([bytes(f.buffer) if hasattr(f, "buffer") and len(f.buffer) < KEEP_AS_IS else f
+                  for f in frames])
 
 
 def cost(task: Task) -> int:

@@ -132,7 +132,7 @@ class Store:
                     for item in batch:
                         if isinstance(item, tuple):
                             sql, args = item
-                            db.execute(sql, tuple(frames_blob(a) if isinstance(a, list) else a
+                            db.execute(sql, tuple(frames_blob(a) if isinstance(a, (list, tuple)) else a
                                                   for a in args))
             except (sqlite3.Error, OSError) as exc:  # a full disk, most often: keep the batch,
                 self._failed(exc)  # say so, and try again; the loop goes on meanwhile
