@@ -220,11 +220,7 @@ class Control(threading.Thread):
 
     def _on_message(self, frames) -> None:
         try:
-            msg = decode(self.signer, frames, self.replay)
-            handler = HANDLERS.get(msg.kind)  # `_dispatch`, without the call: every task
-            if handler is None:
-                raise BadMessage(f"a {msg.kind!r} message is not for engines")
-            handler(self, msg)
+            self._dispatch(decode(self.signer, frames, self.replay))
         except Exception as exc:  # nothing a message says may stop this thread
             self.dropped(exc)
 
