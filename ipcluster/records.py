@@ -16,6 +16,7 @@ from datetime import datetime
 
 from ipcluster.asyncresult import AsyncHubResult, AsyncResult
 from ipcluster.errors import RemoteError
+from ipcluster.protocol import pack, unpack
 from ipcluster.task import Metadata, TaskFuture
 
 __all__ = ["TaskRecords"]
@@ -161,7 +162,10 @@ class TaskRecords:
         return tasks
 
     def _keep_request(self, task_id: str, header: dict, index: int, content, buffers) -> None:
-        size = len(content) + sum(memoryview(b).nbytes for b in buffers) if buffers else len(content)
+        # the header packed: a kept request is then bytes and ints, which the garbage collector
+        # stops walking (a dict each made every full collection walk all of them), and counted
+        header = pack(header)
+        size = len(header) + len(content) + (sum(memoryview(b).nbytes for b in buffers) if buffers else 0)
         if size > RESUBMIT_LIMIT:
             return
         self._requests[task_id] = (header, index, content, tuple(buffers), size)  # () untracked
@@ -179,7 +183,8 @@ class TaskRecords:
                               "recent tasks this client sent (each request up to 1 MiB)")
         tasks = []
         for task_id in ids:
-            tasks += self._submitter.send_again(*self._requests[task_id][:-1])
+            header, index, content, buffers, _ = self._requests[task_id]
+            tasks += self._submitter.send_again(unpack(header), index, content, buffers)
         ar = AsyncResult(tasks, "single" if len(tasks) == 1 else "list", client=self)
         return ar.get() if block else ar
 

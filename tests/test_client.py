@@ -84,6 +84,20 @@ def test_a_closed_client_leaves_no_file_descriptor_open(cluster):
     assert psutil.Process().num_fds() == before
 
 
+def test_resubmit_runs_a_task_again_from_a_request_the_garbage_collector_does_not_walk(rc):
+    import gc
+
+    view = rc[0]
+    with view.temp_flags(label="kept"):
+        ar = view.apply_async(divmod, 7, 2)
+    assert ar.get(timeout=30) == (3, 1)
+    again = rc.resubmit(ar.msg_ids)
+    assert again.get(timeout=30) == (3, 1) and again.msg_ids != ar.msg_ids
+    assert again.metadata["label"] == "kept" and again.metadata["engine_id"] == 0
+    gc.collect()  # thousands kept: each a tuple of bytes and ints, untracked once collected
+    assert not gc.is_tracked(rc._requests[ar.msg_ids[0]])
+
+
 def test_missing_and_corrupt_connection_files(tmp_path):
     with pytest.raises(ipcluster.ConnectionFileError, match="no connection file"):
         ipcluster.Client(tmp_path / "nope.json")
