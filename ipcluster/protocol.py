@@ -108,6 +108,10 @@ def _bad(kind: str, field: str, expected: str, value) -> BadMessage:
     return BadMessage(f"{kind}: {field!r} must be {expected}, not {value!r}")
 
 
+_TYPED = {**dict.fromkeys(("label", "key", "fn"), (str,)),  # an apply's optional fields
+          **dict.fromkeys(("timeout", "priority", "submitted", "time_limit"), (int, float))}
+
+
 @dataclass
 class Apply:
     """The header of an ``apply``: its tasks, where they run, and the flags the controller and
@@ -155,20 +159,16 @@ class Apply:
             raise BadMessage("apply: a load-balanced request carries exactly one task id")
         if not balanced and (targets is None or len(targets) != len(tasks)):
             raise BadMessage("apply: a direct request needs one task id per target")
-        texts = label, key, fn = get("label"), get("key"), get("fn")
-        numbers = timeout, priority, submitted, limit = (
-            get("timeout"), get("priority"), get("submitted"), get("time_limit"))
-        for name, value in zip(("label", "key", "fn"), texts):
-            if value is not None and not isinstance(value, str):
-                raise _bad("apply", name, "a string", value)
-        for name, value in zip(("timeout", "priority", "submitted", "time_limit"), numbers):
-            if value is not None and type(value) not in (int, float):  # as msgpack makes them
-                raise _bad("apply", name, "a number", value)
+        for name in h.keys() & _TYPED:  # the optional fields it has (most have two)
+            value = h[name]
+            if value is not None and type(value) not in _TYPED[name]:  # as msgpack makes them
+                raise _bad("apply", name, "a string" if str in _TYPED[name] else "a number", value)
         retries = get("retries", 0)
         if not (isinstance(retries, int) and not isinstance(retries, bool) and retries >= 0):
             raise _bad("apply", "retries", "an int >= 0", retries)
-        return cls(tasks, targets, balanced, label, key, fn, timeout, retries, priority or 0,
-                   get("after"), get("follow"), submitted, limit)
+        return cls(tasks, targets, balanced, get("label"), get("key"), get("fn"), get("timeout"),
+                   retries, get("priority") or 0, get("after"), get("follow"), get("submitted"),
+                   get("time_limit"))
 
     def task_for(self, engine_id: int) -> str:
         """The task an engine runs: the only one if balanced, else the one at its place."""
@@ -213,9 +213,10 @@ class Result:
             raise _bad("result", "parent", "a task id", parent)
         if status != "ok" and status != "error":
             raise _bad("result", "status", '"ok" or "error"', status)
-        for name, value in (("started", started), ("completed", completed)):
-            if value is not None and type(value) not in (int, float):
-                raise _bad("result", name, "a time", value)
+        if started is not None and type(started) not in (int, float):
+            raise _bad("result", "started", "a time", started)
+        if completed is not None and type(completed) not in (int, float):
+            raise _bad("result", "completed", "a time", completed)
         if engine is not None and not isinstance(engine, int):
             raise _bad("result", "engine", "an engine id", engine)
         if uuid is not None and not isinstance(uuid, str):
@@ -234,6 +235,7 @@ HEAD = len(DELIM) + SIGNATURE + 4  # where the header starts in the first frame
 APART = 1 << 31  # in the size word: the content is the next frame
 INLINE = 1 << 16  # content shorter than this travels in the first frame
 _LONGEST, _SIGNATURE = HEAD + MAX_HEADER + INLINE, slice(len(DELIM), HEAD - 4)  # for `decode`
+_SIZE, _MASK = slice(HEAD - 4, HEAD), APART - 1  # for `head`
 
 
 class Message:
@@ -282,11 +284,12 @@ def _frames(signer: Signer, h: bytes, content, buffers) -> list:
 def head(first: bytes) -> tuple[int, bool]:
     """The header's length in a message's first frame, and whether its content is the next
     frame; raises `BadMessage` if the frame cannot be one. Reads no signed data."""
-    if len(first) <= HEAD or first[:len(DELIM)] != DELIM:
+    length = len(first)
+    if length <= HEAD or not first.startswith(DELIM):
         raise BadMessage("malformed first frame")
-    word = int.from_bytes(first[HEAD - 4:HEAD], "little")
-    size, apart = word & (APART - 1), bool(word & APART)
-    if not 0 < size <= MAX_HEADER or HEAD + size > len(first) or apart and HEAD + size != len(first):
+    word = int.from_bytes(first[_SIZE], "little")
+    size, apart = word & _MASK, word >= APART
+    if not 0 < size <= MAX_HEADER or HEAD + size > length or apart and HEAD + size != length:
         raise BadMessage("malformed first frame: its header size does not fit")
     return size, apart
 
@@ -358,10 +361,10 @@ def decode(signer: Signer, frames: list, replay: Replay | None = None,
         sent = header.get("t")
         if not isinstance(sent, (int, float)) or abs(time.time() - sent) > max_age:
             raise BadMessage(f"stale message: sent at {sent!r}, more than {max_age} s from now")
-    if not isinstance(header.get("id"), str):
+    if not isinstance(msg_id := header.get("id"), str):
         raise BadMessage("header has no message id")
-    if replay is not None and not replay.first_sighting(header["id"]):
-        raise BadMessage(f"replayed message id {header.get('id')!r}")
+    if replay is not None and not replay.first_sighting(msg_id):
+        raise BadMessage(f"replayed message id {msg_id!r}")
     return Message(route, header, content, buffers, body)
 
 

@@ -46,15 +46,18 @@ class Outbox:
 
     def flush(self) -> None:
         """Send what is held, a batch per peer (or the message alone if it is one)."""
-        while self.held:
-            sock, identity = key = next(iter(self.held))
-            self._release(sock, identity, self.held.pop(key))
+        held = self.held  # each left held until its turn: a `send` meanwhile sends it first
+        while held:
+            sock, identity = key = next(iter(held))
+            self._release(sock, identity, held.pop(key))
 
     def _release(self, sock, identity: bytes, messages: list) -> None:
-        many = len(messages) > 1
-        self.traffic["batched"] += many and len(messages)
-        if not self.transmit(sock, identity, batch.pack(self.signer, self.ids(), messages)
-                             if many else messages[0]):
+        if len(messages) == 1:
+            frames = messages[0]
+        else:
+            self.traffic["batched"] += len(messages)
+            frames = batch.pack(self.signer, self.ids(), messages)
+        if not self.transmit(sock, identity, frames):
             self.lost(sock, identity, messages)
 
     def transmit(self, sock, identity: bytes, frames: list) -> bool:

@@ -205,7 +205,9 @@ class Scheduler:
             self._update(eid, had_room=False)
 
     def _has_room(self, eid: int) -> bool:
-        return eid not in self.paused and (not self.hwm or self.load[eid] < self.depth(eid))
+        hwm = self.hwm  # `depth`, inline: twice for every task
+        return eid not in self.paused and (not hwm or self.load[eid] < (
+            self.depths.get(eid, SHALLOW) if hwm > SHALLOW else hwm))
 
     def depth(self, eid: int) -> int:
         """How many outstanding tasks `eid` may hold: `hwm` if its tasks are short, down to
@@ -232,8 +234,8 @@ class Scheduler:
         if not self._has_room(eid):
             self.room.discard(eid)
             return
-        self.room.add(eid)
-        if not had_room:
+        if not had_room:  # (with room before: in `room` already)
+            self.room.add(eid)
             self._freed.add(eid)
         if self.scheme in ("leastload", "lru"):
             heapq.heappush(self._ranked, (self._rank(eid), eid))

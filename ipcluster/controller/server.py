@@ -211,16 +211,17 @@ class Controller:
 
     def _accept(self, sock, msg, allowed: set) -> None:
         """Handle one message whose signature and id were checked."""
+        kind = msg.kind
         try:
-            if msg.kind not in allowed:
-                raise BadMessage(f"{msg.kind!r} is not accepted on this socket")
-            self.received[msg.kind] += 1
+            if kind not in allowed:
+                raise BadMessage(f"{kind!r} is not accepted on this socket")
+            self.received[kind] += 1
             self.traffic["messages_in"] += 1
             if sock is self.clients:
-                self._count_from(msg.route[0], msg.kind)
-            if sock is self.clients and self.undelivered.by_client:  # it is back: catch it up
-                self.undelivered.flush(self._to_client, msg.route[0])
-            HANDLERS[msg.kind](self, msg)
+                self._count_from(msg.route[0], kind)
+                if self.undelivered.by_client:  # it is back: catch it up
+                    self.undelivered.flush(self._to_client, msg.route[0])
+            HANDLERS[kind](self, msg)
         except Exception as exc:  # a signed request we cannot accept: say so, keep serving
             self.dropped(exc)
             if sock is self.clients and msg.route:
