@@ -6,8 +6,8 @@ when; for each engine, once, its interpreter and installed packages.
                                                   ──▶ task.provenance (+ store, with the task)
 
 The hashes are the engine's, taken over bytes it already holds (the call it received, the
-result it sends): the controller adds nothing but a small dict per task. The export (the
-``provenance`` control action) is complete only with a durable store (``--db``) and no write
+result it sends): the controller keeps them as the result's header said them, a tuple per
+task, and makes the record only when it is asked for. The export (the ``provenance`` action) is complete only with a durable store (``--db``) and no write
 failure; otherwise it says what is missing.
 """
 
