@@ -7,8 +7,9 @@ when; for each engine, once, its interpreter and installed packages.
 
 The hashes are the engine's, taken over bytes it already holds (the call it received, the
 result it sends): the controller keeps them as the result's header said them, a tuple per
-task, and makes the record only when it is asked for. The export (the ``provenance`` action) is complete only with a durable store (``--db``) and no write
-failure; otherwise it says what is missing.
+task, and makes the record only when it is asked for. The export (the ``provenance`` action)
+is complete only with a durable store (``--db``) and no write failure; otherwise it says what
+is missing.
 """
 
 from __future__ import annotations
