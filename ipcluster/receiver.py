@@ -72,6 +72,7 @@ class Receiver:
             with self._count:
                 self._others -= 1
         ready = expected = False  # the DEALER may have a message; its notifier said so
+        first = True
         try:
             while not future.done():
                 with self.handling:
@@ -83,9 +84,10 @@ class Receiver:
                         self._poller.register(self._woken, select.POLLIN)
                         self._poller.register(transport.notifier(sock), select.POLLIN)
                     self.caller_receives = True
-                    if not ready:  # asked without holding Ctrl-C back: nothing is taken
-                        with self.wire.lock:
+                    if not ready and not (first and self.wire.quiet):  # asked without
+                        with self.wire.lock:  # holding Ctrl-C back: nothing is taken
                             ready = transport.readable(sock)
+                    first = False  # the send's look, if the last use of the socket, will do
                     received = ()
                     if ready:
                         with signals_held():  # Ctrl-C comes after what is taken is handled
@@ -115,6 +117,7 @@ class Receiver:
         if not self.caller_receives:
             return
         with self.wire.lock:  # and so the pipe is not closed meanwhile
+            self.wire.quiet = False
             if transport.readable(dealer) and self._wakes is not None:
                 try:
                     os.write(self._wakes[1], b"w")

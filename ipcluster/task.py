@@ -74,7 +74,7 @@ class Future(concurrent.futures.Future):
     thousands are pending. Its condition is never waited on: `result` and `exception` wait
     with `concurrent.futures.wait` (an event for this future alone), so a future finishing
     wakes only the threads that wait for it. Its critical sections are short: no callback
-    runs under it. `done` and `set_result` run several times per task on the client's hot
+    runs under it. `done`, `set_result` and `add_done_callback` run per task on the client's hot
     path: they take the lock itself (or none, to read one field) and notify nobody, as nobody
     waits on the condition."""
 
@@ -100,6 +100,16 @@ class Future(concurrent.futures.Future):
                 callback(self)
             except Exception:
                 LOGGER.exception("exception calling callback for %r", self)
+
+    def add_done_callback(self, fn) -> None:
+        with _LOCK:
+            if self._state not in DONE:
+                self._done_callbacks.append(fn)
+                return
+        try:
+            fn(self)
+        except Exception:
+            LOGGER.exception("exception calling callback for %r", self)
 
     def result(self, timeout: float | None = None):
         if self._state == FINISHED and self._exception is None:

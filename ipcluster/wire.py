@@ -55,9 +55,12 @@ class _HeldSignals:
 
     def __enter__(self):
         self.caught: list = []
-        self.saved = {s: h for s in HELD if callable(h := _signal.getsignal(s))}
-        for signum in self.saved:
-            _signal.signal(signum, self._hold)
+        self.saved = saved = {}
+        for signum in HELD:
+            handler = _signal.getsignal(signum)
+            if callable(handler):
+                saved[signum] = handler
+                _signal.signal(signum, self._hold)
         return self
 
     def _hold(self, signum, frame) -> None:
@@ -87,6 +90,9 @@ class Wire:
         self.pack = pack  # one-frame messages -> the frames of one message carrying them
         self.hold_bytes = hold_bytes  # what is held at most (below the peer's frame limit)
         self.sock = None  # None until `attach`, and again after `detach`
+        # True while, as of a send's look (`_send`), nothing waits on the socket, so that its
+        # notifier signals the next message; any other use of it clears this
+        self.quiet = False
         self.wakeups = 0  # of the owner by other threads: a machine-free cost measure
         self._context, self._inbox_name = context, inbox_name
         self._local = threading.local()  # each thread's in-process socket to the owner
@@ -131,8 +137,11 @@ class Wire:
         else:
             transport.send(self.sock, frames)
         if self.queued or self.sock is None:
+            self.quiet = False
             return True
-        return transport.readable(self.sock)
+        waiting = transport.readable(self.sock)
+        self.quiet = not waiting
+        return waiting
 
     def hold(self, frames: list) -> None:
         """Any thread: a one-frame message, to go with the others held (see the module's
@@ -180,6 +189,7 @@ class Wire:
     def outgoing(self):
         """The owner, under the lock: what to send, in order: what was queued, then what is
         held (as one message)."""
+        self.quiet = False
         while self.queued:
             yield self.queued.popleft()
         if self.held:
@@ -198,6 +208,7 @@ class Wire:
         that they are handled after it is let go (a handler may send); `expected`: its notifier
         said one came (`transport.take`)."""
         with self.lock:
+            self.quiet = False
             return transport.take(self.sock, limit, expected)
 
 

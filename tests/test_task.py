@@ -82,6 +82,8 @@ def test_setting_a_result_behaves_as_the_stdlibs(caplog):
     assert task.done() and seen == [5] and "ZeroDivisionError" in caplog.text
     with pytest.raises(concurrent.futures.InvalidStateError):
         task.set_result(6)
+    task.add_done_callback(lambda f: seen.append("at once"))  # finished: called right away
+    assert seen == [5, "at once"]
     cancelled = TaskFuture("t-2")
     assert cancelled.cancel() and cancelled.done()
     with pytest.raises(concurrent.futures.InvalidStateError):
