@@ -274,6 +274,11 @@ def send(sock, frames: list, track: bool = False):
             frame = frames[0]
             _send(sock, frame, _NOBLOCK, type(frame) is bytes and len(frame) < COPY_BELOW)
             return None
+        if len(frames) == 2:  # a ROUTER's: the peer's routing id, then one frame
+            frame = frames[1]
+            _send(sock, frames[0], _MORE, True)
+            _send(sock, frame, _NOBLOCK, type(frame) is bytes and len(frame) < COPY_BELOW)
+            return None
         put, last = sock.send, len(frames) - 1
         for i, frame in enumerate(frames):
             put(frame, _MORE if i < last else _NOBLOCK,
