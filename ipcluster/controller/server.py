@@ -130,18 +130,17 @@ class Controller:
                 wait = min(wait, max(0.0, self.deadlines[0][0] - time.monotonic()))
             ready = poller.poll(wait)
             polled = time.monotonic()
-            if self.engines in ready:
-                read = 0
-                for frames in transport.drain(self.engines, DRAIN):
+            if self.engines in ready:  # (the poll saw a message: received without asking)
+                taken = transport.take(self.engines, DRAIN, expected=True)
+                for frames in taken:
                     self._handle(self.engines, frames, ENGINE_KINDS)
-                    read += 1
                 self.outbox.flush()  # results to their clients, and the tasks they freed room for
-                if read < DRAIN:  # nothing left unread: what engines sent by then is in
+                if len(taken) < DRAIN:  # nothing left unread: what engines sent by then is in
                     self.caught_up = polled
             else:
                 self.caught_up = polled
             if self.clients in ready:
-                for frames in transport.drain(self.clients):
+                for frames in transport.take(self.clients, DRAIN, expected=True):
                     self._handle(self.clients, frames, CLIENT_KINDS)
             if self.reader.inbox in ready:
                 self.reader.finish_ready()
