@@ -9,6 +9,7 @@ shm.py), so they are never copied on the way out, and arrive writable without a 
 from __future__ import annotations
 
 import builtins
+import copyreg
 import ctypes
 import hashlib
 import io
@@ -293,6 +294,17 @@ def _unpickled_once(data: bytes):
         if known is None:
             return f
     return _fresh(known)
+
+
+# A call's pickle names `_unpickled_once` by a copyreg extension code (private-use range), in
+# 2 bytes: the engine's unpickler finds it in a table, with no import machinery per call. Where
+# the code is taken (by the user's code, before ipcluster was imported), the pickle names it by
+# module and name instead, which loads the same.
+EXTENSION = 241
+try:
+    copyreg.add_extension(__name__, "_unpickled_once", EXTENSION)
+except ValueError:
+    pass
 
 
 def digest(content, buffers) -> str:

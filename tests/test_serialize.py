@@ -221,6 +221,24 @@ def test_a_function_with_mutable_state_sent_once_is_still_unpickled_anew_each_ti
         assert serialize._functions[cloudpickle.dumps(f)] is None  # not kept
 
 
+def test_a_call_names_the_unpickler_of_its_function_by_extension_code_or_by_name_alike():
+    """The engine finds `_unpickled_once` by its copyreg extension code (no import per call); a
+    client where that code was taken names it by module and name, which loads the same."""
+    import copyreg
+
+    by_code = _sent_once(_add_to_total, 0)
+    copyreg.remove_extension("ipcluster.serialize", "_unpickled_once", serialize.EXTENSION)
+    try:
+        by_name = _sent_once(_add_to_total, 0)
+    finally:
+        copyreg.add_extension("ipcluster.serialize", "_unpickled_once", serialize.EXTENSION)
+    assert b"_unpickled_once" in by_name and b"_unpickled_once" not in by_code
+    for content in (by_code, by_name):
+        g, args, kwargs = serialize.loads(content)
+        assert g.__name__ == "_add_to_total"
+        assert g(*args, **kwargs) == TOTAL
+
+
 def test_a_call_whose_function_is_any_pickle_loads_still_loads_as_pickle_would():
     import pickle
 
