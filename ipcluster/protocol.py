@@ -64,26 +64,22 @@ KINDS = {k.name: k for k in [
     Kind("query", C, (K,), "msgpack", "ask the controller for state (engine ids, queue)"),
     Kind("query_reply", K, (C,), "msgpack", "the answer to a query"),
     Kind("apply", C, (K, E), "pickle", "run (f, args, kwargs) on targets, or load-balanced: `Apply`"),
-    Kind("result", E, (K, C), "pickle", "the return value of one task (msgpack error if failed): "
-         "`Result`"),
+    Kind("result", E, (K, C), "pickle", "one task's value (a msgpack error if it failed): `Result`"),
     Kind("output", E, (K, C), "msgpack", "stdout/stderr text produced by a running task"),
     Kind("register", E, (K,), "msgpack", "an engine asks to join; answered by register_reply"),
     Kind("register_reply", K, (E,), "msgpack", "the engine's id, and its beat interval"),
     Kind("reregister", K, (E,), "none", "a restarted controller asks an engine to register"),
     Kind("unregister", E, (K,), "msgpack", "an engine leaves cleanly, saying why"),
-    Kind("withdrawn", E, (K,), "msgpack",
-         "the answer to a withdraw control: queued tasks given back, and those already started"),
+    Kind("withdrawn", E, (K,), "msgpack", "answers withdraw: tasks given back, those started"),
     Kind("watchdog", E, (K,), "msgpack",
          "an engine's watchdog process: the engine is busy or stopped, or a task ran past its "
          "timeout and the engine was ended"),
     Kind("beat", E, (K, E), "none", "an engine is alive; the controller answers now and then, "
          "with the interval it should beat at (msgpack)"),
-    Kind("event", K, (C,), "msgpack",
-         "published: engine_up, engine_down (one id each and the registry's version), beat "
-         "(the registry's version)"),
-    Kind("control", C, (K, E),
-         "msgpack", "abort, signal, shutdown, fetch, purge; the controller passes abort/signal/"
-         "shutdown on and asks engines to withdraw queued tasks"),
+    Kind("event", K, (C,), "msgpack", "published: engine_up, engine_down (one id each and the "
+         "registry's version), beat (the registry's version)"),
+    Kind("control", C, (K, E), "msgpack", "abort, signal, shutdown, fetch, purge; the controller "
+         "passes abort/signal/shutdown on and asks engines to withdraw queued tasks"),
     Kind("control_reply", K, (C,), "msgpack", "the outcome of a control request"),
     Kind("error", K, (C,), "msgpack", "a signed request the controller could not accept"),
     Kind("batch", ANY, (C, E, K), "msgpack", "several buffer-less messages from one peer to "
@@ -115,8 +111,8 @@ _TYPED = {**dict.fromkeys(("label", "key", "fn"), (str,)),  # an apply's optiona
 @dataclass
 class Apply:
     """The header of an ``apply``: its tasks, where they run, and the flags the controller and
-    engine act on. The client builds it (`header`); controller and engine check it with
-    `from_header`, which raises `BadMessage` for anything malformed."""
+    engine act on. The client builds it (`header`); the controller checks it (`from_header`:
+    `BadMessage` for anything malformed), an engine what picks its task (`task_for`)."""
 
     tasks: list  # one task id (balanced), or one per target (direct)
     targets: list | None = None  # engine ids: where (direct) or where allowed (balanced)
@@ -170,13 +166,18 @@ class Apply:
                    retries, get("priority") or 0, get("after"), get("follow"), get("submitted"),
                    get("time_limit"))
 
-    def task_for(self, engine_id: int) -> str:
-        """The task an engine runs: the only one if balanced, else the one at its place."""
-        if self.balanced:
-            return self.tasks[0]
-        if engine_id not in self.targets:
-            raise BadMessage(f"apply: engine {engine_id} is not among the targets {self.targets}")
-        return self.tasks[self.targets.index(engine_id)]
+    @staticmethod
+    def task_for(h: dict, engine_id: int) -> str:
+        """The task `engine_id` runs of the apply with header `h`, checking what picks it: an engine's
+        check (its controller checked the whole header, `from_header`, before it forwarded it)."""
+        tasks, targets = h.get("tasks"), h.get("targets")
+        if not (isinstance(tasks, list) and tasks and all([isinstance(t, str) for t in tasks])):
+            raise _bad("apply", "tasks", "a list of task ids", tasks)
+        if h.get("balanced") is True:
+            return tasks[0]
+        if not isinstance(targets, list) or len(targets) != len(tasks) or engine_id not in targets:
+            raise BadMessage(f"apply: engine {engine_id} is not among the targets {targets}")
+        return tasks[targets.index(engine_id)]
 
 
 @dataclass
@@ -347,16 +348,15 @@ def decode(signer: Signer, frames: list, replay: Replay | None = None,
     header = parse_header(first[HEAD:HEAD + size])
     if (buffers or "buffers" in header) and [len(_buffer(b)) for b in buffers] != header.get("buffers"):
         raise BadMessage("buffer lengths differ from those signed in the header")
-    if "direct" in header:
-        try:
+    what = "direct buffers"  # large buffers that came on a direct link or in shared memory
+    try:
+        if "direct" in header:
             direct.check(header, buffers)
-        except ValueError as exc:
-            raise BadMessage(f"bad direct buffers: {exc}") from None
-    if "segments" in header:
-        try:
+        what = "shared-memory segments"
+        if "segments" in header:
             buffers = shm.segments(header, buffers)
-        except ValueError as exc:
-            raise BadMessage(f"bad shared-memory segments: {exc}") from None
+    except ValueError as exc:
+        raise BadMessage(f"bad {what}: {exc}") from None
     if max_age is not None:
         sent = header.get("t")
         if not isinstance(sent, (int, float)) or abs(time.time() - sent) > max_age:

@@ -117,12 +117,17 @@ def test_an_apply_record_round_trips_and_names_the_task_of_each_engine():
     direct = protocol.Apply(["t1", "t2"], [3, 5], label="sweep", timeout=2.5)
     header = direct.header("m-1")
     assert header["kind"] == "apply" and "retries" not in header  # defaults stay off the wire
-    back = protocol.Apply.from_header(msgpack.unpackb(msgpack.packb(header)))
-    assert back == direct and back.task_for(5) == "t2"
+    wire = msgpack.unpackb(msgpack.packb(header))
+    assert protocol.Apply.from_header(wire) == direct and protocol.Apply.task_for(wire, 5) == "t2"
     with pytest.raises(BadMessage, match="engine 4 is not among the targets"):
-        back.task_for(4)
+        protocol.Apply.task_for(wire, 4)
     balanced = protocol.Apply(["t9"], None, True, retries=2, priority=1.5)
-    assert protocol.Apply.from_header(balanced.header("m-2")).task_for(0) == "t9"
+    assert protocol.Apply.task_for(balanced.header("m-2"), 0) == "t9"
+    # an engine checks what picks its task: whatever else a header says, it raises BadMessage
+    for bad in ({**wire, "tasks": "t1"}, {**wire, "tasks": [1, 2]}, {**wire, "targets": None},
+                {**wire, "targets": [3]}, {**wire, "targets": "35"}, {"kind": "apply"}):
+        with pytest.raises(BadMessage):
+            protocol.Apply.task_for(bad, 5)
 
 
 @pytest.mark.parametrize("change, error", [

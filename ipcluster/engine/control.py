@@ -278,7 +278,7 @@ class Control(threading.Thread):
                 self.dropped(exc)
 
     def on_apply(self, msg) -> None:
-        task = Apply.from_header(msg.header).task_for(self.engine_id)
+        task = Apply.task_for(msg.header, self.engine_id)
         msg = self.dataport.request(msg)  # None: its large buffers have yet to come
         if msg is not None:
             self._queue(msg, task)
@@ -293,14 +293,14 @@ class Control(threading.Thread):
         try:
             msg = self.dataport.receive(frames, self.ids)
             if msg is not None:
-                self._queue(msg, Apply.from_header(msg.header).task_for(self.engine_id))
+                self._queue(msg, Apply.task_for(msg.header, self.engine_id))
                 if self.main_receives:
                     self._wake_main()
         except Exception as exc:  # nothing a message says may stop this thread
             self.dropped(exc)
 
     def _fail_undelivered(self, sock, msg) -> None:
-        task = Apply.from_header(msg.header).task_for(self.engine_id)
+        task = Apply.task_for(msg.header, self.engine_id)
         error = {"error": "RemoteError", "ename": "DataLost", "engine_id": self.engine_id,
                  "evalue": f"the large buffers of this request did not arrive on the engine's data "
                            f"port within {direct.WAIT} s of the request (the client's direct link "

@@ -56,7 +56,7 @@ class FakeEngine:
         while self.inbox:
             msg = decode(self.ctl.signer, self.inbox.pop(0))
             if msg.kind == "apply":
-                task = Apply.from_header(msg.header).task_for(self.id)
+                task = Apply.task_for(msg.header, self.id)
                 self.running.enqueue(task)
                 self.taken.append(task)
             elif msg.kind == "control" and unpack(msg.content).get("action") == "withdraw":
