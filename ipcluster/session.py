@@ -152,7 +152,7 @@ class Session:
     def wait_for(self, future, timeout: float | None) -> float | None:
         """Wait for `future` receiving on the DEALER in this thread if no other thread does
         (`Receiver.wait_for`); returns what is left of `timeout`."""
-        if threading.current_thread() is self._io:
+        if threading.get_ident() == self._io.ident:
             return timeout
         return self.receiver.wait_for(future, timeout)
 
@@ -275,7 +275,7 @@ class Session:
             _dropped(exc)
 
     def _dispatch(self, msg) -> None:
-        handler = HANDLERS.get(msg.kind)
+        handler = HANDLERS.get(msg.header["kind"])
         if handler is None:
             raise BadMessage(f"a {msg.kind!r} message is not for clients")
         handler(self, msg)

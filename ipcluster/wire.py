@@ -76,7 +76,7 @@ class _HeldSignals:
 def signals_held():
     """A block in which, in the main thread, SIGINT and SIGTERM handlers run only at its end:
     for work that must not stop half-way (handling a received message)."""
-    if threading.current_thread() is threading.main_thread():
+    if threading.get_ident() == threading.main_thread().ident:
         return _HeldSignals()
     return contextlib.nullcontext()
 

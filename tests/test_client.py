@@ -77,11 +77,14 @@ def test_a_closed_client_refuses_calls(cluster):
 def test_a_closed_client_leaves_no_file_descriptor_open(cluster):
     ipcluster.Client(cluster.connection_file).close()  # what is made once per process
     before = psutil.Process().num_fds()
-    for _ in range(3):
+    for _ in range(10):
         rc = ipcluster.Client(cluster.connection_file)
         rc[0].apply_sync(os.getpid)  # the calling thread receives: its wake-up pipe is made
         rc.close()
-    assert psutil.Process().num_fds() == before
+        assert rc._session.receiver._wakes is None
+    # not one descriptor per client (a leak: 2 or more each); other clients of the module's
+    # cluster may hold one or two more for a moment as they reconnect
+    assert psutil.Process().num_fds() - before < 5
 
 
 def test_resubmit_runs_a_task_again_from_a_request_the_garbage_collector_does_not_walk(rc):
