@@ -345,6 +345,11 @@ class Client(TaskRecords):
 
     # -- submitting (submission.py) ---------------------------------------------------------
 
+    def _answer(self, call):
+        """A view's blocking call: `call()` sends, and this thread receives the answer
+        (`Receiver.answer`)."""
+        return self._session.receiver.answer(call)
+
     def _submit(self, f, args: tuple, kwargs: dict, targets, *, balanced: bool,
                 flags: dict | None = None, sizes: int = 1, done: dict | None = None):
         """Send one call (`Submitter.submit`); the views' way in."""

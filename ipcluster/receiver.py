@@ -33,6 +33,7 @@ class Receiver:
         # by that thread that closes the client
         self.handling = threading.RLock()
         self.caller_receives = False  # a calling thread receives (set under `handling`)
+        self.callers = 0  # calling threads that sent and will wait for the answer (`answer`)
         self.io_handled = 0  # messages from the DEALER the IO thread handled
         self._handle = handle  # handles a list of received messages
         self._role = threading.Lock()  # held by the calling thread receiving
@@ -50,11 +51,30 @@ class Receiver:
         """The IO thread: take and handle what the DEALER holds, unless a calling thread
         receives; returns how many messages."""
         with self.handling:
-            received = [] if self.caller_receives else self.wire.take(DRAIN)
+            received = [] if self.owned else self.wire.take(DRAIN)
             if received:
                 self.io_handled += len(received)
                 self._handle(received)
         return len(received)
+
+    @property
+    def owned(self) -> bool:
+        """A calling thread receives, or is about to (it sent and no thread waits on a future
+        meanwhile, which the IO thread must then receive for): the IO thread leaves the DEALER
+        to it."""
+        return self.caller_receives or self.callers > 0 and not self._others
+
+    def answer(self, call):
+        """`call()`, which sends a request and returns its AsyncResult, and its result: from the
+        send on the calling thread is the one to receive (the IO thread leaves the DEALER to
+        it, as while it waits), so an answer that comes before it waits is not handed over."""
+        with self._count:
+            self.callers += 1
+        try:
+            return call().get()
+        finally:
+            with self._count:
+                self.callers -= 1
 
     def wait_for(self, future, timeout: float | None) -> float | None:
         """A calling thread that waits for `future` receives on the DEALER while no other
@@ -88,12 +108,12 @@ class Receiver:
                         with self.wire.lock:  # holding Ctrl-C back: nothing is taken
                             ready = transport.readable(sock)
                     first = False  # the send's look, if the last use of the socket, will do
-                    received = ()
-                    if ready:
-                        with signals_held():  # Ctrl-C comes after what is taken is handled
-                            received = self.wire.take(DRAIN, expected)
-                            if received:
-                                self._handle(received)
+                received = ()
+                if ready:  # Ctrl-C comes after what is taken is handled, `handling` let go
+                    with signals_held(), self.handling:
+                        received = self.wire.take(DRAIN, expected)
+                        if received:
+                            self._handle(received)
                 left = POLL if deadline is None else min(POLL, deadline - time.monotonic())
                 if future.done() or left <= 0:
                     break
@@ -114,7 +134,7 @@ class Receiver:
     def wake_caller(self, dealer) -> None:
         """The IO thread, after each of its turns: a message the receiving caller was not told
         of (a send took its notification in) is waiting: wake it."""
-        if not self.caller_receives:
+        if not self.owned:
             return
         with self.wire.lock:  # and so the pipe is not closed meanwhile
             self.wire.quiet = False

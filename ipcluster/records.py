@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import MutableMapping
 from datetime import datetime
 
@@ -109,6 +110,7 @@ class TaskRecords:
         self.metadata = _MetadataMap(self._futures)
         self._requests: dict[str, tuple] = {}  # msg_id -> what resubmit sends again, oldest first
         self._kept = 0  # bytes in _requests
+        self._keeping = threading.Lock()  # both, changed by any thread submitting
 
     def db_query(self, query: dict, keys: list[str] | None = None) -> list[dict]:
         """Records of tasks in the controller's ledger matching `query`, as ipyparallel's:
@@ -168,10 +170,11 @@ class TaskRecords:
         size = len(header) + len(content) + (sum(memoryview(b).nbytes for b in buffers) if buffers else 0)
         if size > RESUBMIT_LIMIT:
             return
-        self._requests[task_id] = (header, index, content, tuple(buffers), size)  # () untracked
-        self._kept += size
-        while self._kept > RESUBMIT_TOTAL:
-            self._kept -= self._requests.pop(next(iter(self._requests)))[-1]
+        with self._keeping:
+            self._requests[task_id] = (header, index, content, tuple(buffers), size)  # () untracked
+            self._kept += size
+            while self._kept > RESUBMIT_TOTAL:
+                self._kept -= self._requests.pop(next(iter(self._requests)))[-1]
 
     def resubmit(self, indices_or_msg_ids, block: bool | None = None):
         """Run earlier tasks of this client again, as new tasks with the same call and flags;
@@ -207,7 +210,8 @@ class TaskRecords:
                                f"{running[:5]}; wait for them (rc.wait()) or abort them first")
         for task_id in ids:
             self._futures.pop(task_id, None)
-            self._kept -= self._requests.pop(task_id, (0,))[-1]
+            with self._keeping:
+                self._kept -= self._requests.pop(task_id, (0,))[-1]
             self.results._set.pop(task_id, None)
             self.metadata._set.pop(task_id, None)
 

@@ -15,6 +15,7 @@ import hashlib
 import io
 import pickle
 import sys
+import threading
 import types
 import weakref
 from collections import ChainMap
@@ -97,6 +98,7 @@ class _Pickled(bytes):
 
 
 _cache: dict = {}  # (function, code, tokens of what it captured) -> _Pickled
+_filling = threading.Lock()  # several threads may submit at once: see `_remember`
 _names: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # code -> the globals it names
 CACHE_SIZE = 256
 
@@ -202,14 +204,19 @@ def _function(f):
     cached = _cache.get(key)
     if cached is None:
         cached = _Pickled(dumps(f, "the function")[0])
-        if len(_cache) >= CACHE_SIZE:
-            _cache.pop(next(iter(_cache)))
-        _cache[key] = cached
+        _remember(_cache, key, cached)
     if held is not None and _unchanged(f, *held):
-        if len(_seen) >= CACHE_SIZE:
-            _seen.pop(next(iter(_seen)))
-        _seen[f] = (*held, cached)
+        _remember(_seen, f, (*held, cached))
     return cached
+
+
+def _remember(cache: dict, key, value) -> None:
+    """`cache[key] = value`, the oldest entries going past CACHE_SIZE: under a lock, as two
+    threads evicting at once would both take the same oldest key (KeyError)."""
+    with _filling:
+        while len(cache) >= CACHE_SIZE:
+            cache.pop(next(iter(cache)))
+        cache[key] = value
 
 
 def dumps_call(f, args: tuple, kwargs: dict) -> tuple[bytes, list]:

@@ -180,7 +180,7 @@ class Session:
         received = 0
         try:
             while not self._stopping.is_set():
-                if watching == self.receiver.caller_receives:  # the DEALER's notifier is the
+                if watching == self.receiver.owned:  # the DEALER's notifier is the
                     (poller.remove if watching else poller.add)(notifier)  # caller's, or ours
                     watching = not watching
                 ready = poller.poll(0 if received == DRAIN else POLL if watching else ASIDE)

@@ -15,6 +15,12 @@ from ipcluster.task import TaskFuture
 __all__ = ["Submitter"]
 
 
+# what sending a request added to its header, so not kept for sending it again: its time (a
+# resubmit past the controller's max_age would be refused as stale), its buffers' lengths and
+# the ways they went (shared memory, a direct link), the digest of its call (`key`)
+SENT = frozenset({"t", "buffers", "segments", "direct", "shm_host", "link", "key"})
+
+
 class Submitter:
     """Sends calls for a client: `futures` and `history` are the client's tables of its tasks;
     `refresh_ids` asks the controller for the engine ids, `keep` keeps a request for
@@ -85,7 +91,7 @@ class Submitter:
         session.check_usable()
         target = None if header["balanced"] else header["targets"][index]
         task = TaskFuture(session.ids(), target, label=header.get("label"))
-        again = {k: v for k, v in header.items() if k != "key"}
+        again = {k: v for k, v in header.items() if k not in SENT}
         again.update(id=session.ids(), tasks=[task.task_id], submitted=now(),
                      targets=header["targets"] if target is None else [target])
         with session.submitting:

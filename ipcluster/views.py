@@ -77,10 +77,11 @@ class View:
 
     def apply(self, f, /, *args, **kwargs):
         """Call ``f(*args, **kwargs)``; a result if the view blocks, else an `AsyncResult`."""
-        return self._finish(self.apply_async(f, *args, **kwargs), None)
+        call = self.apply_sync if self.block else self.apply_async
+        return call(f, *args, **kwargs)
 
     def apply_sync(self, f, /, *args, **kwargs):
-        return self.apply_async(f, *args, **kwargs).get()
+        return self.client._answer(lambda: self.apply_async(f, *args, **kwargs))
 
     def map_sync(self, f, /, *sequences, **options):
         return self.map(f, *sequences, block=True, **options)

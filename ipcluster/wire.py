@@ -117,10 +117,11 @@ class Wire:
         what is queued (or if the socket is not attached yet, or with `queue`: a message only
         the owner may send)."""
         with self.lock:
-            if self.held or frames is not None and len(frames) > 1:
-                with signals_held():
-                    waiting = self._send(frames, queue)
-            else:  # one zmq call (a message of one frame), which Ctrl-C cannot cut
+            several = self.held or frames is not None and len(frames) > 1
+            if not several:  # one zmq call (a message of one frame), which Ctrl-C cannot cut
+                waiting = self._send(frames, queue)
+        if several:  # Ctrl-C held back, its handler run once the lock is let go (it may send)
+            with signals_held(), self.lock:
                 waiting = self._send(frames, queue)
         if waiting:
             self.wake()
@@ -209,7 +210,7 @@ class Wire:
         said one came (`transport.take`)."""
         with self.lock:
             self.quiet = False
-            return transport.take(self.sock, limit, expected)
+            return [] if self.sock is None else transport.take(self.sock, limit, expected)
 
 
 @atexit.register

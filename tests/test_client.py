@@ -9,12 +9,14 @@ import sys
 import textwrap
 import threading
 import time
+import traceback
 
 import psutil
 import pytest
 
 import ipcluster
 from ipcluster import connection
+from ipcluster.protocol import pack, unpack
 from tests.conftest import start_cluster, wait_until
 
 
@@ -365,3 +367,65 @@ def test_an_argument_of_a_class_defined_in_the_main_script_reaches_the_engine(cl
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["2", "2"]
+
+
+def test_resubmit_sends_a_fresh_time(rc):
+    """What sending added to a kept request (its time, the ways its buffers went) is not sent
+    again: a resubmit past the controller's max_age would be refused as stale."""
+    view = rc[0]
+    ar = view.apply_async(divmod, 7, 2)
+    assert ar.get(timeout=30) == (3, 1)
+    task_id = ar.msg_ids[0]
+    header, index, content, buffers, size = rc._requests[task_id]
+    said = unpack(header)
+    assert "t" in said  # the original's send time was kept with the request
+    sent = []
+    real = rc._session.sender.send
+    rc._session.sender.send = lambda h, *a, **k: (sent.append(dict(h)), real(h, *a, **k))[1]
+    try:
+        rc.resubmit(ar.msg_ids).get(timeout=30)
+    finally:
+        rc._session.sender.send = real
+    assert sent[0].get("t") != said["t"], "the resubmitted request carries the original's time"
+
+
+def test_resubmit_of_a_request_kept_for_ten_minutes_runs(rc):
+    """The controller refuses messages older than max_age (600 s): a request kept longer
+    still runs when resubmitted."""
+    view = rc[0]
+    ar = view.apply_async(divmod, 7, 2)
+    assert ar.get(timeout=30) == (3, 1)
+    task_id = ar.msg_ids[0]
+    header, index, content, buffers, size = rc._requests[task_id]
+    said = unpack(header)
+    said["t"] -= 700  # as if it had been kept 700 s (the controller's max_age is 600 s)
+    rc._requests[task_id] = (pack(said), index, content, buffers, size)
+    again = rc.resubmit(ar.msg_ids)
+    assert again.get(timeout=10) == (3, 1)
+
+
+def test_threads_keeping_requests_at_once_never_fail(rc):
+    """Requests kept for resubmit by several submitting threads at once: none fails after its
+    request went (the oldest evicted under a lock), and the bytes kept are counted true."""
+    errors = []
+    content = b"x" * 900_000
+
+    def submitter(k):
+        try:
+            for i in range(400):
+                rc._keep_request(f"review-{k}-{i}", {"kind": "apply", "tasks": ["t"]}, 0, content, ())
+        except Exception:
+            errors.append(traceback.format_exc())
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=submitter, args=(k,)) for k in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert not errors, errors[0]
+    assert rc._kept == sum(r[-1] for r in rc._requests.values())  # the count is true

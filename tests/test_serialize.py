@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 import threading
+import traceback
 
 import cloudpickle
 import numpy as np
@@ -249,3 +251,34 @@ def test_a_call_whose_function_is_any_pickle_loads_still_loads_as_pickle_would()
     content = pickle.dumps((Loads(), (-2,), {}), protocol=5)
     f, args, kwargs = serialize.loads(content)
     assert f is abs and f(*args) == 2
+
+
+def _main_function(i):
+    ns = {"__name__": "__main__"}  # pickled by value, as a script's or notebook's function
+    exec(f"def f{i}(x=None):\n    return {i}\n", ns)
+    return ns[f"f{i}"]
+
+
+def test_threads_pickling_functions_at_once_never_fail():
+    """apply_async is thread-safe: threads pickling new functions at once (lambdas made in a
+    loop fill the caches, which then evict) never fail."""
+    errors = []
+
+    def submitter(base):
+        try:
+            for i in range(2000):
+                serialize._function(_main_function(base * 100_000 + i))
+        except Exception:
+            errors.append(traceback.format_exc())
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch often, as they may under load
+    try:
+        threads = [threading.Thread(target=submitter, args=(b,)) for b in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert not errors, errors[0]
