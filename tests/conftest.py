@@ -6,9 +6,11 @@ from __future__ import annotations
 import os
 import queue
 import shutil
+import sys
 import tempfile
 import threading
 import time
+import traceback
 
 import psutil
 import pytest
@@ -76,6 +78,30 @@ def wait_until(predicate, timeout: float = 30) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.02)
+
+
+def errors_of_threads_at_once(work, n: int) -> list[str]:
+    """Run `work(k)` in `n` threads at once, switching between them as often as the
+    interpreter can (as they may under load); the tracebacks of what they raised."""
+    errors = []
+
+    def run(k):
+        try:
+            work(k)
+        except Exception:
+            errors.append(traceback.format_exc())
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=run, args=(k,)) for k in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    return errors
 
 
 class InProcessController:

@@ -9,7 +9,6 @@ import sys
 import textwrap
 import threading
 import time
-import traceback
 
 import psutil
 import pytest
@@ -17,7 +16,7 @@ import pytest
 import ipcluster
 from ipcluster import connection
 from ipcluster.protocol import pack, unpack
-from tests.conftest import start_cluster, wait_until
+from tests.conftest import errors_of_threads_at_once, start_cluster, wait_until
 
 
 def test_client_finds_a_cluster_by_id_and_by_path(cluster):
@@ -369,15 +368,17 @@ def test_an_argument_of_a_class_defined_in_the_main_script_reaches_the_engine(cl
     assert out.stdout.split() == ["2", "2"]
 
 
+def _kept(rc):
+    """A finished task's AsyncResult and the header its request was kept with (for resubmit)."""
+    ar = rc[0].apply_async(divmod, 7, 2)
+    assert ar.get(timeout=30) == (3, 1)
+    return ar, unpack(rc._requests[ar.msg_ids[0]][0])
+
+
 def test_resubmit_sends_a_fresh_time(rc):
     """What sending added to a kept request (its time, the ways its buffers went) is not sent
     again: a resubmit past the controller's max_age would be refused as stale."""
-    view = rc[0]
-    ar = view.apply_async(divmod, 7, 2)
-    assert ar.get(timeout=30) == (3, 1)
-    task_id = ar.msg_ids[0]
-    header, index, content, buffers, size = rc._requests[task_id]
-    said = unpack(header)
+    ar, said = _kept(rc)
     assert "t" in said  # the original's send time was kept with the request
     sent = []
     real = rc._session.sender.send
@@ -392,14 +393,10 @@ def test_resubmit_sends_a_fresh_time(rc):
 def test_resubmit_of_a_request_kept_for_ten_minutes_runs(rc):
     """The controller refuses messages older than max_age (600 s): a request kept longer
     still runs when resubmitted."""
-    view = rc[0]
-    ar = view.apply_async(divmod, 7, 2)
-    assert ar.get(timeout=30) == (3, 1)
-    task_id = ar.msg_ids[0]
-    header, index, content, buffers, size = rc._requests[task_id]
-    said = unpack(header)
+    ar, said = _kept(rc)
     said["t"] -= 700  # as if it had been kept 700 s (the controller's max_age is 600 s)
-    rc._requests[task_id] = (pack(said), index, content, buffers, size)
+    _, index, content, buffers, size = rc._requests[ar.msg_ids[0]]
+    rc._requests[ar.msg_ids[0]] = (pack(said), index, content, buffers, size)
     again = rc.resubmit(ar.msg_ids)
     assert again.get(timeout=10) == (3, 1)
 
@@ -407,25 +404,12 @@ def test_resubmit_of_a_request_kept_for_ten_minutes_runs(rc):
 def test_threads_keeping_requests_at_once_never_fail(rc):
     """Requests kept for resubmit by several submitting threads at once: none fails after its
     request went (the oldest evicted under a lock), and the bytes kept are counted true."""
-    errors = []
     content = b"x" * 900_000
 
     def submitter(k):
-        try:
-            for i in range(400):
-                rc._keep_request(f"review-{k}-{i}", {"kind": "apply", "tasks": ["t"]}, 0, content, ())
-        except Exception:
-            errors.append(traceback.format_exc())
+        for i in range(400):
+            rc._keep_request(f"review-{k}-{i}", {"kind": "apply", "tasks": ["t"]}, 0, content, ())
 
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        threads = [threading.Thread(target=submitter, args=(k,)) for k in range(6)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    finally:
-        sys.setswitchinterval(old)
+    errors = errors_of_threads_at_once(submitter, 6)
     assert not errors, errors[0]
     assert rc._kept == sum(r[-1] for r in rc._requests.values())  # the count is true

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import threading
-import traceback
 
 import cloudpickle
 import numpy as np
@@ -12,6 +11,7 @@ import pytest
 
 from ipcluster import serialize
 from ipcluster.errors import SerializationError
+from tests.conftest import errors_of_threads_at_once
 
 
 def test_large_arrays_travel_out_of_band_and_small_ones_in_band():
@@ -262,23 +262,9 @@ def _main_function(i):
 def test_threads_pickling_functions_at_once_never_fail():
     """apply_async is thread-safe: threads pickling new functions at once (lambdas made in a
     loop fill the caches, which then evict) never fail."""
-    errors = []
-
     def submitter(base):
-        try:
-            for i in range(2000):
-                serialize._function(_main_function(base * 100_000 + i))
-        except Exception:
-            errors.append(traceback.format_exc())
+        for i in range(2000):
+            serialize._function(_main_function(base * 100_000 + i))
 
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)  # threads switch often, as they may under load
-    try:
-        threads = [threading.Thread(target=submitter, args=(b,)) for b in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    finally:
-        sys.setswitchinterval(old)
+    errors = errors_of_threads_at_once(submitter, 8)
     assert not errors, errors[0]
