@@ -275,7 +275,7 @@ class Session:
             _dropped(exc)
 
     def _dispatch(self, msg) -> None:
-        handler = HANDLERS.get(msg.header["kind"])
+        handler = HANDLERS.get(msg.kind)
         if handler is None:
             raise BadMessage(f"a {msg.kind!r} message is not for clients")
         handler(self, msg)

@@ -95,11 +95,7 @@ class Future(concurrent.futures.Future):
             self._result, self._state = result, FINISHED
             for waiter in self._waiters:
                 waiter.add_result(self)
-        for callback in self._done_callbacks:
-            try:
-                callback(self)
-            except Exception:
-                LOGGER.exception("exception calling callback for %r", self)
+        self._invoke_callbacks()  # the stdlib's, as its set_result does
 
     def add_done_callback(self, fn) -> None:
         with _LOCK:
